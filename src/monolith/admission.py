@@ -1,0 +1,46 @@
+"""Queue-depth accounting around every engine generation, and per-request deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from monolith.engine import Delta
+from monolith.errors import DeadlineExceeded
+from monolith.metrics import GENERATED_TOKENS, PROMPT_TOKENS, QUEUE_DEPTH, REQUESTS_RUNNING, TIME_TO_FIRST_TOKEN
+
+
+async def tracked(stream: AsyncIterator[Delta], deadline: float) -> AsyncIterator[Delta]:
+    """Counts the generation as queued until its first token, then as running; ends it at the deadline.
+
+    Leaving early (client gone, deadline, error) closes the engine stream, which aborts the request.
+    """
+    submitted = time.monotonic()
+    QUEUE_DEPTH.inc()
+    waiting = True
+    produced = 0
+    try:
+        async with aclosing(stream) as deltas:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded("the request ran past its deadline")
+                try:
+                    delta = await asyncio.wait_for(anext(deltas), remaining)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise DeadlineExceeded("the request ran past its deadline") from None
+                if waiting:
+                    waiting = False
+                    QUEUE_DEPTH.dec()
+                    REQUESTS_RUNNING.inc()
+                    TIME_TO_FIRST_TOKEN.observe(time.monotonic() - submitted)
+                    PROMPT_TOKENS.inc(delta.prompt_tokens)
+                GENERATED_TOKENS.inc(delta.completion_tokens - produced)
+                produced = delta.completion_tokens
+                yield delta
+    finally:
+        (QUEUE_DEPTH if waiting else REQUESTS_RUNNING).dec()

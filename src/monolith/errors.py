@@ -1,0 +1,46 @@
+"""The domain's exceptions. Each knows its HTTP status; the edge maps them in one handler."""
+
+from __future__ import annotations
+
+
+class MonolithError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class BadRequest(MonolithError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class NotFound(MonolithError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class NotReady(MonolithError):
+    status_code = 503
+    error_type = "not_ready"
+
+
+class DependencyDown(MonolithError):
+    """Qdrant unreachable, a collection missing, the engine dead: never a silent empty answer."""
+
+    status_code = 503
+    error_type = "dependency_unavailable"
+
+
+class Overloaded(MonolithError):
+    status_code = 429
+    error_type = "overloaded"
+
+
+class DeadlineExceeded(MonolithError):
+    status_code = 504
+    error_type = "timeout"

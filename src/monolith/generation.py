@@ -1,0 +1,76 @@
+"""Turns prompts into engine calls: token budget checks, sampling defaults, tracked streams."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from monolith.admission import tracked
+from monolith.config import Settings
+from monolith.engine import Delta, Engine, Sampling, chat_prompt_ids
+from monolith.errors import BadRequest
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def new_request_id(prefix: str = "req") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class Generator:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.engine.tokenizer.encode(text, add_special_tokens=False))
+
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        return chat_prompt_ids(self.engine.tokenizer, messages)
+
+    def text_ids(self, text: str) -> list[int]:
+        return list(self.engine.tokenizer.encode(text))
+
+    def max_tokens(self, requested: int | None) -> int:
+        return requested if requested is not None else self.settings.engine.default_max_tokens
+
+    def check_fits(self, prompt_ids: list[int], max_tokens: int, param: str) -> None:
+        if max_tokens > self.settings.engine.max_tokens_limit:
+            raise BadRequest(
+                f"max_tokens is {max_tokens}, above this server's limit of {self.settings.engine.max_tokens_limit}",
+                param="max_tokens",
+            )
+        if len(prompt_ids) + max_tokens > self.max_model_len:
+            raise BadRequest(
+                f"the prompt has {len(prompt_ids)} tokens and max_tokens is {max_tokens}; together they exceed "
+                f"the context window of {self.max_model_len} tokens",
+                param=param,
+            )
+
+    def stream(
+        self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
+    ) -> AsyncIterator[Delta]:
+        timeout = timeout_s or self.settings.server.request_timeout_s
+        return tracked(self.engine.stream(prompt_ids, sampling, request_id), time.monotonic() + timeout)
+
+    async def complete(
+        self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
+    ) -> Completion:
+        parts: list[str] = []
+        last = Delta("", 0, len(prompt_ids))
+        async for delta in self.stream(prompt_ids, sampling, request_id, timeout_s):
+            parts.append(delta.text)
+            last = delta
+        return Completion("".join(parts), last.finish_reason, len(prompt_ids), last.completion_tokens)

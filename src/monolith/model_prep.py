@@ -1,0 +1,55 @@
+"""GGUF -> safetensors checkpoint for the embedded default (vLLM's CPU build loads safetensors)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from monolith.config import ConfigError, Settings
+from monolith.packaged import package_dir
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_ready(path: Path) -> bool:
+    return (path / "config.json").exists() and any(path.glob("*.safetensors")) and (path / "tokenizer.json").exists()
+
+
+def gguf_path(package: str, filename: str) -> Path:
+    folder = package_dir(package)
+    if folder is None:
+        raise ConfigError(f"engine.prepare_from.package: {package} is not installed (run `make install`)")
+    path = folder / filename
+    if not path.exists():
+        raise ConfigError(f"engine.prepare_from.file: {filename} not found in package {package}")
+    return path
+
+
+def prepare_model(settings: Settings) -> Path:
+    """Idempotent: returns the checkpoint directory, converting the packaged GGUF only when missing."""
+    target = settings.in_data_dir(settings.engine.model)
+    source = settings.engine.prepare_from
+    if checkpoint_ready(target):
+        return target
+    if source is None:
+        raise ConfigError(f"engine.model: {target} is not a checkpoint and engine.prepare_from is not set")
+    gguf = gguf_path(source.package, source.file)
+    log.info("converting %s to a safetensors checkpoint in %s", gguf.name, target)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.float32 if settings.engine.dtype == "float32" else torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized in memory; transformers refuses to save a model that
+    # still carries its GGUF quantizer, and the saved config must not claim a quantization.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, safe_serialization=True)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target

@@ -1,0 +1,1 @@
+"""Embedding, the Qdrant vector store, chunking and ingestion."""
