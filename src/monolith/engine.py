@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -111,10 +112,14 @@ class VllmEngine:
         )
         produced = 0
         try:
-            async for out in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
-                choice = out.outputs[0]
-                produced += len(choice.token_ids)
-                yield Delta(choice.text, produced, len(prompt_ids), choice.finish_reason if out.finished else None)
+            # aclosing: when our caller leaves early, vLLM's generator sees GeneratorExit and aborts.
+            outputs = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id)
+            async with aclosing(outputs):
+                async for out in outputs:
+                    choice = out.outputs[0]
+                    produced += len(choice.token_ids)
+                    finish = choice.finish_reason if out.finished else None
+                    yield Delta(choice.text, produced, len(prompt_ids), finish)
         except EngineDeadError as exc:
             raise DependencyDown("the inference engine has stopped") from exc
 

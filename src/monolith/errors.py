@@ -44,3 +44,10 @@ class Overloaded(MonolithError):
 class DeadlineExceeded(MonolithError):
     status_code = 504
     error_type = "timeout"
+
+
+class ClientGone(MonolithError):
+    """The client closed the connection; nobody reads this status, but the logs and metrics do."""
+
+    status_code = 499
+    error_type = "client_closed_request"

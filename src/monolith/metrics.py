@@ -12,21 +12,29 @@ REGISTRY = CollectorRegistry()
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 
 REQUESTS = Counter(
-    "monolith_requests", "HTTP requests by route template, method and status code.",
-    ["route", "method", "status"], registry=REGISTRY,
+    "monolith_requests",
+    "HTTP requests by route template, method and status code.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
 )
 REQUEST_LATENCY = Histogram(
-    "monolith_request_duration_seconds", "Time from request received to response finished, by route.",
-    ["route"], buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+    "monolith_request_duration_seconds",
+    "Time from request received to response finished, by route.",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 TIME_TO_FIRST_TOKEN = Histogram(
-    "monolith_time_to_first_token_seconds", "Time from submitting a generation to the engine until its first token.",
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+    "monolith_time_to_first_token_seconds",
+    "Time from submitting a generation to the engine until its first token.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 GENERATED_TOKENS = Counter("monolith_generated_tokens", "Completion tokens produced by the engine.", registry=REGISTRY)
 PROMPT_TOKENS = Counter("monolith_prompt_tokens", "Prompt tokens submitted to the engine.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge(
-    "monolith_queue_depth", "Generations admitted but not yet producing tokens (the HPA scales on this).",
+    "monolith_queue_depth",
+    "Generations admitted but not yet producing tokens (the HPA scales on this).",
     registry=REGISTRY,
 )
 REQUESTS_RUNNING = Gauge("monolith_requests_running", "Generations producing tokens.", registry=REGISTRY)
@@ -45,8 +53,12 @@ class EngineStatsCollector:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self.stats is None:
             return
-        yield GaugeMetricFamily("monolith_engine_waiting", "Requests waiting in the engine scheduler.", self.stats.waiting)
-        yield GaugeMetricFamily("monolith_engine_running", "Requests running in the engine scheduler.", self.stats.running)
+        yield GaugeMetricFamily(
+            "monolith_engine_waiting", "Requests waiting in the engine scheduler.", self.stats.waiting
+        )
+        yield GaugeMetricFamily(
+            "monolith_engine_running", "Requests running in the engine scheduler.", self.stats.running
+        )
         yield GaugeMetricFamily(
             "monolith_engine_kv_cache_usage", "Fraction of the KV cache in use (0 to 1).", self.stats.kv_cache_usage
         )

@@ -145,7 +145,9 @@ class RagPipeline:
         async def nothing() -> None:
             return None
 
-        author_task = self._timed("self_query", timings, self.self_query(query, request_id)) if opts.self_query else nothing()
+        author_task = (
+            self._timed("self_query", timings, self.self_query(query, request_id)) if opts.self_query else nothing()
+        )
         expand_task = self._timed("expand", timings, self.expand(query, request_id)) if opts.expand else nothing()
         author, expanded = await asyncio.gather(author_task, expand_task)
         queries = expanded or [query]

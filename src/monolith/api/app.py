@@ -1,0 +1,64 @@
+"""create_app(settings): one Litestar app; services load in the background inside the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+
+from monolith import __version__
+from monolith.api.errors import EXCEPTION_HANDLERS
+from monolith.api.health import HealthController
+from monolith.api.loader import load_services
+from monolith.api.middleware import metrics_middleware
+from monolith.api.openai import OpenAIController
+from monolith.api.rag import RagController
+from monolith.api.state import Phase, ServerState
+from monolith.config import Settings
+from monolith.metrics import READY
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[ServerState], Awaitable[None]]
+
+
+def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
+    """`loader` fills `state.services`; tests pass a scripted one to make timing deterministic."""
+    state = ServerState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.server = state
+        READY.set(0)
+        loading = asyncio.create_task(loader(state))
+        try:
+            yield
+        finally:
+            state.phase, state.detail = Phase.DRAINING, "shutting down"
+            READY.set(0)
+            loading.cancel()
+            if state.services is not None:
+                await asyncio.to_thread(_close, state)
+
+    cors = CORSConfig(allow_origins=settings.server.cors_origins) if settings.server.cors_origins else None
+    return Litestar(
+        route_handlers=[RagController, OpenAIController, HealthController],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[metrics_middleware],
+        cors_config=cors,
+        request_max_body_size=settings.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="monolith", version=__version__, description="LLM Twin inference server"),
+    )
+
+
+def _close(state: ServerState) -> None:
+    services = state.services
+    assert services is not None
+    services.generator.engine.shutdown()
+    services.store.close()

@@ -1,0 +1,16 @@
+"""Dependency providers: handlers receive typed objects, never an untyped app.state bag."""
+
+from __future__ import annotations
+
+from litestar import Request
+
+from monolith.api.state import ServerState, Services
+
+
+def provide_state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+def provide_services(request: Request) -> Services:
+    """Raises NotReady (503 + Retry-After) while loading, draining or after a failed start."""
+    return provide_state(request).require_services()

@@ -1,0 +1,69 @@
+"""Every error leaves as `{"error": {"message", "type", "param"}}`, mapped in one place."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from monolith.api.schemas import ErrorBody, ErrorResponse
+from monolith.errors import MonolithError
+
+log = logging.getLogger(__name__)
+
+_HTTP_TYPES = {404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large"}
+_FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def error_response(
+    status: int, message: str, kind: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> Response[ErrorResponse]:
+    return Response(ErrorResponse(ErrorBody(message, kind, param)), status_code=status, headers=headers)
+
+
+def _param_of(detail: Any) -> str | None:
+    """Litestar reports msgspec's error as "... - at `$.messages[0].role`": keep the field path."""
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        message = str(detail[0].get("message", ""))
+        match = _FIELD_PATH.search(message)
+        if match:
+            return match.group(1) or None
+        return detail[0].get("key") or None
+    return None
+
+
+def handle_validation(request: Request, exc: ValidationException) -> Response[ErrorResponse]:
+    extra = exc.extra
+    message = exc.detail
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict) and extra[0].get("message"):
+        message = str(extra[0]["message"])
+    return error_response(400, message, "invalid_request_error", _param_of(extra))
+
+
+def handle_monolith(request: Request, exc: MonolithError) -> Response[ErrorResponse]:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
+    return error_response(exc.status_code, exc.message, exc.error_type, exc.param, headers)
+
+
+def handle_http(request: Request, exc: HTTPException) -> Response[ErrorResponse]:
+    kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "internal_error")
+    message = exc.detail if exc.status_code < 500 else "internal server error"
+    return error_response(exc.status_code, message, kind, headers=exc.headers)
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorResponse]:
+    """The exception's text stays in the log, next to the request id; the client gets a reference."""
+    request_id = request.headers.get("x-request-id") or request.scope.get("state", {}).get("request_id", "")
+    log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
+    return error_response(500, f"internal server error (request {request_id})", "internal_error")
+
+
+EXCEPTION_HANDLERS = {
+    ValidationException: handle_validation,
+    MonolithError: handle_monolith,
+    HTTPException: handle_http,
+    Exception: handle_unexpected,
+}

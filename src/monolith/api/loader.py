@@ -1,0 +1,90 @@
+"""Brings the services up in the background, so liveness answers while the model loads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from monolith.api.state import Phase, ServerState, Services
+from monolith.config import Settings
+from monolith.engine import Sampling, load_engine
+from monolith.generation import Generator, new_request_id
+from monolith.metrics import ENGINE_STATS, READY
+from monolith.model_prep import prepare_model
+from monolith.rag import RagPipeline
+from monolith.retrieval.embedder import Embedder
+from monolith.retrieval.ingest import ingest_file
+from monolith.retrieval.reranker import Reranker
+from monolith.retrieval.store import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+def open_store(settings: Settings) -> VectorStore:
+    return VectorStore(settings.qdrant, settings.in_data_dir(settings.qdrant.path))
+
+
+def ingest_sample_if_empty(settings: Settings, embedder: Embedder, store: VectorStore) -> None:
+    """First start of the embedded default: an empty local store gets the sample corpus."""
+    corpus = settings.ingest.sample_corpus
+    if not corpus or settings.qdrant.url or any(store.count(c) for c in store.collections):
+        return
+    path = Path(corpus)
+    if not path.exists():
+        log.warning("sample corpus %s not found; the store stays empty", path)
+        return
+    report = ingest_file(path, embedder, store, settings.ingest)
+    log.info("ingested the sample corpus: %d documents, %d chunks", report.documents, report.chunks)
+
+
+async def _step(state: ServerState, name: str, detail: str, work):
+    state.detail = detail
+    started = time.perf_counter()
+    result = await work
+    state.timings_s[name] = round(time.perf_counter() - started, 2)
+    log.info("%s done in %.1f s", name, state.timings_s[name])
+    return result
+
+
+async def load_services(state: ServerState) -> None:
+    settings = state.settings
+    started = time.perf_counter()
+    try:
+        await _step(
+            state, "model_prepare", "preparing the model checkpoint", asyncio.to_thread(prepare_model, settings)
+        )
+        # The engine load runs in a thread; the embedder and store load beside it.
+        engine_task = asyncio.create_task(_step(state, "engine_load", "loading the engine", load_engine(settings)))
+        embedder = await asyncio.to_thread(Embedder, settings.embedder)
+        store = await asyncio.to_thread(open_store, settings)
+        reranker = await asyncio.to_thread(Reranker, settings.rerank) if settings.rerank.model else None
+        await _step(
+            state,
+            "ingest",
+            "ingesting the sample corpus",
+            asyncio.to_thread(ingest_sample_if_empty, settings, embedder, store),
+        )
+        engine = await engine_task
+        ENGINE_STATS.stats = engine.stats
+        generator = Generator(engine, settings)
+        await _step(state, "warmup", "running the warm-up generation", _warm_up(generator, settings))
+        await asyncio.to_thread(store.check)
+        state.services = Services(generator, RagPipeline(generator, embedder, store, settings, reranker), store)
+        state.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
+        state.phase, state.detail = Phase.READY, "ready"
+        READY.set(1)
+        log.info("ready in %.1f s (%s)", state.timings_s["time_to_ready"], state.timings_s)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        # Stay alive and say why in /health/ready: a crash loop hides the reason.
+        state.phase, state.detail = Phase.FAILED, f"start-up failed: {type(exc).__name__}: {exc}"
+        log.exception("start-up failed")
+
+
+async def _warm_up(generator: Generator, settings: Settings) -> None:
+    ids = generator.chat_ids([{"role": "user", "content": "Hello"}])
+    sampling = Sampling(max_tokens=settings.engine.warmup_tokens, temperature=0.0)
+    await generator.complete(ids, sampling, new_request_id("warmup"))

@@ -1,0 +1,132 @@
+"""Wire types (msgspec Structs). Constraints are declared once here and reused across routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+# Hard caps on the wire; the configured limits (rag.max_query_chars, engine.max_tokens_limit) are
+# checked in the serving code, where the settings are known.
+MaxTokens = Annotated[int, Meta(ge=1, le=1_000_000)]
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+TopK = Annotated[int, Meta(ge=1, le=50)]
+Query = Annotated[str, Meta(min_length=1, max_length=100_000)]
+Stop = str | list[str] | None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class RagRequest(msgspec.Struct, forbid_unknown_fields=True):
+    query: Query
+    k: TopK | None = None
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature = 0.7
+    stream: bool = False
+    expand: bool | None = None
+    self_query: bool | None = None
+
+
+class SourceOut(msgspec.Struct):
+    collection: str
+    author_full_name: str
+    platform: str
+    link: str
+    score: float
+    content: str
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RagResponse(msgspec.Struct):
+    answer: str
+    sources: list[SourceOut]
+    usage: Usage
+    request_id: str
+    queries: list[str]
+    author_filter: str | None
+    timings_ms: dict[str, float]
+    finish_reason: str | None
+
+
+class RagOverrides(msgspec.Struct, forbid_unknown_fields=True):
+    """The `rag` extra body field of the OpenAI routes: `{"rag": true}` or `{"rag": {"k": 2}}`."""
+
+    k: TopK | None = None
+    expand: bool | None = None
+    self_query: bool | None = None
+
+
+class ChatMessage(msgspec.Struct):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    # OpenAI allows a list of content parts; text parts are joined, others rejected.
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(msgspec.Struct):
+    model: str
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Temperature = 0.7
+    top_p: TopP = 1.0
+    n: Annotated[int, Meta(ge=1, le=1)] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop = None
+    seed: int | None = None
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    user: str | None = None
+    rag: bool | RagOverrides | None = None
+
+
+class CompletionRequest(msgspec.Struct):
+    model: str
+    prompt: str | list[str]
+    max_tokens: MaxTokens | None = 16
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    n: Annotated[int, Meta(ge=1, le=1)] = 1
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop = None
+    seed: int | None = None
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    echo: bool = False
+    user: str | None = None
+
+
+class ModelCard(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = 0
+    owned_by: str = "monolith"
+    max_model_len: int | None = None
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+class ErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody

@@ -1,0 +1,69 @@
+"""SSE framing, and ending a non-streamed generation when its client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request
+from litestar.response import Stream
+
+from monolith.api.schemas import ErrorBody, ErrorResponse
+from monolith.errors import ClientGone, MonolithError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def frame(payload: Any, event: str | None = None) -> bytes:
+    data = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+    prefix = f"event: {event}\n".encode() if event else b""
+    return prefix + b"data: " + data + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+async def guarded(frames: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:
+    """Headers are already sent once streaming starts, so an error becomes a last data frame."""
+    try:
+        async for chunk in frames:
+            yield chunk
+    except MonolithError as exc:
+        yield frame(ErrorResponse(ErrorBody(exc.message, exc.error_type, exc.param)))
+    except Exception:
+        log.exception("stream failed (request %s)", request_id)
+        yield frame(ErrorResponse(ErrorBody(f"internal server error (request {request_id})", "internal_error")))
+
+
+def sse(frames: AsyncIterator[bytes], request_id: str) -> Stream:
+    return Stream(guarded(frames, request_id), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Race the handler against http.disconnect: a vanished client cancels the work (and the engine request)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise ClientGone("the client closed the connection")
+    return task.result()

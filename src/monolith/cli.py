@@ -1,0 +1,119 @@
+"""The `monolith` entry point: serve, ingest, model prepare, generate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from monolith.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from monolith.api.app import create_app
+
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.server.log_level, timeout_keep_alive=30)
+
+
+def _ingest(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.api.loader import open_store
+    from monolith.retrieval.embedder import Embedder
+    from monolith.retrieval.ingest import ingest_file
+
+    if not args.file.exists():
+        raise ConfigError(f"{args.file} not found")
+    store = open_store(settings)
+    try:
+        report = ingest_file(args.file, Embedder(settings.embedder), store, settings.ingest)
+    finally:
+        store.close()
+    print(
+        f"{report.documents} documents, {report.chunks} chunks, {report.new_points} new points, "
+        f"{len(report.errors)} bad lines"
+    )
+    for error in report.errors:
+        print(f"  {error}", file=sys.stderr)
+
+
+def _prepare(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.model_prep import prepare_model
+
+    print(prepare_model(settings))
+
+
+def _generate(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.engine import Sampling, VllmEngine
+    from monolith.generation import Generator, new_request_id
+    from monolith.model_prep import prepare_model
+
+    prepare_model(settings)
+    engine = VllmEngine(settings)
+    generator = Generator(engine, settings)
+    ids = generator.chat_ids([{"role": "user", "content": args.prompt}])
+    sampling = Sampling(max_tokens=generator.max_tokens(args.max_tokens), temperature=args.temperature)
+    generator.check_fits(ids, sampling.max_tokens, "prompt")
+
+    async def run() -> None:
+        async for delta in generator.stream(ids, sampling, new_request_id("cli")):
+            print(delta.text, end="", flush=True)
+        print()
+
+    try:
+        asyncio.run(run())
+    finally:
+        engine.shutdown()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config is accepted before or after the sub-command: `monolith serve --config FILE`.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help=f"YAML config (default {DEFAULT_CONFIG})"
+    )
+    parser = argparse.ArgumentParser(prog="monolith", description="LLM Twin inference server", parents=[config])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[config], help="run the HTTP server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(run=_serve)
+
+    ingest = commands.add_parser("ingest", parents=[config], help="chunk, embed and upsert a JSONL file of documents")
+    ingest.add_argument("file", type=Path)
+    ingest.set_defaults(run=_ingest)
+
+    model = commands.add_parser("model", parents=[config], help="model checkpoint tasks").add_subparsers(
+        dest="action", required=True
+    )
+    model.add_parser(
+        "prepare", parents=[config], help="convert the packaged GGUF to a safetensors checkpoint"
+    ).set_defaults(run=_prepare)
+
+    generate = commands.add_parser("generate", parents=[config], help="stream one answer to the terminal")
+    generate.add_argument("prompt")
+    generate.add_argument("--max-tokens", type=int)
+    generate.add_argument("--temperature", type=float, default=0.7)
+    generate.set_defaults(run=_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(getattr(args, "config", DEFAULT_CONFIG))
+        args.run(settings, args)
+    except ConfigError as exc:
+        print(f"monolith: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
