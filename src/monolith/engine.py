@@ -22,6 +22,7 @@ class Sampling:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class VllmEngine:
             seed=sampling.seed,
             presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty,
+            ignore_eos=sampling.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
         )
         produced = 0

@@ -65,15 +65,32 @@ class RagPrompt:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+# Two to four capitalised words: "Tomás Reyes", "Ada Lindqvist"; not "LLM" or a sentence's first word.
+_NAME = re.compile(r"\b[^\W\d_][^\W\d_]*(?:[-'’][^\W\d_]+)?(?:\s+[^\W\d_][^\W\d_]*(?:[-'’][^\W\d_]+)?){1,3}\b")
+
+
 def parse_author(answer: str, query: str) -> str | None:
-    """Accept a name only if the query itself contains it: a small model guesses names freely."""
-    name = answer.strip().splitlines()[0].strip(" .\"'") if answer.strip() else ""
-    if not name or name.upper().startswith("NONE") or len(name) > 80:
+    """The longest capitalised name in the answer that the query itself contains, spelled as in the query.
+
+    Small models wrap the name in chatter ("The answer is: Tomás Reyes.") and invent names freely, so
+    only a name that really appears in the query is accepted.
+    """
+    if not answer.strip() or answer.strip().upper().startswith("NONE"):
         return None
-    if name.lower() not in query.lower():
-        return None
-    match = re.search(re.escape(name), query, flags=re.IGNORECASE)
-    return match.group(0) if match else None
+    found: list[str] = []
+    for match in _NAME.finditer(answer):
+        words = match.group(0).split()
+        # every sub-run of 2+ capitalised words is a candidate
+        for i in range(len(words)):
+            for j in range(i + 2, len(words) + 1):
+                run = words[i:j]
+                if all(w[0].isupper() and any(c.islower() for c in w) for w in run):
+                    found.append(" ".join(run))
+    for name in sorted(set(found), key=len, reverse=True):
+        hit = re.search(r"\b" + r"\s+".join(map(re.escape, name.split())) + r"\b", query)
+        if hit:
+            return " ".join(hit.group(0).split())
+    return None
 
 
 def parse_expansions(answer: str, query: str, wanted: int) -> list[str]:

@@ -43,7 +43,7 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
             READY.set(0)
             loading.cancel()
             if state.services is not None:
-                await asyncio.to_thread(_close, state)
+                await asyncio.to_thread(state.services.close)
 
     cors = CORSConfig(allow_origins=settings.server.cors_origins) if settings.server.cors_origins else None
     return Litestar(
@@ -55,10 +55,3 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
         request_max_body_size=settings.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="monolith", version=__version__, description="LLM Twin inference server"),
     )
-
-
-def _close(state: ServerState) -> None:
-    services = state.services
-    assert services is not None
-    services.generator.engine.shutdown()
-    services.store.close()

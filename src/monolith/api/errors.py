@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 
 from monolith.api.schemas import ErrorBody, ErrorResponse
 from monolith.errors import MonolithError
@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 _HTTP_TYPES = {404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large"}
 _FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 
 
 def error_response(
@@ -26,13 +27,15 @@ def error_response(
 
 def _param_of(detail: Any) -> str | None:
     """Litestar reports msgspec's error as "... - at `$.messages[0].role`": keep the field path."""
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        message = str(detail[0].get("message", ""))
-        match = _FIELD_PATH.search(message)
-        if match:
-            return match.group(1) or None
-        return detail[0].get("key") or None
-    return None
+    if not (isinstance(detail, list) and detail and isinstance(detail[0], dict)):
+        return None
+    message = str(detail[0].get("message", ""))
+    path, named = _FIELD_PATH.search(message), _NAMED_FIELD.search(message)
+    parts = [m.group(1) for m in (path, named) if m and m.group(1)]
+    if parts:
+        return ".".join(parts)
+    key = detail[0].get("key")
+    return None if key in (None, "data") else str(key)
 
 
 def handle_validation(request: Request, exc: ValidationException) -> Response[ErrorResponse]:
@@ -51,6 +54,8 @@ def handle_monolith(request: Request, exc: MonolithError) -> Response[ErrorRespo
 def handle_http(request: Request, exc: HTTPException) -> Response[ErrorResponse]:
     kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "internal_error")
     message = exc.detail if exc.status_code < 500 else "internal server error"
+    if isinstance(exc.__cause__, SerializationException):
+        message = f"malformed JSON body: {exc.detail}"
     return error_response(exc.status_code, message, kind, headers=exc.headers)
 
 

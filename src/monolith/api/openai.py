@@ -108,6 +108,7 @@ class OpenAIController(Controller):
             seed=data.seed,
             presence_penalty=data.presence_penalty,
             frequency_penalty=data.frequency_penalty,
+            ignore_eos=data.ignore_eos,
         )
         if use_rag:
             if messages[-1]["role"] != "user":
@@ -206,6 +207,7 @@ class OpenAIController(Controller):
             seed=data.seed,
             presence_penalty=data.presence_penalty,
             frequency_penalty=data.frequency_penalty,
+            ignore_eos=data.ignore_eos,
         )
         all_ids = [services.generator.text_ids(p) for p in prompts]
         for ids in all_ids:

@@ -88,6 +88,8 @@ class ChatCompletionRequest(msgspec.Struct):
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     user: str | None = None
+    # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
+    ignore_eos: bool = False
     rag: bool | RagOverrides | None = None
 
 
@@ -106,6 +108,7 @@ class CompletionRequest(msgspec.Struct):
     frequency_penalty: Penalty = 0.0
     echo: bool = False
     user: str | None = None
+    ignore_eos: bool = False
 
 
 class ModelCard(msgspec.Struct):

@@ -25,6 +25,10 @@ class Services:
     rag: RagPipeline
     store: VectorStore
 
+    def close(self) -> None:
+        self.generator.engine.shutdown()
+        self.store.close()
+
 
 @dataclass
 class ServerState:

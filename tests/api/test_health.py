@@ -1,0 +1,126 @@
+"""Readiness tells the truth during load; /metrics parses and carries the promised names."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from monolith.api.app import create_app
+from monolith.api.state import Phase, ServerState
+from monolith.config import Settings
+from tests.conftest import ServerProcess
+
+
+def metric_samples(text: str) -> dict[str, list]:
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def gauge(http: httpx.Client, name: str) -> float:
+    return metric_samples(http.get("/metrics").text)[name][0].value
+
+
+class ClosableStub:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_readiness_is_503_while_loading_and_200_after(settings: Settings) -> None:
+    release = asyncio.Event()
+
+    async def slow_loader(state: ServerState) -> None:  # stands in for the 30 s model load
+        await release.wait()
+        state.phase, state.detail = Phase.READY, "ready"
+        state.services = ClosableStub()  # type: ignore[assignment]
+
+    async with AsyncTestClient(app=create_app(settings, loader=slow_loader)) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        loading = await client.get("/health/ready")
+        assert loading.status_code == 503
+        assert loading.headers["retry-after"]
+        assert loading.json()["status"] == "loading"
+        blocked = await client.post("/rag", json={"query": "hi"})
+        assert blocked.status_code == 503
+        assert blocked.json()["error"]["type"] == "not_ready"
+        release.set()
+        await asyncio.sleep(0.05)
+        assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_failed_start_stays_alive_and_says_why(settings: Settings) -> None:
+    async def broken_loader(state: ServerState) -> None:
+        state.phase, state.detail = Phase.FAILED, "start-up failed: boom"
+
+    async with AsyncTestClient(app=create_app(settings, loader=broken_loader)) as client:
+        assert (await client.get("/health/live")).status_code == 200
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 503
+        assert "boom" in ready.json()["detail"]
+
+
+def test_real_server_reports_ready_with_its_start_up_timings(server: ServerProcess, http: httpx.Client) -> None:
+    body = http.get("/health/ready").json()
+    assert body["status"] == "ready"
+    assert {"engine_load", "warmup", "ingest", "time_to_ready"} <= set(body["timings_s"])
+
+
+def test_metrics_parse_and_carry_the_promised_names(http: httpx.Client) -> None:
+    assert http.post("/rag", json={"query": "What is a KV cache?", "max_tokens": 8}).status_code == 200
+    assert http.post("/rag", json={"query": ""}).status_code == 400
+    response = http.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = metric_samples(response.text)
+    for name in (
+        "monolith_requests_total",
+        "monolith_request_duration_seconds_bucket",
+        "monolith_time_to_first_token_seconds_bucket",
+        "monolith_generated_tokens_total",
+        "monolith_queue_depth",
+        "monolith_requests_running",
+        "monolith_engine_kv_cache_usage",
+        "monolith_rag_step_seconds_bucket",
+        "monolith_ready",
+    ):
+        assert name in samples, name
+    by_route = {(s.labels["route"], s.labels["status"]): s.value for s in samples["monolith_requests_total"]}
+    assert by_route[("/rag", "200")] >= 1
+    assert by_route[("/rag", "400")] >= 1
+    assert samples["monolith_generated_tokens_total"][0].value > 0
+    assert samples["monolith_ready"][0].value == 1
+    steps = {s.labels["step"] for s in samples["monolith_rag_step_seconds_count"]}
+    assert {"embed", "search"} <= steps
+
+
+def test_client_disconnect_aborts_the_generation(server: ServerProcess, http: httpx.Client) -> None:
+    request = {
+        "model": "twin",
+        "prompt": "Write a long story about a robot.",
+        "max_tokens": 1000,
+        "stream": True,
+        "temperature": 0.8,
+        "ignore_eos": True,
+    }
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        with client.stream("POST", "/v1/completions", json=request) as response:
+            lines = response.iter_lines()
+            for _ in range(3):
+                next(lines)
+            assert gauge(http, "monolith_requests_running") == 1
+        # leaving the block closes the connection mid-stream
+    deadline = time.monotonic() + 1.0
+    while gauge(http, "monolith_requests_running") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gauge(http, "monolith_requests_running") == 0
+    # A short request makes the engine step and report again: the aborted one must be gone from it.
+    http.post("/v1/completions", json={"model": "twin", "prompt": "Hi", "max_tokens": 2})
+    assert gauge(http, "monolith_engine_running") == 0
+    assert gauge(http, "monolith_queue_depth") == 0

@@ -1,0 +1,131 @@
+"""Session-scoped real components: the prepared model, and a real server process on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from monolith.config import Settings, load_settings
+from monolith.model_prep import prepare_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
+READY_TIMEOUT_S = 600
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The embedded default checkpoint, converted once into ./data like `make serve` does."""
+    settings = load_settings(CPU_CONFIG).model_copy(update={"data_dir": ROOT / "data"})
+    return prepare_model(settings).resolve()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(CPU_CONFIG).model_copy(update={"data_dir": tmp_path})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, proc: subprocess.Popen, base_url: str, log_path: Path) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+    port = free_port()
+    log_path = data_dir / "server.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    environment = {
+        **os.environ,
+        "MONOLITH_DATA_DIR": str(data_dir),
+        "MONOLITH_ENGINE__MODEL": str(model_dir),
+        "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "1024",
+        "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
+        **(env or {}),
+    }
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monolith.cli", "serve", "--config", str(CPU_CONFIG), "--port", str(port)],
+            cwd=ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+
+
+def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log()[-4000:]}")
+        try:
+            response = httpx.get(f"{server.base_url}/health/ready", timeout=2)
+            if response.status_code == 200:
+                return response.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()[-4000:]}")
+
+
+def stop_server(server: ServerProcess) -> None:
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServerProcess]:
+    """One real `monolith serve` on loopback for the whole session: real engine, embedder, Qdrant."""
+    srv = start_server(tmp_path_factory.mktemp("server"), model_dir)
+    try:
+        srv.ready = wait_ready(srv)  # type: ignore[attr-defined]
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=300) as client:
+        yield client
+
+
+_REAL_ENGINE_FIXTURES = {"server", "http", "openai_client"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _REAL_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -1,0 +1,79 @@
+"""Settings: YAML plus MONOLITH_<SECTION>__<KEY> overrides, one-line errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monolith.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    settings = load_settings(ROOT / "configs" / name)
+    assert settings.engine.served_model_name == "twin"
+
+
+def test_gpu_config_serves_the_twin_on_cuda() -> None:
+    settings = load_settings(ROOT / "configs" / "gpu.yaml")
+    assert settings.engine.model == "mlabonne/TwinLlama-3.1-8B-DPO"
+    assert settings.engine.max_model_len == 4096
+    assert settings.embedder.device == "cuda" and settings.rerank.device == "cuda"
+    assert settings.model_path == "mlabonne/TwinLlama-3.1-8B-DPO"  # a hub id, not a data-dir path
+
+
+def test_unknown_key_fails_with_one_line_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "engine:\n  max_model_length: 10\n"))
+    message = str(err.value)
+    assert "\n" not in message
+    assert "engine.max_model_length" in message
+
+
+def test_invalid_value_names_the_key_and_what_was_expected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "engine:\n  max_num_seqs: zero\n"))
+    message = str(err.value)
+    assert "engine.max_num_seqs" in message and "integer" in message and "'zero'" in message
+
+
+def test_chunk_overlap_must_be_below_size(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ingest.post"):
+        load_settings(write(tmp_path, "ingest:\n  post: {size: 100, overlap: 100}\n"))
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONOLITH_ENGINE__MAX_NUM_SEQS", "3")
+    monkeypatch.setenv("MONOLITH_SERVER__PORT", "9001")
+    settings = load_settings(write(tmp_path, "engine:\n  max_num_seqs: 8\n  max_model_len: 512\n"))
+    assert settings.engine.max_num_seqs == 3
+    assert settings.engine.max_model_len == 512  # untouched keys of the same section survive
+    assert settings.server.port == 9001
+
+
+def test_invalid_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONOLITH_RAG__K", "-1")
+    with pytest.raises(ConfigError, match="rag.k"):
+        load_settings(ROOT / "configs" / "cpu.yaml")
+
+
+def test_missing_file_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "engine: [\n"))
+
+
+def test_relative_paths_live_in_the_data_dir(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, f"data_dir: {tmp_path}\n"))
+    assert settings.in_data_dir("qdrant") == tmp_path / "qdrant"
+    assert settings.in_data_dir("/abs/path") == Path("/abs/path")
