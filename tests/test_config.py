@@ -47,7 +47,7 @@ def test_invalid_value_names_the_key_and_what_was_expected(tmp_path: Path) -> No
 
 
 def test_chunk_overlap_must_be_below_size(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="ingest.post"):
+    with pytest.raises(ConfigError, match=r"ingest\.post"):
         load_settings(write(tmp_path, "ingest:\n  post: {size: 100, overlap: 100}\n"))
 
 
@@ -62,7 +62,7 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_invalid_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MONOLITH_RAG__K", "-1")
-    with pytest.raises(ConfigError, match="rag.k"):
+    with pytest.raises(ConfigError, match=r"rag\.k"):
         load_settings(ROOT / "configs" / "cpu.yaml")
 
 

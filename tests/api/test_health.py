@@ -109,13 +109,15 @@ def test_client_disconnect_aborts_the_generation(server: ServerProcess, http: ht
         "temperature": 0.8,
         "ignore_eos": True,
     }
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
-        with client.stream("POST", "/v1/completions", json=request) as response:
-            lines = response.iter_lines()
-            for _ in range(3):
-                next(lines)
-            assert gauge(http, "monolith_requests_running") == 1
-        # leaving the block closes the connection mid-stream
+    with (
+        httpx.Client(base_url=server.base_url, timeout=60) as client,
+        client.stream("POST", "/v1/completions", json=request) as response,
+    ):
+        lines = response.iter_lines()
+        for _ in range(3):
+            next(lines)
+        assert gauge(http, "monolith_requests_running") == 1
+    # leaving the block closed the connection mid-stream
     deadline = time.monotonic() + 1.0
     while gauge(http, "monolith_requests_running") != 0 and time.monotonic() < deadline:
         time.sleep(0.05)

