@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 from litestar.testing import AsyncTestClient
@@ -98,31 +97,3 @@ def test_metrics_parse_and_carry_the_promised_names(http: httpx.Client) -> None:
     assert samples["monolith_ready"][0].value == 1
     steps = {s.labels["step"] for s in samples["monolith_rag_step_seconds_count"]}
     assert {"embed", "search"} <= steps
-
-
-def test_client_disconnect_aborts_the_generation(server: ServerProcess, http: httpx.Client) -> None:
-    request = {
-        "model": "twin",
-        "prompt": "Write a long story about a robot.",
-        "max_tokens": 1000,
-        "stream": True,
-        "temperature": 0.8,
-        "ignore_eos": True,
-    }
-    with (
-        httpx.Client(base_url=server.base_url, timeout=60) as client,
-        client.stream("POST", "/v1/completions", json=request) as response,
-    ):
-        lines = response.iter_lines()
-        for _ in range(3):
-            next(lines)
-        assert gauge(http, "monolith_requests_running") == 1
-    # leaving the block closed the connection mid-stream
-    deadline = time.monotonic() + 1.0
-    while gauge(http, "monolith_requests_running") != 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert gauge(http, "monolith_requests_running") == 0
-    # A short request makes the engine step and report again: the aborted one must be gone from it.
-    http.post("/v1/completions", json={"model": "twin", "prompt": "Hi", "max_tokens": 2})
-    assert gauge(http, "monolith_engine_running") == 0
-    assert gauge(http, "monolith_queue_depth") == 0

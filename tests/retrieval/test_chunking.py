@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from monolith.config import ChunkSize, IngestSettings
 from monolith.retrieval.chunking import chunk, sentences, windows
 
@@ -11,7 +13,7 @@ def test_windows_respect_size_and_overlap() -> None:
     parts = windows(TEXT, size)
     assert len(parts) > 1
     assert all(len(p) <= 200 for p in parts)
-    for first, second in zip(parts, parts[1:], strict=False):
+    for first, second in itertools.pairwise(parts):
         assert first[-20:].split()[-1] in second  # consecutive windows share text
     assert parts[0].startswith("Sentence number 0") and parts[-1].endswith("models.")
 

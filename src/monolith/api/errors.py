@@ -52,8 +52,10 @@ def handle_monolith(request: Request, exc: MonolithError) -> Response[ErrorRespo
 
 
 def handle_http(request: Request, exc: HTTPException) -> Response[ErrorResponse]:
-    kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error" if exc.status_code < 500 else "internal_error")
-    message = exc.detail if exc.status_code < 500 else "internal server error"
+    if exc.status_code >= 500:
+        return handle_unexpected(request, exc.__cause__ if isinstance(exc.__cause__, Exception) else exc)
+    kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
+    message = exc.detail
     if isinstance(exc.__cause__, SerializationException):
         message = f"malformed JSON body: {exc.detail}"
     return error_response(exc.status_code, message, kind, headers=exc.headers)

@@ -1,0 +1,63 @@
+"""The app itself, with a scripted loader: OpenAPI, CORS, and no leaking of internal errors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from litestar.testing import AsyncTestClient
+
+from monolith.api.app import create_app
+from monolith.api.state import Phase, ServerState
+from monolith.config import Settings
+
+
+def ready_with(services):
+    async def loader(state: ServerState) -> None:
+        state.services = services
+        state.phase, state.detail = Phase.READY, "ready"
+
+    return loader
+
+
+class ExplodingRag:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def prepare(self, *args, **kwargs):
+        raise RuntimeError("secret database password in this message")
+
+
+def exploding_services(settings: Settings):
+    generator = SimpleNamespace(max_tokens=lambda requested: requested or 16)
+    return SimpleNamespace(rag=ExplodingRag(settings), generator=generator, close=lambda: None)
+
+
+async def test_internal_errors_are_a_500_without_their_text(settings: Settings) -> None:
+    app = create_app(settings, loader=ready_with(exploding_services(settings)))
+    async with AsyncTestClient(app=app) as client:
+        response = await client.post("/rag", json={"query": "hello"})
+    assert response.status_code == 500
+    body = response.json()
+    assert "secret" not in response.text
+    assert body["error"]["type"] == "internal_error"
+    assert response.headers["x-request-id"] in body["error"]["message"]
+
+
+async def test_openapi_schema_describes_the_routes(settings: Settings) -> None:
+    async with AsyncTestClient(app=create_app(settings, loader=ready_with(None))) as client:
+        schema = (await client.get("/schema/openapi.json")).json()
+    assert {"/rag", "/v1/chat/completions", "/v1/completions", "/v1/models", "/health/ready"} <= set(schema["paths"])
+    assert "query" in schema["components"]["schemas"]["RagRequest"]["properties"]
+
+
+async def test_cors_allows_the_configured_frontend(settings: Settings) -> None:
+    server = settings.server.model_copy(update={"cors_origins": ["http://localhost:5173"]})
+    app = create_app(settings.model_copy(update={"server": server}), loader=ready_with(None))
+    async with AsyncTestClient(app=app) as client:
+        preflight = await client.options(
+            "/rag",
+            headers={"origin": "http://localhost:5173", "access-control-request-method": "POST"},
+        )
+        other = await client.get("/health/live", headers={"origin": "http://evil.example"})
+    assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
+    assert "access-control-allow-origin" not in other.headers
