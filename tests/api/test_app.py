@@ -28,8 +28,7 @@ class ExplodingRag:
 
 
 def exploding_services(settings: Settings):
-    generator = SimpleNamespace(max_tokens=lambda requested: requested or 16)
-    return SimpleNamespace(rag=ExplodingRag(settings), generator=generator, close=lambda: None)
+    return SimpleNamespace(settings=settings, rag=ExplodingRag(settings), close=lambda: None)
 
 
 async def test_internal_errors_are_a_500_without_their_text(settings: Settings) -> None:

@@ -50,6 +50,7 @@ def test_chat_completion_streams_tokens_and_usage(openai_client: OpenAI) -> None
             pieces.append(choice.delta.content or "")
             finish = choice.finish_reason or finish
     assert len([p for p in pieces if p]) >= 2, "expected several token deltas"
+    assert stream.response.headers["content-type"].startswith("text/event-stream")
     assert "".join(pieces).strip()
     assert finish in {"stop", "length"}
     assert usage is not None and 0 < usage.completion_tokens <= 16

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from litestar import Request
 
-from monolith.api.state import ServerState, Services
+from monolith.api.state import ServerState
+from monolith.serving import Services
 
 
 def provide_state(request: Request) -> ServerState:

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from monolith.api.state import Phase, ServerState, Services
+from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
 from monolith.engine import Sampling, load_engine
 from monolith.generation import Generator, new_request_id
@@ -18,6 +18,7 @@ from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.ingest import ingest_file
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import VectorStore
+from monolith.serving import Services
 
 log = logging.getLogger(__name__)
 

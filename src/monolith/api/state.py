@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 
 from monolith.config import Settings
 from monolith.errors import NotReady
-from monolith.generation import Generator
-from monolith.rag import RagPipeline
-from monolith.retrieval.store import VectorStore
+from monolith.serving import Services
 
 
 class Phase(enum.Enum):
@@ -17,17 +15,6 @@ class Phase(enum.Enum):
     READY = "ready"
     DRAINING = "draining"
     FAILED = "failed"
-
-
-@dataclass
-class Services:
-    generator: Generator
-    rag: RagPipeline
-    store: VectorStore
-
-    def close(self) -> None:
-        self.generator.engine.shutdown()
-        self.store.close()
 
 
 @dataclass

@@ -6,28 +6,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import msgspec
 from litestar import Request
 from litestar.response import Stream
 
 from monolith.api.schemas import ErrorBody, ErrorResponse
 from monolith.errors import ClientGone, MonolithError
+from monolith.serving import frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def frame(payload: Any, event: str | None = None) -> bytes:
-    data = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
-    prefix = f"event: {event}\n".encode() if event else b""
-    return prefix + b"data: " + data + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
 
 
 async def guarded(frames: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:
