@@ -20,6 +20,7 @@ from monolith.model_prep import prepare_model
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
 READY_TIMEOUT_S = 600
+CALLBACK_SECRET = "test-callback-secret"
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +68,7 @@ def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = N
         "MONOLITH_ENGINE__MODEL": str(model_dir),
         "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "1024",
         "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
+        "MONOLITH_JOBS__CALLBACK_SECRET": CALLBACK_SECRET,
         **(env or {}),
     }
     with log_path.open("wb") as log:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from contextvars import ContextVar
 
 from monolith.engine import Delta
 from monolith.errors import DeadlineExceeded
 from monolith.metrics import GENERATED_TOKENS, PROMPT_TOKENS, QUEUE_DEPTH, REQUESTS_RUNNING, TIME_TO_FIRST_TOKEN
+
+# Which kind of work a generation serves; async jobs and batches set it so real-time goes first.
+LANE: ContextVar[str] = ContextVar("lane", default="realtime")
+WAITING = Counter[str]()  # generations admitted but not yet producing tokens, per lane
+
+
+def realtime_waiting() -> int:
+    return WAITING["realtime"]
 
 
 async def tracked(stream: AsyncIterator[Delta], deadline: float) -> AsyncIterator[Delta]:
@@ -18,6 +28,8 @@ async def tracked(stream: AsyncIterator[Delta], deadline: float) -> AsyncIterato
     Leaving early (client gone, deadline, error) closes the engine stream, which aborts the request.
     """
     submitted = time.monotonic()
+    lane = LANE.get()
+    WAITING[lane] += 1
     QUEUE_DEPTH.inc()
     waiting = True
     produced = 0
@@ -35,6 +47,7 @@ async def tracked(stream: AsyncIterator[Delta], deadline: float) -> AsyncIterato
                     raise DeadlineExceeded("the request ran past its deadline") from None
                 if waiting:
                     waiting = False
+                    WAITING[lane] -= 1
                     QUEUE_DEPTH.dec()
                     REQUESTS_RUNNING.inc()
                     TIME_TO_FIRST_TOKEN.observe(time.monotonic() - submitted)
@@ -43,4 +56,6 @@ async def tracked(stream: AsyncIterator[Delta], deadline: float) -> AsyncIterato
                 produced = delta.completion_tokens
                 yield delta
     finally:
+        if waiting:
+            WAITING[lane] -= 1
         (QUEUE_DEPTH if waiting else REQUESTS_RUNNING).dec()

@@ -96,6 +96,25 @@ class RagSettings(Section):
     max_query_chars: int = Field(2000, ge=16)
 
 
+class JobsSettings(Section):
+    database: str = "jobs.sqlite3"
+    # Async jobs fill spare engine capacity: at most this share of engine.max_num_seqs at once, and
+    # none start while a real-time request is waiting.
+    max_share: float = Field(0.5, gt=0, le=1)
+    poll_interval_s: float = Field(0.2, gt=0)
+    result_ttl_s: float = Field(86400.0, gt=0)
+    callback_secret: str | None = None
+    callback_max_attempts: int = Field(5, ge=1, le=20)
+    callback_backoff_s: float = Field(1.0, gt=0)
+    callback_timeout_s: float = Field(10.0, gt=0)
+
+
+class BatchSettings(Section):
+    # Requests handed to the engine at once by `monolith batch` (memory bound: one prompt each).
+    max_in_flight: int = Field(64, ge=1)
+    files_dir: str = "files"
+
+
 class Settings(BaseSettings):
     """Everything the server reads; built by `load_settings`, never at import time."""
 
@@ -111,6 +130,8 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = QdrantSettings()
     ingest: IngestSettings = IngestSettings()
     rag: RagSettings = RagSettings()
+    jobs: JobsSettings = JobsSettings()
+    batch: BatchSettings = BatchSettings()
 
     @classmethod
     def settings_customise_sources(

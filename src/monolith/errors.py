@@ -24,6 +24,11 @@ class NotFound(MonolithError):
     error_type = "not_found_error"
 
 
+class Conflict(MonolithError):
+    status_code = 409
+    error_type = "conflict"
+
+
 class NotReady(MonolithError):
     status_code = 503
     error_type = "not_ready"

@@ -41,6 +41,11 @@ REQUESTS_RUNNING = Gauge("monolith_requests_running", "Generations producing tok
 RAG_STEP = Histogram(
     "monolith_rag_step_seconds", "Duration of each RAG step.", ["step"], buckets=_LATENCY_BUCKETS, registry=REGISTRY
 )
+ASYNC_BACKLOG = Gauge(
+    "monolith_async_backlog",
+    "Async jobs queued or running (like SageMaker's ApproximateBacklogSizePerInstance).",
+    registry=REGISTRY,
+)
 READY = Gauge("monolith_ready", "1 when the server is ready for traffic.", registry=REGISTRY)
 
 

@@ -33,6 +33,8 @@ EXPANSION_PROMPT = (
     "Write {n} different versions of the question below, to help find relevant documents. "
     f"Put '{EXPANSION_SEPARATOR}' between the versions and write nothing else.\n\nQuestion: {{query}}"
 )
+# A name is a few tokens; a short budget also stops a chatty small model early.
+SELF_QUERY_MAX_TOKENS = 24
 # Room for the template's own tokens around the context, which per-chunk counts do not see.
 _TEMPLATE_MARGIN = 16
 
@@ -141,20 +143,24 @@ class RagPipeline:
             RAG_STEP.labels(step).observe(elapsed)
             timings[step] = round(elapsed * 1000, 1)
 
-    async def _ask(self, prompt: str, request_id: str) -> str:
+    async def _ask(self, prompt: str, request_id: str, max_tokens: int) -> str:
         ids = self.generator.chat_ids([{"role": "user", "content": prompt}])
-        sampling = Sampling(max_tokens=self.settings.rag.helper_max_tokens, temperature=0.0)
+        sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
         return (await self.generator.complete(ids, sampling, request_id)).text
 
     async def self_query(self, query: str, request_id: str) -> str | None:
-        return parse_author(await self._ask(SELF_QUERY_PROMPT.format(query=query), f"{request_id}-sq"), query)
+        return parse_author(
+            await self._ask(SELF_QUERY_PROMPT.format(query=query), f"{request_id}-sq", SELF_QUERY_MAX_TOKENS), query
+        )
 
     async def expand(self, query: str, request_id: str) -> list[str]:
         wanted = self.settings.rag.expand_queries - 1
         if wanted < 1:
             return [query]
         prompt = EXPANSION_PROMPT.format(n=wanted, query=query)
-        return parse_expansions(await self._ask(prompt, f"{request_id}-qe"), query, wanted)
+        return parse_expansions(
+            await self._ask(prompt, f"{request_id}-qe", self.settings.rag.helper_max_tokens), query, wanted
+        )
 
     async def retrieve(self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]):
         """Self-query and expansion run side by side on the engine; then one embedding call, then search."""

@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from monolith import __version__
 from monolith.api.errors import EXCEPTION_HANDLERS
 from monolith.api.health import HealthController
+from monolith.api.jobs import JobsController
 from monolith.api.loader import load_services
 from monolith.api.middleware import metrics_middleware
 from monolith.api.openai import OpenAIController
@@ -42,12 +43,15 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
             state.phase, state.detail = Phase.DRAINING, "shutting down"
             READY.set(0)
             loading.cancel()
+            if state.jobs is not None:
+                await state.jobs.stop()
+                state.jobs.store.close()
             if state.services is not None:
                 await asyncio.to_thread(state.services.close)
 
     cors = CORSConfig(allow_origins=settings.server.cors_origins) if settings.server.cors_origins else None
     return Litestar(
-        route_handlers=[RagController, OpenAIController, HealthController],
+        route_handlers=[RagController, OpenAIController, JobsController, HealthController],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics_middleware],

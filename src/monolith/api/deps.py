@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Request
 
 from monolith.api.state import ServerState
+from monolith.jobs.worker import JobRunner
 from monolith.serving import Services
 
 
@@ -15,3 +16,10 @@ def provide_state(request: Request) -> ServerState:
 def provide_services(request: Request) -> Services:
     """Raises NotReady (503 + Retry-After) while loading, draining or after a failed start."""
     return provide_state(request).require_services()
+
+
+def provide_jobs(request: Request) -> JobRunner:
+    state = provide_state(request)
+    state.require_services()
+    assert state.jobs is not None
+    return state.jobs

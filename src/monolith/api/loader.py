@@ -7,11 +7,14 @@ import logging
 import time
 from pathlib import Path
 
+from monolith.api.jobs import render
 from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
 from monolith.engine import Sampling, load_engine
 from monolith.generation import Generator, new_request_id
-from monolith.metrics import ENGINE_STATS, READY
+from monolith.jobs.store import JobStore
+from monolith.jobs.worker import JobRunner
+from monolith.metrics import ASYNC_BACKLOG, ENGINE_STATS, READY
 from monolith.model_prep import prepare_model
 from monolith.rag import RagPipeline
 from monolith.retrieval.embedder import Embedder
@@ -49,7 +52,8 @@ async def _step(state: ServerState, name: str, detail: str, work):
     return result
 
 
-async def load_services(state: ServerState) -> None:
+async def load_services(state: ServerState, with_jobs: bool = True) -> None:
+    """Fills `state.services` (and starts the async job runner); a failure leaves the phase FAILED."""
     settings = state.settings
     started = time.perf_counter()
     try:
@@ -73,6 +77,8 @@ async def load_services(state: ServerState) -> None:
         await _step(state, "warmup", "running the warm-up generation", _warm_up(generator, settings))
         await asyncio.to_thread(store.check)
         state.services = Services(generator, RagPipeline(generator, embedder, store, settings, reranker), store)
+        if with_jobs:
+            state.jobs = start_jobs(state.services)
         state.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
         state.phase, state.detail = Phase.READY, "ready"
         READY.set(1)
@@ -83,6 +89,15 @@ async def load_services(state: ServerState) -> None:
         # Stay alive and say why in /health/ready: a crash loop hides the reason.
         state.phase, state.detail = Phase.FAILED, f"start-up failed: {type(exc).__name__}: {exc}"
         log.exception("start-up failed")
+
+
+def start_jobs(services: Services) -> JobRunner:
+    settings = services.settings
+    job_store = JobStore(settings.in_data_dir(settings.jobs.database))
+    ASYNC_BACKLOG.set_function(job_store.backlog)
+    runner = JobRunner(job_store, services, render)
+    runner.start()
+    return runner
 
 
 async def _warm_up(generator: Generator, settings: Settings) -> None:

@@ -1,0 +1,189 @@
+"""Offline batch transform: OpenAI Batch API request lines in, output lines out; resumable, many in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from tqdm import tqdm
+
+from monolith.admission import LANE
+from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, RagRequest
+from monolith.errors import BadRequest, MonolithError
+from monolith.serving import Services, plan_chat, plan_completion, plan_rag, run_chat, run_completion, run_rag
+
+log = logging.getLogger(__name__)
+
+ROUTES: dict[str, type] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/completions": CompletionRequest,
+    "/rag": RagRequest,
+}
+
+
+class RequestLine(msgspec.Struct):
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+    method: str = "POST"
+
+
+@dataclass
+class BatchReport:
+    total: int = 0
+    skipped: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.failed
+
+    def summary(self) -> str:
+        rate = self.processed / self.seconds if self.seconds else 0.0
+        tokens = self.output_tokens / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.total} lines: {self.succeeded} succeeded, {self.failed} failed, {self.skipped} already done; "
+            f"{self.seconds:.1f} s, {rate:.2f} lines/s, {tokens:.1f} output tokens/s"
+        )
+
+
+def done_custom_ids(output: Path) -> set[str]:
+    """custom_ids already answered; a torn last line (the process was killed mid-write) is dropped."""
+    if not output.exists():
+        return set()
+    done, keep = set(), []
+    for line in output.read_bytes().splitlines(keepends=True):
+        try:
+            done.add(json.loads(line)["custom_id"])
+            keep.append(line if line.endswith(b"\n") else line + b"\n")
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropping a torn line from %s", output)
+    output.write_bytes(b"".join(keep))
+    return done
+
+
+def output_line(custom_id: str, status: int, body: Any, request_id: str) -> bytes:
+    error = None
+    if status >= 400:
+        error = {"code": body["error"]["type"], "message": body["error"]["message"]}
+    line = {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": request_id, "body": body},
+        "error": error,
+    }
+    return msgspec.json.encode(line) + b"\n"
+
+
+def error_body(exc: MonolithError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param}}
+
+
+def parse_line(raw: bytes, number: int) -> tuple[str, RequestLine | None, MonolithError | None]:
+    """(custom_id, request, error): a bad line keeps its custom_id when it has one, else `line-N`."""
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        return f"line-{number}", None, BadRequest(f"line {number} is not JSON: {exc}")
+    custom_id = obj.get("custom_id") if isinstance(obj, dict) else None
+    custom_id = custom_id if isinstance(custom_id, str) and custom_id else f"line-{number}"
+    try:
+        request = msgspec.convert(obj, RequestLine)
+    except msgspec.ValidationError as exc:
+        return custom_id, None, BadRequest(f"line {number}: {exc}")
+    if request.method != "POST":
+        return custom_id, None, BadRequest(f"line {number}: method must be POST", param="method")
+    if request.url not in ROUTES:
+        return custom_id, None, BadRequest(f"line {number}: url must be one of {', '.join(ROUTES)}", param="url")
+    return custom_id, request, None
+
+
+async def answer(services: Services, request: RequestLine, request_id: str) -> Any:
+    try:
+        body = msgspec.convert(request.body, ROUTES[request.url])
+    except msgspec.ValidationError as exc:
+        path = str(exc).rsplit("`$.", 1)[-1].rstrip("`") if "`$." in str(exc) else None
+        raise BadRequest(f"body: {exc}", param=path) from None
+    if getattr(body, "stream", False):
+        raise BadRequest("batch requests cannot stream", param="stream")
+    if request.url == "/rag":
+        return await run_rag(services, plan_rag(services.settings, body), request_id)
+    if request.url == "/v1/completions":
+        return await run_completion(services, plan_completion(services, body), request_id)
+    return await run_chat(services, plan_chat(services, body), request_id)
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if raw.strip():
+                yield number, raw
+
+
+async def run_batch(
+    services: Services, input_path: Path, output_path: Path, max_in_flight: int, progress: bool = True
+) -> BatchReport:
+    """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish."""
+    LANE.set("batch")
+    report = BatchReport()
+    done = done_custom_ids(output_path)
+    total = sum(1 for _ in read_lines(input_path))
+    started = time.perf_counter()
+    slots = asyncio.Semaphore(max_in_flight)
+    running: set[asyncio.Task] = set()
+    bar = tqdm(total=total, desc="batch", unit="line", disable=not progress)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+
+    with output_path.open("ab") as out:
+
+        async def one(custom_id: str, request: RequestLine | None, error: MonolithError | None) -> None:
+            request_id = f"batch-{uuid.uuid4().hex}"
+            try:
+                if error is not None:
+                    raise error
+                assert request is not None
+                result, status = msgspec.to_builtins(await answer(services, request, request_id)), 200
+                report.succeeded += 1
+                report.output_tokens += result.get("usage", {}).get("completion_tokens", 0)
+            except MonolithError as exc:
+                result, status = error_body(exc), exc.status_code
+                report.failed += 1
+            except Exception:
+                log.exception("batch line %s failed", custom_id)
+                result = {"error": {"message": "internal error", "type": "internal_error", "param": None}}
+                status = 500
+                report.failed += 1
+            finally:
+                slots.release()
+            out.write(output_line(custom_id, status, result, request_id))
+            out.flush()  # written lines survive the process being killed: the resume skips them
+            bar.update(1)
+            bar.set_postfix(tok_s=f"{report.output_tokens / (time.perf_counter() - started):.1f}", refresh=False)
+
+        for number, raw in read_lines(input_path):
+            report.total += 1
+            custom_id, request, error = parse_line(raw, number)
+            if custom_id in done:
+                report.skipped += 1
+                bar.update(1)
+                continue
+            done.add(custom_id)  # a repeated custom_id in the input is answered once
+            await slots.acquire()
+            task = asyncio.create_task(one(custom_id, request, error))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+    bar.close()
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,1 @@
+"""Asynchronous inference: durable jobs in SQLite, run on spare engine capacity, with callbacks."""

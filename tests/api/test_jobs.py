@@ -1,0 +1,134 @@
+"""Asynchronous inference against the real server: 202 + poll, cancel, callbacks, idempotency, 4xx at submit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import msgspec
+import pytest
+
+from monolith.jobs.callbacks import SIGNATURE_HEADER, verify
+from tests.conftest import CALLBACK_SECRET
+from tests.helpers import Receiver
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def wait_for_job(http: httpx.Client, job_id: str, timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = http.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in TERMINAL:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout_s} s")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_async_rag_answers_202_then_the_result(http: httpx.Client) -> None:
+    response = http.post("/v1/async/rag", json={"query": "What is a KV cache?", "max_tokens": 8, "expand": False})
+    assert response.status_code == 202
+    accepted = response.json()
+    assert accepted["status"] == "queued" and accepted["id"].startswith("job-")
+    assert response.headers["location"] == accepted["status_url"] == f"/v1/jobs/{accepted['id']}"
+    job = wait_for_job(http, accepted["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["answer"] and job["result"]["sources"]
+    assert job["created_at"] <= job["started_at"] <= job["finished_at"]
+    listed = http.get("/v1/jobs", params={"status": "succeeded", "limit": 1000}).json()
+    assert accepted["id"] in {j["id"] for j in listed["data"]}
+
+
+def test_async_chat_answers_like_the_real_time_route(http: httpx.Client) -> None:
+    body = {"model": "twin", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6}
+    job = wait_for_job(http, http.post("/v1/async/chat/completions", json=body).json()["id"])
+    assert job["result"]["object"] == "chat.completion"
+    assert 0 < job["result"]["usage"]["completion_tokens"] <= 6
+
+
+def test_cancel_aborts_a_running_job(http: httpx.Client) -> None:
+    body = {
+        "model": "twin",
+        "messages": [{"role": "user", "content": "A long story"}],
+        "max_tokens": 1000,
+        "ignore_eos": True,
+    }
+    job_id = http.post("/v1/async/chat/completions", json=body).json()["id"]
+    deadline = time.monotonic() + 60
+    while http.get(f"/v1/jobs/{job_id}").json()["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    cancelled = http.delete(f"/v1/jobs/{job_id}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert wait_for_job(http, job_id)["status"] == "cancelled"
+    time.sleep(0.5)
+    metrics = http.get("/metrics").text
+    assert "monolith_requests_running 0.0" in metrics
+    assert "monolith_async_backlog 0.0" in metrics
+
+
+def test_callback_is_delivered_signed(http: httpx.Client, receiver: Receiver) -> None:
+    body = {"query": "How do I deploy an LLM?", "max_tokens": 6, "expand": False, "self_query": False}
+    job_id = http.post("/v1/async/rag", params={"callback_url": receiver.url}, json=body).json()["id"]
+    wait_for_job(http, job_id)
+    deadline = time.monotonic() + 30
+    while not receiver.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+    headers, payload = receiver.received[0]
+    assert verify(CALLBACK_SECRET, payload, headers[SIGNATURE_HEADER])
+    delivered = msgspec.json.decode(payload)
+    assert delivered["id"] == job_id and delivered["status"] == "succeeded" and delivered["result"]["answer"]
+    assert http.get(f"/v1/jobs/{job_id}").json()["callback"]["state"] == "delivered"
+
+
+def test_idempotency_key_returns_the_first_job(http: httpx.Client) -> None:
+    body = {"query": "What is DPO?", "max_tokens": 4, "expand": False, "self_query": False}
+    first = http.post("/v1/async/rag", json=body, headers={"Idempotency-Key": "same-key"}).json()
+    again = http.post("/v1/async/rag", json=body, headers={"Idempotency-Key": "same-key"})
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
+    other = http.post("/v1/async/rag", json={**body, "query": "x"}, headers={"Idempotency-Key": "same-key"})
+    assert other.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "param"),
+    [
+        ("/v1/async/rag", {"query": ""}, "query"),
+        ("/v1/async/rag", {"query": "hi", "max_tokens": 5000}, "max_tokens"),
+        ("/v1/async/rag", {"query": "hi", "stream": True}, "stream"),
+        ("/v1/async/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, "model"),
+        (
+            "/v1/async/chat/completions",
+            {"model": "twin", "messages": [{"role": "user", "content": "a " * 3000}]},
+            "messages",
+        ),
+    ],
+)
+def test_invalid_submissions_are_rejected_at_submit_time(
+    http: httpx.Client, route: str, body: dict, param: str
+) -> None:
+    before = http.get("/v1/jobs", params={"limit": 1000}).json()["data"]
+    response = http.post(route, json=body)
+    assert 400 <= response.status_code < 500
+    assert response.json()["error"]["param"] == param
+    assert len(http.get("/v1/jobs", params={"limit": 1000}).json()["data"]) == len(before)
+
+
+def test_bad_callback_url_and_too_large_payload(http: httpx.Client) -> None:
+    bad = http.post("/v1/async/rag", params={"callback_url": "ftp://x"}, json={"query": "hi"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "callback_url"
+    big = http.post("/v1/async/rag", json={"query": "x" * 1_100_000})
+    assert big.status_code == 413
+
+
+def test_unknown_job_is_a_404(http: httpx.Client) -> None:
+    assert http.get("/v1/jobs/job-nope").status_code == 404
+    assert http.delete("/v1/jobs/job-nope").status_code == 404

@@ -1,0 +1,85 @@
+"""50 jobs, the server killed with SIGKILL mid-way, a restart: all succeed, each result reaches the caller once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+
+from tests.conftest import start_server, stop_server, wait_ready
+from tests.helpers import Receiver
+
+JOBS = 50
+
+
+def statuses(base_url: str) -> dict[str, str]:
+    data = httpx.get(f"{base_url}/v1/jobs", params={"limit": 1000}, timeout=30).json()["data"]
+    return {j["id"]: j["status"] for j in data}
+
+
+@pytest.mark.slow
+def test_jobs_survive_kill_9_and_run_once_to_completion(tmp_path: Path, model_dir: Path) -> None:
+    receiver = Receiver()
+    data_dir = tmp_path / "replica"
+    # Fast polling so that the kill lands while jobs are running.
+    env = {"MONOLITH_JOBS__POLL_INTERVAL_S": "0.05", "MONOLITH_RAG__EXPAND": "false"}
+    first = start_server(data_dir, model_dir, env)
+    try:
+        wait_ready(first)
+        ids = []
+        for i in range(JOBS):
+            body = {"model": "twin", "messages": [{"role": "user", "content": f"Count to {i}"}], "max_tokens": 8}
+            response = httpx.post(
+                f"{first.base_url}/v1/async/chat/completions", params={"callback_url": receiver.url}, json=body
+            )
+            assert response.status_code == 202
+            ids.append(response.json()["id"])
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = [s for s in statuses(first.base_url).values() if s == "succeeded"]
+            if len(done) >= 5:
+                break
+            time.sleep(0.1)
+        before_kill = statuses(first.base_url)
+        kept = {
+            i: httpx.get(f"{first.base_url}/v1/jobs/{i}").json()["result"]
+            for i, s in before_kill.items()
+            if s == "succeeded"
+        }
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait()
+    finally:
+        stop_server(first)
+    assert 5 <= list(before_kill.values()).count("succeeded") < JOBS, before_kill
+    assert "running" in before_kill.values()
+
+    second = start_server(data_dir, model_dir, env)
+    try:
+        wait_ready(second)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            after = statuses(second.base_url)
+            if all(after.get(i) == "succeeded" for i in ids):
+                break
+            time.sleep(0.5)
+        assert [after.get(i) for i in ids] == ["succeeded"] * JOBS
+        # a job that had succeeded before the kill kept its result: it was not run again
+        for job_id, result in kept.items():
+            assert httpx.get(f"{second.base_url}/v1/jobs/{job_id}").json()["result"] == result
+        deadline = time.monotonic() + 60
+        while len({msgspec.json.decode(b)["id"] for _, b in receiver.received}) < JOBS and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop_server(second)
+        receiver.close()
+    bodies: dict[str, set[bytes]] = defaultdict(set)
+    for _, body in receiver.received:
+        job = msgspec.json.decode(body)
+        bodies[job["id"]].add(msgspec.json.encode(job["result"]))
+    assert set(bodies) == set(ids), "every job's result reached the callback"
+    assert all(len(results) == 1 for results in bodies.values()), "no job delivered two different results"
