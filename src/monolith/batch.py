@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,9 +132,20 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 async def run_batch(
-    services: Services, input_path: Path, output_path: Path, max_in_flight: int, progress: bool = True
+    services: Services,
+    input_path: Path,
+    output_path: Path,
+    max_in_flight: int,
+    progress: bool = True,
+    endpoint: str | None = None,
+    gate: Callable[[], bool] | None = None,
+    on_line: Callable[[bool], None] | None = None,
 ) -> BatchReport:
-    """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish."""
+    """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish.
+
+    `endpoint`: every line must name it (the HTTP Batch API's rule); `gate`: new lines start only while it
+    holds (real-time traffic first); `on_line(ok)`: called as each line is written.
+    """
     LANE.set("batch")
     report = BatchReport()
     done = done_custom_ids(output_path)
@@ -167,18 +178,24 @@ async def run_batch(
             finally:
                 slots.release()
             out.write(output_line(custom_id, status, result, request_id))
-            out.flush()  # written lines survive the process being killed: the resume skips them
+            out.flush()
+            if on_line is not None:
+                on_line(status == 200)  # written lines survive the process being killed: the resume skips them
             bar.update(1)
             bar.set_postfix(tok_s=f"{report.output_tokens / (time.perf_counter() - started):.1f}", refresh=False)
 
         for number, raw in read_lines(input_path):
             report.total += 1
             custom_id, request, error = parse_line(raw, number)
+            if request is not None and endpoint and request.url != endpoint:
+                request, error = None, BadRequest(f"line {number}: url must be this batch's {endpoint}", param="url")
             if custom_id in done:
                 report.skipped += 1
                 bar.update(1)
                 continue
             done.add(custom_id)  # a repeated custom_id in the input is answered once
+            while gate is not None and not gate():
+                await asyncio.sleep(0.05)
             await slots.acquire()
             task = asyncio.create_task(one(custom_id, request, error))
             running.add(task)

@@ -70,6 +70,29 @@ def _generate(settings: Settings, args: argparse.Namespace) -> None:
         engine.shutdown()
 
 
+def _batch(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.api.loader import load_services
+    from monolith.api.state import ServerState
+    from monolith.batch import run_batch
+
+    if not args.input.exists():
+        raise ConfigError(f"{args.input} not found")
+    state = ServerState(settings)
+
+    async def run() -> None:
+        await load_services(state, with_jobs=False)
+        if state.services is None:
+            raise ConfigError(state.detail)
+        try:
+            in_flight = args.max_in_flight or settings.batch.max_in_flight
+            report = await run_batch(state.services, args.input, args.output, in_flight)
+        finally:
+            state.services.close()
+        print(report.summary())
+
+    asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the sub-command: `monolith serve --config FILE`.
     config = argparse.ArgumentParser(add_help=False)
@@ -94,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_parser(
         "prepare", parents=[config], help="convert the packaged GGUF to a safetensors checkpoint"
     ).set_defaults(run=_prepare)
+
+    batch = commands.add_parser(
+        "batch", parents=[config], help="OpenAI Batch API request lines in, output lines out (resumable)"
+    )
+    batch.add_argument("input", type=Path)
+    batch.add_argument("output", type=Path)
+    batch.add_argument("--max-in-flight", type=int, help="requests handed to the engine at once")
+    batch.set_defaults(run=_batch)
 
     generate = commands.add_parser("generate", parents=[config], help="stream one answer to the terminal")
     generate.add_argument("prompt")

@@ -57,3 +57,17 @@ def test_bad_lines_are_reported_with_their_number_and_the_rest_goes_in(
     report = ingest_file(path, embedder, store, IngestSettings())
     assert report.documents == 2 and report.new_points == 2
     assert [e.split(":")[0] for e in report.errors] == ["line 2", "line 3", "line 4"]
+
+
+async def test_concurrent_embed_calls_share_encodes_and_keep_their_order(embedder: Embedder) -> None:
+    import asyncio
+
+    texts = [[f"query {i}", f"variant {i}"] for i in range(12)]
+    before = embedder.batches
+    results = await asyncio.gather(*(embedder.embed_async(t) for t in texts))
+    assert embedder.batches - before < len(texts)  # merged into fewer encodes
+    for group, vectors in zip(texts, results, strict=True):
+        expected = embedder.embed(group)
+        assert len(vectors) == 2
+        for got, want in zip(vectors, expected, strict=True):
+            assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4

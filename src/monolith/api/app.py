@@ -12,6 +12,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
 
 from monolith import __version__
+from monolith.api.batches import BatchesController
 from monolith.api.errors import EXCEPTION_HANDLERS
 from monolith.api.health import HealthController
 from monolith.api.jobs import JobsController
@@ -43,6 +44,9 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
             state.phase, state.detail = Phase.DRAINING, "shutting down"
             READY.set(0)
             loading.cancel()
+            if state.batches is not None:
+                await state.batches.stop()
+                state.batches.store.close()
             if state.jobs is not None:
                 await state.jobs.stop()
                 state.jobs.store.close()
@@ -51,7 +55,7 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
 
     cors = CORSConfig(allow_origins=settings.server.cors_origins) if settings.server.cors_origins else None
     return Litestar(
-        route_handlers=[RagController, OpenAIController, JobsController, HealthController],
+        route_handlers=[RagController, OpenAIController, JobsController, BatchesController, HealthController],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[metrics_middleware],

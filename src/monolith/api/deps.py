@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Request
 
 from monolith.api.state import ServerState
+from monolith.jobs.batches import BatchRunner
 from monolith.jobs.worker import JobRunner
 from monolith.serving import Services
 
@@ -23,3 +24,10 @@ def provide_jobs(request: Request) -> JobRunner:
     state.require_services()
     assert state.jobs is not None
     return state.jobs
+
+
+def provide_batches(request: Request) -> BatchRunner:
+    state = provide_state(request)
+    state.require_services()
+    assert state.batches is not None
+    return state.batches

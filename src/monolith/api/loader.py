@@ -12,6 +12,7 @@ from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
 from monolith.engine import Sampling, load_engine
 from monolith.generation import Generator, new_request_id
+from monolith.jobs.batches import BatchRunner, BatchStore
 from monolith.jobs.store import JobStore
 from monolith.jobs.worker import JobRunner
 from monolith.metrics import ASYNC_BACKLOG, ENGINE_STATS, READY
@@ -79,6 +80,7 @@ async def load_services(state: ServerState, with_jobs: bool = True) -> None:
         state.services = Services(generator, RagPipeline(generator, embedder, store, settings, reranker), store)
         if with_jobs:
             state.jobs = start_jobs(state.services)
+            state.batches = start_batches(state.services, state.jobs.slots)
         state.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
         state.phase, state.detail = Phase.READY, "ready"
         READY.set(1)
@@ -96,6 +98,14 @@ def start_jobs(services: Services) -> JobRunner:
     job_store = JobStore(settings.in_data_dir(settings.jobs.database))
     ASYNC_BACKLOG.set_function(job_store.backlog)
     runner = JobRunner(job_store, services, render)
+    runner.start()
+    return runner
+
+
+def start_batches(services: Services, max_in_flight: int) -> BatchRunner:
+    settings = services.settings
+    store = BatchStore(settings.in_data_dir(settings.jobs.database), settings.in_data_dir(settings.batch.files_dir))
+    runner = BatchRunner(store, services, max_in_flight)
     runner.start()
     return runner
 

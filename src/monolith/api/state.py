@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from monolith.config import Settings
 from monolith.errors import NotReady
+from monolith.jobs.batches import BatchRunner
 from monolith.jobs.worker import JobRunner
 from monolith.serving import Services
 
@@ -25,6 +26,7 @@ class ServerState:
     detail: str = "loading the model"
     services: Services | None = None
     jobs: JobRunner | None = None
+    batches: BatchRunner | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def require_services(self) -> Services:

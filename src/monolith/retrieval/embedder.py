@@ -28,6 +28,9 @@ class Embedder:
         self._batch_size = settings.batch_size
         self._model = SentenceTransformer(resolve_model_dir(settings.model), device=settings.device)
         self.dimension: int = self._model.get_embedding_dimension()
+        self._waiting: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
+        self._encoding = False
+        self.batches = 0  # encode calls made by embed_async, for tests and curiosity
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model.encode(
@@ -36,5 +39,34 @@ class Embedder:
         return vectors.tolist()
 
     async def embed_async(self, texts: list[str]) -> list[list[float]]:
-        """One batched call for all texts, off the event loop."""
-        return await asyncio.to_thread(self.embed, texts)
+        """Off the event loop; callers that arrive while an encode runs share the next one.
+
+        Under load (many RAG requests, a batch of RAG lines) this turns many small encodes into few
+        large ones, which is where the embedder's throughput is.
+        """
+        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((texts, future))
+        if not self._encoding:
+            self._encoding = True
+            self._encoder = asyncio.create_task(self._encode_waiting())
+        return await future
+
+    async def _encode_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    vectors = await asyncio.to_thread(self.embed, [t for texts, _ in batch for t in texts])
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                start = 0
+                for texts, future in batch:
+                    if not future.done():
+                        future.set_result(vectors[start : start + len(texts)])
+                    start += len(texts)
+                self.batches += 1
+        finally:
+            self._encoding = False

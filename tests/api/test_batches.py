@@ -1,0 +1,71 @@
+"""The openai client's batch flow against the real server: upload, create, poll, download."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import BadRequestError, NotFoundError, OpenAI
+
+from tests.conftest import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def openai_client(server: ServerProcess) -> Iterator[OpenAI]:
+    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
+    yield client
+    client.close()
+
+
+def write_requests(path: Path, count: int) -> Path:
+    lines = []
+    for i in range(count):
+        body = {"model": "twin", "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 4}
+        lines.append(
+            json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+        )
+    lines.append(json.dumps({"custom_id": "wrong-url", "method": "POST", "url": "/rag", "body": {"query": "q"}}))
+    lines.append("{broken")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_openai_client_batch_flow_completes(openai_client: OpenAI, tmp_path: Path) -> None:
+    with write_requests(tmp_path / "requests.jsonl", 12).open("rb") as f:
+        uploaded = openai_client.files.create(file=f, purpose="batch")
+    assert uploaded.id.startswith("file-") and uploaded.bytes > 0
+    batch = openai_client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert batch.status in {"validating", "in_progress"}
+    deadline = time.monotonic() + 300
+    while batch.status not in {"completed", "failed", "cancelled"} and time.monotonic() < deadline:
+        time.sleep(0.5)
+        batch = openai_client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert batch.request_counts.total == 14
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (12, 2)
+    lines = [json.loads(x) for x in openai_client.files.content(batch.output_file_id).text.splitlines()]
+    by_id = {line["custom_id"]: line for line in lines}
+    assert set(by_id) == {f"req-{i}" for i in range(12)} | {"wrong-url", "line-14"}
+    assert by_id["req-0"]["response"]["body"]["object"] == "chat.completion"
+    assert by_id["wrong-url"]["error"]["message"] and by_id["line-14"]["response"]["status_code"] == 400
+    assert batch.id in {b.id for b in openai_client.batches.list()}
+
+
+def test_batch_rejects_a_bad_endpoint_and_a_missing_file(openai_client: OpenAI, tmp_path: Path) -> None:
+    with write_requests(tmp_path / "r.jsonl", 1).open("rb") as f:
+        uploaded = openai_client.files.create(file=f, purpose="batch")
+    with pytest.raises(BadRequestError):
+        openai_client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
+    with pytest.raises(NotFoundError):
+        openai_client.batches.create(input_file_id="file-nope", endpoint="/v1/completions", completion_window="24h")
+
+
+def test_upload_needs_purpose_batch(http: httpx.Client) -> None:
+    response = http.post("/v1/files", files={"file": ("a.jsonl", b"{}\n")}, data={"purpose": "fine-tune"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "purpose"

@@ -1,0 +1,102 @@
+"""Batch transform: line parsing and resume bookkeeping (fast), then the real CLI on 200 lines (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from monolith.batch import done_custom_ids, parse_line
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_parse_line_keeps_the_custom_id_of_a_bad_line() -> None:
+    ok = json.dumps({"custom_id": "a", "method": "POST", "url": "/rag", "body": {"query": "q"}}).encode()
+    assert parse_line(ok, 1)[1].url == "/rag"
+    custom_id, request, error = parse_line(b'{"custom_id": "b", "url": "/v1/embeddings", "body": {}}', 2)
+    assert (custom_id, request) == ("b", None) and error.param == "url"
+    custom_id, request, error = parse_line(b"{nope", 3)
+    assert custom_id == "line-3" and "not JSON" in error.message
+    custom_id, _, error = parse_line(b'{"custom_id": "c", "method": "GET", "url": "/rag", "body": {}}', 4)
+    assert custom_id == "c" and error.param == "method"
+
+
+def test_resume_drops_a_torn_last_line(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    output.write_bytes(b'{"custom_id": "a"}\n{"custom_id": "b"}\n{"custom_id": "c", "resp')
+    assert done_custom_ids(output) == {"a", "b"}
+    assert output.read_bytes() == b'{"custom_id": "a"}\n{"custom_id": "b"}\n'
+
+
+def batch_lines(count: int) -> list[str]:
+    lines = []
+    for i in range(count):
+        if i % 40 == 7:  # malformed in several ways
+            lines.append(["{not json", json.dumps({"custom_id": f"x{i}"})][(i // 40) % 2])
+        elif i % 40 == 13:
+            body = {"model": "twin", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}
+            lines.append(
+                json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+            )
+        elif i % 10 == 3:
+            body = {"query": f"What is topic {i}?", "max_tokens": 4, "expand": False, "self_query": False, "k": 2}
+            lines.append(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/rag", "body": body}))
+        else:
+            body = {"model": "twin", "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 4}
+            lines.append(
+                json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+            )
+    return lines
+
+
+@pytest.mark.slow
+def test_batch_of_200_lines_interrupted_and_resumed(tmp_path: Path, model_dir: Path) -> None:
+    lines = batch_lines(200)
+    source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    env = {
+        **os.environ,
+        "MONOLITH_DATA_DIR": str(tmp_path / "data"),
+        "MONOLITH_ENGINE__MODEL": str(model_dir),
+        "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
+    }
+    command = [sys.executable, "-m", "monolith.cli", "batch", str(source), str(output), "--max-in-flight", "16"]
+
+    # First run: killed once some lines are written (the store is empty, so it also needs the corpus).
+    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 30):
+        assert first.poll() is None, first.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    written_before = output.read_text().count("\n")
+    assert 30 <= written_before < 200
+
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "already done" in second.stdout and "lines/s" in second.stdout
+
+    results = [json.loads(line) for line in output.read_text().splitlines()]
+    ids = Counter(r["custom_id"] for r in results)
+    assert len(ids) == 200 and max(ids.values()) == 1, "every line answered exactly once"
+    failed = {r["custom_id"] for r in results if r["error"]}
+    expected_failures = {f"line-{i + 1}" for i in range(200) if i % 40 == 7 and (i // 40) % 2 == 0}
+    expected_failures |= {f"x{i}" for i in range(200) if i % 40 == 7 and (i // 40) % 2 == 1}
+    expected_failures |= {f"r{i}" for i in range(200) if i % 40 == 13}
+    assert failed == expected_failures
+    for r in results:
+        if r["custom_id"] in failed:
+            assert r["response"]["status_code"] == 400 and r["error"]["message"]
+        else:
+            assert r["response"]["status_code"] == 200
+            body = r["response"]["body"]
+            assert body.get("answer") or body["choices"][0]["message"]["content"] is not None
