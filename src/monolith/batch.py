@@ -16,6 +16,7 @@ import msgspec
 from tqdm import tqdm
 
 from monolith.admission import LANE
+from monolith.api.errors import field_of
 from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, RagRequest
 from monolith.errors import BadRequest, MonolithError
 from monolith.serving import Services, plan_chat, plan_completion, plan_rag, run_chat, run_completion, run_rag
@@ -113,8 +114,7 @@ async def answer(services: Services, request: RequestLine, request_id: str) -> A
     try:
         body = msgspec.convert(request.body, ROUTES[request.url])
     except msgspec.ValidationError as exc:
-        path = str(exc).rsplit("`$.", 1)[-1].rstrip("`") if "`$." in str(exc) else None
-        raise BadRequest(f"body: {exc}", param=path) from None
+        raise BadRequest(f"body: {exc}", param=field_of(str(exc))) from None
     if getattr(body, "stream", False):
         raise BadRequest("batch requests cannot stream", param="stream")
     if request.url == "/rag":
@@ -140,16 +140,19 @@ async def run_batch(
     endpoint: str | None = None,
     gate: Callable[[], bool] | None = None,
     on_line: Callable[[bool], None] | None = None,
+    total: int | None = None,
 ) -> BatchReport:
     """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish.
 
     `endpoint`: every line must name it (the HTTP Batch API's rule); `gate`: new lines start only while it
-    holds (real-time traffic first); `on_line(ok)`: called as each line is written.
+    holds (real-time traffic first); `on_line(ok)`: called as each line is written; `total`: the input's
+    line count when the caller has it already.
     """
     LANE.set("batch")
     report = BatchReport()
     done = done_custom_ids(output_path)
-    total = sum(1 for _ in read_lines(input_path))
+    if total is None:
+        total = sum(1 for _ in read_lines(input_path))
     started = time.perf_counter()
     slots = asyncio.Semaphore(max_in_flight)
     running: set[asyncio.Task] = set()

@@ -25,6 +25,14 @@ def new_request_id(prefix: str = "req") -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def check_max_tokens(settings: Settings, max_tokens: int) -> None:
+    if max_tokens > settings.engine.max_tokens_limit:
+        raise BadRequest(
+            f"max_tokens is {max_tokens}, above this server's limit of {settings.engine.max_tokens_limit}",
+            param="max_tokens",
+        )
+
+
 class Generator:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
@@ -47,11 +55,7 @@ class Generator:
         return requested if requested is not None else self.settings.engine.default_max_tokens
 
     def check_fits(self, prompt_ids: list[int], max_tokens: int, param: str) -> None:
-        if max_tokens > self.settings.engine.max_tokens_limit:
-            raise BadRequest(
-                f"max_tokens is {max_tokens}, above this server's limit of {self.settings.engine.max_tokens_limit}",
-                param="max_tokens",
-            )
+        check_max_tokens(self.settings, max_tokens)
         if len(prompt_ids) + max_tokens > self.max_model_len:
             raise BadRequest(
                 f"the prompt has {len(prompt_ids)} tokens and max_tokens is {max_tokens}; together they exceed "

@@ -27,7 +27,7 @@ from monolith.api.schemas import (
 from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import BadRequest, NotFound
-from monolith.generation import Generator
+from monolith.generation import Generator, check_max_tokens
 from monolith.rag import RagOptions, RagPipeline, RagPrompt
 
 RAG_SUFFIX = "-rag"
@@ -74,12 +74,18 @@ def check_query(settings: Settings, query: str, param: str) -> None:
         raise BadRequest(f"the query has {len(query)} characters; the limit is {limit}", param=param)
 
 
-def check_max_tokens(settings: Settings, max_tokens: int) -> None:
-    if max_tokens > settings.engine.max_tokens_limit:
-        raise BadRequest(
-            f"max_tokens is {max_tokens}, above this server's limit of {settings.engine.max_tokens_limit}",
-            param="max_tokens",
-        )
+def wire_sampling(data: ChatCompletionRequest | CompletionRequest, max_tokens: int) -> Sampling:
+    """The OpenAI routes' sampling fields, as the engine takes them."""
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+        stop=stop_list(data.stop),
+        seed=data.seed,
+        presence_penalty=data.presence_penalty,
+        frequency_penalty=data.frequency_penalty,
+        ignore_eos=data.ignore_eos,
+    )
 
 
 def rag_options(
@@ -218,16 +224,7 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
     messages = message_dicts(data.messages)
     max_tokens = data.max_completion_tokens or data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
-    sampling = Sampling(
-        max_tokens=max_tokens,
-        temperature=data.temperature,
-        top_p=data.top_p,
-        stop=stop_list(data.stop),
-        seed=data.seed,
-        presence_penalty=data.presence_penalty,
-        frequency_penalty=data.frequency_penalty,
-        ignore_eos=data.ignore_eos,
-    )
+    sampling = wire_sampling(data, max_tokens)
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
     plan = ChatPlan(data.model, messages, sampling, None, include_usage)
     if use_rag:
@@ -306,16 +303,7 @@ def plan_completion(services: Services, data: CompletionRequest) -> CompletionPl
         raise BadRequest("streaming takes a single prompt", param="prompt")
     max_tokens = data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
-    sampling = Sampling(
-        max_tokens=max_tokens,
-        temperature=data.temperature,
-        top_p=data.top_p,
-        stop=stop_list(data.stop),
-        seed=data.seed,
-        presence_penalty=data.presence_penalty,
-        frequency_penalty=data.frequency_penalty,
-        ignore_eos=data.ignore_eos,
-    )
+    sampling = wire_sampling(data, max_tokens)
     ids = [services.generator.text_ids(p) for p in prompts]
     for one in ids:
         services.generator.check_fits(one, max_tokens, "prompt")

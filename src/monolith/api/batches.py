@@ -15,7 +15,7 @@ from litestar.params import Body, Parameter
 from monolith.api.deps import provide_batches
 from monolith.batch import ROUTES
 from monolith.errors import BadRequest, NotFound
-from monolith.jobs.batches import BatchRunner
+from monolith.jobs.batches import BatchRecord, BatchRunner, FileRecord
 
 # Batch input files are far larger than a request body (server.max_body_bytes).
 MAX_FILE_BYTES = 200_000_000
@@ -33,6 +33,20 @@ class BatchCreate:
     endpoint: str
     completion_window: str = "24h"
     metadata: dict[str, str] | None = None
+
+
+def file_or_404(runner: BatchRunner, file_id: str) -> FileRecord:
+    record = runner.store.get_file(file_id)
+    if record is None:
+        raise NotFound(f"no file {file_id}", param="file_id")
+    return record
+
+
+def batch_or_404(runner: BatchRunner, batch_id: str) -> BatchRecord:
+    batch = runner.store.get_batch(batch_id)
+    if batch is None:
+        raise NotFound(f"no batch {batch_id}", param="batch_id")
+    return batch
 
 
 class BatchesController(Controller):
@@ -53,15 +67,11 @@ class BatchesController(Controller):
 
     @get("/files/{file_id:str}", summary="A file's metadata")
     async def file_info(self, file_id: str, runner: BatchRunner) -> dict[str, Any]:
-        record = runner.store.get_file(file_id)
-        if record is None:
-            raise NotFound(f"no file {file_id}", param="file_id")
-        return record.to_wire()
+        return file_or_404(runner, file_id).to_wire()
 
     @get("/files/{file_id:str}/content", summary="A file's content (JSONL)")
     async def file_content(self, file_id: str, runner: BatchRunner) -> Response[bytes]:
-        if runner.store.get_file(file_id) is None:
-            raise NotFound(f"no file {file_id}", param="file_id")
+        file_or_404(runner, file_id)
         return Response(runner.store.path_of(file_id).read_bytes(), media_type="application/jsonl")
 
     @post("/batches", status_code=200, summary="Run an uploaded file of requests as a batch")
@@ -80,19 +90,13 @@ class BatchesController(Controller):
 
     @get("/batches/{batch_id:str}", summary="A batch's status and request counts")
     async def retrieve(self, batch_id: str, runner: BatchRunner) -> dict[str, Any]:
-        batch = runner.store.get_batch(batch_id)
-        if batch is None:
-            raise NotFound(f"no batch {batch_id}", param="batch_id")
-        return batch.to_wire()
+        return batch_or_404(runner, batch_id).to_wire()
 
     @post("/batches/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch; finished lines are kept")
     async def cancel(self, batch_id: str, runner: BatchRunner) -> dict[str, Any]:
-        if runner.store.get_batch(batch_id) is None:
-            raise NotFound(f"no batch {batch_id}", param="batch_id")
+        batch_or_404(runner, batch_id)
         await runner.cancel(batch_id)
-        batch = runner.store.get_batch(batch_id)
-        assert batch is not None
-        return batch.to_wire()
+        return batch_or_404(runner, batch_id).to_wire()
 
     @get("/batches", summary="Batches, oldest first")
     async def list_batches(

@@ -25,15 +25,20 @@ def error_response(
     return Response(ErrorResponse(ErrorBody(message, kind, param)), status_code=status, headers=headers)
 
 
-def _param_of(detail: Any) -> str | None:
-    """Litestar reports msgspec's error as "... - at `$.messages[0].role`": keep the field path."""
-    if not (isinstance(detail, list) and detail and isinstance(detail[0], dict)):
-        return None
-    message = str(detail[0].get("message", ""))
+def field_of(message: str) -> str | None:
+    """msgspec says "... - at `$.messages[0].role`" or "... field `query`": the field path, if any."""
     path, named = _FIELD_PATH.search(message), _NAMED_FIELD.search(message)
     parts = [m.group(1) for m in (path, named) if m and m.group(1)]
-    if parts:
-        return ".".join(parts)
+    return ".".join(parts) or None
+
+
+def _param_of(detail: Any) -> str | None:
+    """Litestar passes msgspec's message on in the first entry of `extra`."""
+    if not (isinstance(detail, list) and detail and isinstance(detail[0], dict)):
+        return None
+    field = field_of(str(detail[0].get("message", "")))
+    if field:
+        return field
     key = detail[0].get("key")
     return None if key in (None, "data") else str(key)
 

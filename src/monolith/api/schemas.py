@@ -73,12 +73,9 @@ class ChatMessage(msgspec.Struct):
     name: str | None = None
 
 
-class ChatCompletionRequest(msgspec.Struct):
-    model: str
-    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
-    max_tokens: MaxTokens | None = None
-    max_completion_tokens: MaxTokens | None = None
-    temperature: Temperature = 0.7
+class GenerationOptions(msgspec.Struct, kw_only=True):
+    """Sampling fields the two OpenAI routes share (their defaults for max_tokens and temperature differ)."""
+
     top_p: TopP = 1.0
     n: Annotated[int, Meta(ge=1, le=1)] = 1
     stream: bool = False
@@ -90,25 +87,23 @@ class ChatCompletionRequest(msgspec.Struct):
     user: str | None = None
     # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
     ignore_eos: bool = False
+
+
+class ChatCompletionRequest(GenerationOptions):
+    model: str
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Temperature = 0.7
     rag: bool | RagOverrides | None = None
 
 
-class CompletionRequest(msgspec.Struct):
+class CompletionRequest(GenerationOptions):
     model: str
     prompt: str | list[str]
     max_tokens: MaxTokens | None = 16
     temperature: Temperature = 1.0
-    top_p: TopP = 1.0
-    n: Annotated[int, Meta(ge=1, le=1)] = 1
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    stop: Stop = None
-    seed: int | None = None
-    presence_penalty: Penalty = 0.0
-    frequency_penalty: Penalty = 0.0
     echo: bool = False
-    user: str | None = None
-    ignore_eos: bool = False
 
 
 class ModelCard(msgspec.Struct):

@@ -248,6 +248,7 @@ class BatchRunner:
                 endpoint=batch.endpoint,
                 gate=lambda: realtime_waiting() == 0,
                 on_line=lambda ok: self._count(batch.id, ok),
+                total=total,
             )
             log.info("batch %s: %s", batch.id, report.summary())
             self.store.register_output(batch)
