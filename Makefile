@@ -8,8 +8,14 @@ PORT ?= 8000
 # cpu unless an NVIDIA GPU answers; override with `make install ACCEL=gpu`.
 ACCEL ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(ACCEL)
+# Real Prometheus (the Debian package's binary) for the metrics tests and the scale demo.
+PROMETHEUS := $(VENV)/prometheus/usr/bin/prometheus
 
-.PHONY: install serve test test-quick lint prepare ingest clean
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
+IMAGE ?= monolith:$(VERSION)
+
+.PHONY: install prometheus serve test test-quick lint prepare ingest image scale-demo clean
 
 install: $(STAMP)
 
@@ -34,6 +40,11 @@ endif
 	$(PY) -c "import vllm, torch, monolith; print('installed: vllm', vllm.__version__, 'torch', torch.__version__)"
 	touch $@
 
+prometheus: $(PROMETHEUS)
+
+$(PROMETHEUS): tools/get_prometheus.sh
+	tools/get_prometheus.sh $(VENV)/prometheus
+
 prepare: install
 	$(VENV)/bin/monolith --config $(CONFIG) model prepare
 
@@ -43,7 +54,7 @@ serve: prepare
 ingest: install
 	$(VENV)/bin/monolith --config $(CONFIG) ingest $(FILE)
 
-test: install
+test: install prometheus
 	$(PY) -m pytest -q
 
 # Everything that does not need the real engine: seconds, not minutes.
@@ -53,6 +64,14 @@ test-quick: install
 lint: install
 	$(VENV)/bin/ruff check src tests tools
 	$(VENV)/bin/ruff format --check src tests tools
+
+# Real Prometheus scraping real replicas, driven by the HPA algorithm: timeline + plot in bench/results/scale.
+scale-demo: prepare prometheus
+	$(PY) -m monolith.scale.demo --config $(CONFIG) --out bench/results/scale
+
+# The GPU image (Containerfile); pass e.g. IMAGE_ARGS="--build-arg CUDA_IMAGE=..." to change the base.
+image:
+	$(CONTAINER) build -f Containerfile -t $(IMAGE) $(IMAGE_ARGS) .
 
 clean:
 	rm -rf $(VENV) data

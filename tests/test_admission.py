@@ -1,4 +1,4 @@
-"""Queue-depth accounting and deadlines around a generation, with a scripted engine stream."""
+"""Admission, queue-depth accounting and deadlines around generations, with scripted engine streams."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from monolith.admission import tracked
+from monolith.admission import ADMISSION, REALTIME, TICKET, Admission, tracked
 from monolith.engine import Delta
-from monolith.errors import DeadlineExceeded
+from monolith.errors import DeadlineExceeded, Overloaded
 from monolith.metrics import QUEUE_DEPTH, REQUESTS_RUNNING
 
 
@@ -39,7 +39,7 @@ async def test_a_generation_counts_as_queued_then_running_then_neither() -> None
     seen: list[tuple[float, float]] = []
 
     async def consume() -> None:
-        async for _ in tracked(script.run(), time.monotonic() + 10):
+        async for _ in tracked(script.run(), 10):
             seen.append((QUEUE_DEPTH._value.get(), REQUESTS_RUNNING._value.get()))
 
     task = asyncio.create_task(consume())
@@ -54,7 +54,7 @@ async def test_deadline_ends_the_generation_and_closes_the_engine_stream() -> No
     script = ScriptedStream(tokens=100, gap_s=0.05)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        async for _ in tracked(script.run(), time.monotonic() + 0.3):
+        async for _ in tracked(script.run(), 0.3):
             pass
     assert time.monotonic() - started < 0.6
     assert script.closed
@@ -63,7 +63,7 @@ async def test_deadline_ends_the_generation_and_closes_the_engine_stream() -> No
 
 async def test_a_consumer_that_leaves_early_closes_the_engine_stream() -> None:
     script = ScriptedStream(tokens=100, gap_s=0.01)
-    stream = tracked(script.run(), time.monotonic() + 10)
+    stream = tracked(script.run(), 10)
     async for delta in stream:
         if delta.completion_tokens == 2:
             break
@@ -76,7 +76,7 @@ async def test_cancellation_while_queued_releases_the_queue_slot() -> None:
     script = ScriptedStream(tokens=1, gap_s=0, first_token_s=5)
 
     async def consume() -> None:
-        async for _ in tracked(script.run(), time.monotonic() + 10):
+        async for _ in tracked(script.run(), 10):
             pass
 
     task = asyncio.create_task(consume())
@@ -86,3 +86,77 @@ async def test_cancellation_while_queued_releases_the_queue_slot() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert QUEUE_DEPTH._value.get() == 0 and script.closed
+
+
+def gauges() -> tuple[float, float]:
+    return QUEUE_DEPTH._value.get(), REQUESTS_RUNNING._value.get()
+
+
+async def test_a_request_with_concurrent_generations_counts_once_and_waits_again_between_them() -> None:
+    # A RAG request: self-query and expansion together, then (after retrieval) the answer.
+    ticket = ADMISSION.admit(10)
+    TICKET.set(ticket)
+    assert gauges() == (1, 0)
+    helpers = [ScriptedStream(tokens=2, gap_s=0.05) for _ in range(2)]
+    seen: list[tuple[float, float]] = []
+
+    async def consume(script: ScriptedStream) -> None:
+        async for _ in tracked(script.run(), 10):
+            seen.append(gauges())
+
+    await asyncio.gather(*(consume(h) for h in helpers))
+    assert set(seen) == {(0, 1)}
+    assert gauges() == (1, 0)  # retrieving: admitted, not generating
+    await consume(ScriptedStream(tokens=1, gap_s=0))
+    ticket.release()
+    ticket.release()  # idempotent
+    assert gauges() == (0, 0)
+    TICKET.set(None)
+
+
+async def test_the_ticket_deadline_covers_every_generation_of_the_request() -> None:
+    TICKET.set(ADMISSION.admit(0.3))
+    with pytest.raises(DeadlineExceeded):
+        async for _ in tracked(ScriptedStream(tokens=100, gap_s=0.05).run(), timeout_s=60):
+            pass
+    TICKET.get().release()  # type: ignore[union-attr]
+    TICKET.set(None)
+
+
+def test_a_ticket_nobody_releases_is_released_when_dropped() -> None:
+    admission = Admission(max_waiting=1)
+    admission.admit(10)  # dropped at once, as by a stream that never started
+    assert admission.waiting[REALTIME] == 0
+    kept = admission.admit(10)
+    with pytest.raises(Overloaded):
+        admission.admit(10)
+    kept.release()
+
+
+def test_past_max_waiting_realtime_is_refused_but_async_work_is_not() -> None:
+    admission = Admission(max_waiting=2)
+    held = [admission.admit(10), admission.admit(10)]
+    with pytest.raises(Overloaded) as refused:
+        admission.admit(10)
+    assert refused.value.status_code == 429 and refused.value.retry_after == admission.max_retry_after_s
+    async_ticket = admission.admit(10, lane="async")
+    assert admission.waiting == {REALTIME: 2, "async": 1}
+    for ticket in [*held, async_ticket]:
+        ticket.release()
+
+
+def test_retry_after_is_the_time_to_drain_the_wait_at_the_recent_rate() -> None:
+    admission = Admission(max_waiting=6, max_retry_after_s=60)
+    now = time.monotonic()
+    admission._finished.extend(now - 9 + i for i in range(10))  # 10 requests finished over 9 s: ~1.1/s
+    held = [admission.admit(10) for _ in range(6)]
+    with pytest.raises(Overloaded) as refused:
+        admission.admit(10)
+    assert refused.value.retry_after == 6  # ceil(6 waiting / 1.11 per s)
+    admission._finished.extend([now] * 1000)  # a fast drain: never below one second
+    assert admission.retry_after() == 1
+    admission._finished.clear()
+    admission._finished.append(now - 2 * 60)  # nothing finished recently: the longest advice
+    assert admission.retry_after() == 60
+    for ticket in held:
+        ticket.release()

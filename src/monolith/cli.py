@@ -1,4 +1,4 @@
-"""The `monolith` entry point: serve, ingest, model prepare, generate."""
+"""The `monolith` entry point: serve, ingest, model prepare, generate, batch, health."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from monolith.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
-    import uvicorn
-
     from monolith.api.app import create_app
+    from monolith.api.server import serve
 
-    host = args.host or settings.server.host
-    port = args.port or settings.server.port
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.server.log_level, timeout_keep_alive=30)
+    app = create_app(settings)
+    serve(app.state.server, app, args.host or settings.server.host, args.port or settings.server.port)
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> None:
@@ -93,6 +91,25 @@ def _batch(settings: Settings, args: argparse.Namespace) -> None:
     asyncio.run(run())
 
 
+def _health(settings: Settings, args: argparse.Namespace) -> None:
+    """The container HEALTHCHECK: exit 0 only when the server says it is ready."""
+    import urllib.error
+    import urllib.request
+
+    url = args.url or f"http://127.0.0.1:{settings.server.port}/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            print(f"{response.status} {response.read().decode(errors='replace')}")
+    except urllib.error.HTTPError as exc:
+        raise Unhealthy(f"{exc.code} {exc.read().decode(errors='replace')}") from None
+    except OSError as exc:
+        raise Unhealthy(f"no answer from {url}: {exc}") from None
+
+
+class Unhealthy(Exception):
+    pass
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the sub-command: `monolith serve --config FILE`.
     config = argparse.ArgumentParser(add_help=False)
@@ -126,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--max-in-flight", type=int, help="requests handed to the engine at once")
     batch.set_defaults(run=_batch)
 
+    health = commands.add_parser("health", parents=[config], help="exit 0 if the server is ready (HEALTHCHECK)")
+    health.add_argument("--url", help="default: http://127.0.0.1:<server.port>/health/ready")
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(run=_health)
+
     generate = commands.add_parser("generate", parents=[config], help="stream one answer to the terminal")
     generate.add_argument("prompt")
     generate.add_argument("--max-tokens", type=int)
@@ -143,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"monolith: {exc}", file=sys.stderr)
         return 2
+    except Unhealthy as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

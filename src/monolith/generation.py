@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,8 +65,9 @@ class Generator:
     def stream(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
     ) -> AsyncIterator[Delta]:
+        # The request's ticket carries its deadline; a generation outside a request gets this one.
         timeout = timeout_s or self.settings.server.request_timeout_s
-        return tracked(self.engine.stream(prompt_ids, sampling, request_id), time.monotonic() + timeout)
+        return tracked(self.engine.stream(prompt_ids, sampling, request_id), timeout)
 
     async def complete(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None

@@ -42,7 +42,7 @@ def test_kustomization_lists_every_manifest_but_the_keda_alternative() -> None:
     assert listed == on_disk
 
 
-def test_probes_hit_the_health_routes_and_the_grace_period_covers_a_request() -> None:
+def test_probes_hit_the_health_routes_and_the_grace_period_covers_the_drain() -> None:
     pod = find("Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
@@ -51,8 +51,9 @@ def test_probes_hit_the_health_routes_and_the_grace_period_covers_a_request() ->
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # slow model loads
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     gpu = load_settings(ROOT / "configs" / "gpu.yaml")
-    assert pod["terminationGracePeriodSeconds"] > gpu.server.request_timeout_s + 10
-    assert "preStop" in container["lifecycle"]
+    pre_stop_s = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert gpu.shutdown.drain_seconds > gpu.server.request_timeout_s  # the longest request finishes
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + gpu.shutdown.drain_seconds
     assert container["args"][:3] == ["serve", "--config", "configs/gpu.yaml"]
 
 

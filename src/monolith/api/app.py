@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from monolith import __version__
+from monolith.admission import ADMISSION
 from monolith.api.batches import BatchesController
 from monolith.api.errors import EXCEPTION_HANDLERS
 from monolith.api.health import HealthController
@@ -32,10 +34,10 @@ Loader = Callable[[ServerState], Awaitable[None]]
 def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
     """`loader` fills `state.services`; tests pass a scripted one to make timing deterministic."""
     state = ServerState(settings)
+    ADMISSION.configure(settings.admission.max_waiting, settings.admission.max_retry_after_s)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.server = state
         READY.set(0)
         loading = asyncio.create_task(loader(state))
         try:
@@ -55,6 +57,7 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
 
     cors = CORSConfig(allow_origins=settings.server.cors_origins) if settings.server.cors_origins else None
     return Litestar(
+        state=State({"server": state}),
         route_handlers=[RagController, OpenAIController, JobsController, BatchesController, HealthController],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -8,6 +8,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.response import Stream
 
+from monolith.api.admit import admitted
 from monolith.api.deps import provide_services, provide_state
 from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from monolith.api.state import ServerState
@@ -43,18 +44,20 @@ class OpenAIController(Controller):
         self, request: Request, data: ChatCompletionRequest, services: Services
     ) -> Response[dict[str, Any]] | Stream:
         request_id = "chatcmpl-" + request.state.request_id.removeprefix("req-")
-        plan = plan_chat(services, data)
-        if data.stream:
-            await unless_disconnected(request, retrieve_for_chat(services, plan, request_id))
-            return sse(chat_chunks(services, plan, request_id), request_id)
-        return Response(await unless_disconnected(request, run_chat(services, plan, request_id)))
+        with admitted(request, services.settings) as ticket:
+            plan = plan_chat(services, data)
+            if data.stream:
+                await unless_disconnected(request, retrieve_for_chat(services, plan, request_id))
+                return sse(chat_chunks(services, plan, request_id), request_id, ticket)
+            return Response(await unless_disconnected(request, run_chat(services, plan, request_id)))
 
     @post("/completions", status_code=200)
     async def completions(
         self, request: Request, data: CompletionRequest, services: Services
     ) -> Response[dict[str, Any]] | Stream:
         request_id = "cmpl-" + request.state.request_id.removeprefix("req-")
-        plan = plan_completion(services, data)
-        if data.stream:
-            return sse(completion_chunks(services, plan, request_id), request_id)
-        return Response(await unless_disconnected(request, run_completion(services, plan, request_id)))
+        with admitted(request, services.settings) as ticket:
+            plan = plan_completion(services, data)
+            if data.stream:
+                return sse(completion_chunks(services, plan, request_id), request_id, ticket)
+            return Response(await unless_disconnected(request, run_completion(services, plan, request_id)))

@@ -6,6 +6,7 @@ from litestar import Controller, Request, Response, post
 from litestar.di import Provide
 from litestar.response import Stream
 
+from monolith.api.admit import admitted
 from monolith.api.deps import provide_services
 from monolith.api.schemas import RagRequest, RagResponse
 from monolith.api.streaming import sse, unless_disconnected
@@ -19,11 +20,14 @@ class RagController(Controller):
 
     @post("", status_code=200, summary="Answer a question from the twin's own writing")
     async def answer(self, request: Request, data: RagRequest, services: Services) -> Response[RagResponse] | Stream:
-        plan = plan_rag(services.settings, data)
         request_id = request.state.request_id
-        if data.stream:
-            # Retrieval before the first byte: its errors (400, 503) still get a proper status.
-            prepared = await unless_disconnected(request, services.rag.prepare(plan.messages, plan.opts, request_id))
-            return sse(rag_events(services, prepared, plan.opts, request_id), request_id)
-        # Response[...] | Stream: a bare union would make Litestar label the stream application/json.
-        return Response(await unless_disconnected(request, run_rag(services, plan, request_id)))
+        with admitted(request, services.settings) as ticket:
+            plan = plan_rag(services.settings, data)
+            if data.stream:
+                # Retrieval before the first byte: its errors (400, 503) still get a proper status.
+                prepared = await unless_disconnected(
+                    request, services.rag.prepare(plan.messages, plan.opts, request_id)
+                )
+                return sse(rag_events(services, prepared, plan.opts, request_id), request_id, ticket)
+            # Response[...] | Stream: a bare union would make Litestar label the stream application/json.
+            return Response(await unless_disconnected(request, run_rag(services, plan, request_id)))

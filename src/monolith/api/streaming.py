@@ -11,6 +11,7 @@ from typing import TypeVar
 from litestar import Request
 from litestar.response import Stream
 
+from monolith.admission import TICKET, Ticket
 from monolith.api.schemas import ErrorBody, ErrorResponse
 from monolith.errors import ClientGone, MonolithError
 from monolith.serving import frame
@@ -33,7 +34,20 @@ async def guarded(frames: AsyncIterator[bytes], request_id: str) -> AsyncIterato
         yield frame(ErrorResponse(ErrorBody(f"internal server error (request {request_id})", "internal_error")))
 
 
-def sse(frames: AsyncIterator[bytes], request_id: str) -> Stream:
+async def holding(ticket: Ticket, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The request stays admitted until its last frame (or its client leaves)."""
+    TICKET.set(ticket)
+    try:
+        async for chunk in frames:
+            yield chunk
+    finally:
+        ticket.release()
+
+
+def sse(frames: AsyncIterator[bytes], request_id: str, ticket: Ticket | None = None) -> Stream:
+    if ticket is not None:
+        ticket.streaming = True
+        frames = holding(ticket, frames)
     return Stream(guarded(frames, request_id), media_type="text/event-stream", headers=SSE_HEADERS)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from monolith.admission import LANE, realtime_waiting
+from monolith.admission import ADMISSION, LANE, TICKET, realtime_waiting
 from monolith.api.schemas import ErrorBody
 from monolith.errors import MonolithError
 from monolith.jobs.callbacks import CallbackSender
@@ -35,12 +35,17 @@ class JobRunner:
         self.callbacks = CallbackSender(store, self.settings)
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task] = []
+        self.paused = False
 
     def start(self) -> None:
         requeued = self.store.requeue_running()
         if requeued:
             log.info("re-queued %d job(s) that were running when the server stopped", requeued)
         self._loops = [asyncio.create_task(self._dispatch()), asyncio.create_task(self._housekeeping())]
+
+    def pause(self) -> None:
+        """Claim no more jobs (the drain); running ones go on."""
+        self.paused = True
 
     def wake(self) -> None:
         self._wake.set()
@@ -72,7 +77,7 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
             self._wake.clear()
-            while len(self.running) < self.slots and realtime_waiting() == 0:
+            while not self.paused and len(self.running) < self.slots and realtime_waiting() == 0:
                 job = self.store.claim_next()
                 if job is None:
                     break
@@ -80,6 +85,9 @@ class JobRunner:
 
     async def _run(self, job: Job) -> None:
         LANE.set("async")
+        # One ticket per job: a RAG job's helper generations and its answer count as one request.
+        ticket = ADMISSION.admit(self.services.settings.server.request_timeout_s, lane="async")
+        TICKET.set(ticket)
         try:
             result = await execute(self.services, job.kind, job.request, job.id)
             self.store.finish(job.id, "succeeded", result=msgspec.json.encode(result))
@@ -93,6 +101,7 @@ class JobRunner:
             error = ErrorBody(f"internal error (job {job.id})", "internal_error")
             self.store.finish(job.id, "failed", error=msgspec.json.encode(error))
         finally:
+            ticket.release()
             self.running.pop(job.id, None)
             self.wake()
 

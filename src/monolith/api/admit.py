@@ -1,0 +1,46 @@
+"""The real-time edge of admission control: a ticket per generating request, its deadline from the client."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from litestar import Request
+
+from monolith.admission import ADMISSION, TICKET, Ticket
+from monolith.config import Settings
+from monolith.errors import BadRequest
+
+TIMEOUT_HEADER = "X-Request-Timeout"
+
+
+def request_timeout(request: Request, settings: Settings) -> float:
+    """The client's deadline in seconds (X-Request-Timeout), never above the server's own."""
+    limit = settings.server.request_timeout_s
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return limit
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= limit:
+        raise BadRequest(
+            f"{TIMEOUT_HEADER} must be a number of seconds above 0 and at most {limit:g}; got {raw!r}",
+            param=TIMEOUT_HEADER,
+        )
+    return value
+
+
+@contextmanager
+def admitted(request: Request, settings: Settings) -> Iterator[Ticket]:
+    """Admits the request (429 + Retry-After when the wait is full) and releases it on the way out,
+    unless a stream took the ticket over (see `streaming.sse`)."""
+    ticket = ADMISSION.admit(request_timeout(request, settings))
+    TICKET.set(ticket)
+    try:
+        yield ticket
+    finally:
+        if not ticket.streaming:
+            ticket.release()

@@ -1,0 +1,60 @@
+"""uvicorn, with a drain: the first SIGTERM stops admission but keeps the listener open.
+
+Plain uvicorn closes its socket at once and re-raises the signal when done (exit 143). Here the
+process keeps answering (readiness 503, new work 503 + Retry-After) while in-flight requests finish,
+for at most `shutdown.drain_seconds`, then shuts down and exits 0. A second signal stops it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import FrameType
+
+import uvicorn
+
+from monolith.api.state import ServerState
+
+log = logging.getLogger(__name__)
+
+# Once drained, connections still open (idle keep-alives, a last response being written) get this long.
+CLOSE_GRACE_S = 5
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.state = state
+        self.drain_s = state.settings.shutdown.drain_seconds
+        self.signalled_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.signalled_at is None:
+            self.signalled_at = time.monotonic()  # a signal handler: the next tick starts the drain
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.signalled_at is not None and not self.should_exit:
+            if not self.state.draining:
+                self.state.begin_drain()
+                log.info("draining: %d request(s) in flight, up to %.0f s", self.state.in_flight(), self.drain_s)
+            waited = time.monotonic() - self.signalled_at
+            left = self.state.in_flight()
+            if left == 0 or waited >= self.drain_s:
+                log.info("drain finished after %.1f s with %d request(s) still in flight", waited, left)
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(state: ServerState, app, host: str, port: int) -> None:
+    settings = state.settings
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.server.log_level,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=CLOSE_GRACE_S,
+    )
+    DrainingServer(config, state).run()

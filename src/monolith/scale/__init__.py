@@ -1,0 +1,1 @@
+"""Scale-out proof on one machine: real Prometheus, real replicas, the Kubernetes HPA algorithm."""
