@@ -15,7 +15,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus serve test test-quick lint prepare ingest image scale-demo clean
+.PHONY: install prometheus serve test test-quick lint prepare ingest image scale-demo bench clean
 
 install: $(STAMP)
 
@@ -68,6 +68,11 @@ lint: install
 # Real Prometheus scraping real replicas, driven by the HPA algorithm: timeline + plot in bench/results/scale.
 scale-demo: prepare prometheus
 	$(PY) -m monolith.scale.demo --config $(CONFIG) --out bench/results/scale
+
+# monolith vs `vllm serve` vs a microservice split, side by side; BENCH_PROFILE=quick takes a few minutes.
+BENCH_PROFILE ?= full
+bench: prepare
+	$(PY) -m monolith.bench.run --config $(CONFIG) --profile $(BENCH_PROFILE)
 
 # The GPU image (Containerfile); pass e.g. IMAGE_ARGS="--build-arg CUDA_IMAGE=..." to change the base.
 image:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from monolith.bench.peers import free_port
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
 
@@ -40,12 +40,6 @@ def tokenizer(model_dir: Path):
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(CPU_CONFIG).model_copy(update={"data_dir": tmp_path})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:

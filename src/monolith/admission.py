@@ -160,7 +160,10 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
                 if remaining <= 0:
                     raise DeadlineExceeded("the request ran past its deadline")
                 try:
-                    delta = await asyncio.wait_for(anext(deltas), remaining)
+                    # asyncio.timeout, not wait_for: no extra task per token (Python 3.11), and the
+                    # engine runs in this process, so every loop callback competes with it for the GIL.
+                    async with asyncio.timeout(remaining):
+                        delta = await anext(deltas)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:

@@ -110,6 +110,12 @@ class Unhealthy(Exception):
     pass
 
 
+def _bench(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.bench.run import main as bench_main
+
+    bench_main(["--config", str(args.config_path), "--profile", args.profile])
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the sub-command: `monolith serve --config FILE`.
     config = argparse.ArgumentParser(add_help=False)
@@ -148,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(run=_health)
 
+    bench = commands.add_parser("bench", parents=[config], help="monolith vs vllm serve vs a microservice split")
+    bench.add_argument("--profile", choices=["quick", "full"], default="full")
+    bench.set_defaults(run=_bench)
+
     generate = commands.add_parser("generate", parents=[config], help="stream one answer to the terminal")
     generate.add_argument("prompt")
     generate.add_argument("--max-tokens", type=int)
@@ -160,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = load_settings(getattr(args, "config", DEFAULT_CONFIG))
+        args.config_path = getattr(args, "config", DEFAULT_CONFIG)
+        settings = load_settings(args.config_path)
         args.run(settings, args)
     except ConfigError as exc:
         print(f"monolith: {exc}", file=sys.stderr)

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from monolith.bench.peers import free_port
 from monolith.config import load_settings
 from monolith.model_prep import prepare_model
 from monolith.scale.hpa import Autoscaler, HpaSpec, Rules, raw_desired
@@ -50,12 +50,6 @@ class Profile:
 
 
 QUICK = Profile(max_replicas=2, period_s=2.0, window_s=20.0, warmup_s=2.0, burst_s=60.0, concurrency=16)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

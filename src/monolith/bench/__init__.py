@@ -1,0 +1,1 @@
+"""`make bench`: the monolith against `vllm serve` and against a microservice split, side by side."""

