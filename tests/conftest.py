@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monolith.bench.peers import free_port
+from monolith.bench.peers import free_port, stop_process
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
 
@@ -92,13 +91,7 @@ def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S) -> dic
 
 
 def stop_server(server: ServerProcess) -> None:
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+    stop_process(server.proc)
 
 
 @pytest.fixture(scope="session")

@@ -45,16 +45,21 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout_s} s")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
-def _launch(name: str, cmd: list[str], env: dict[str, str], workdir: Path, port: int) -> Server:
+def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> int:
+    """SIGTERM (a monolith drains, then exits 0), SIGKILL if it outlives the timeout; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def launch(name: str, cmd: list[str], env: dict[str, str], workdir: Path, port: int) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
@@ -76,7 +81,7 @@ def start_monolith(config: Path, settings: Settings, model_dir: Path, workdir: P
     port = free_port()
     environment = {**service_env(workdir / "monolith-data", model_dir), **(env or {})}
     cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(config), "--port", str(port)]
-    return _launch("monolith", cmd, environment, workdir, port)
+    return launch("monolith", cmd, environment, workdir, port)
 
 
 def start_vllm(settings: Settings, model_dir: Path, workdir: Path) -> Server:
@@ -110,7 +115,7 @@ def start_vllm(settings: Settings, model_dir: Path, workdir: Path) -> Server:
         "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if cfg.multiprocessing else "0",
         "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gb),
     }
-    return _launch("vllm", cmd, env, workdir, port)
+    return launch("vllm", cmd, env, workdir, port)
 
 
 def start_split(config: Path, model_dir: Path, workdir: Path, llm_url: str) -> Server:
@@ -118,4 +123,4 @@ def start_split(config: Path, model_dir: Path, workdir: Path, llm_url: str) -> S
     port = free_port()
     env = service_env(workdir / "split-data", model_dir)
     cmd = [sys.executable, "-m", "monolith.bench.split", "--config", str(config), "--llm-url", llm_url]
-    return _launch("split", [*cmd, "--port", str(port)], env, workdir, port)
+    return launch("split", [*cmd, "--port", str(port)], env, workdir, port)

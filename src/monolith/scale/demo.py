@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from monolith.bench.peers import free_port
+from monolith.bench.peers import free_port, launch, service_env
 from monolith.config import load_settings
 from monolith.model_prep import prepare_model
 from monolith.scale.hpa import Autoscaler, HpaSpec, Rules, raw_desired
@@ -99,20 +98,15 @@ class Demo:
         data_dir.mkdir(parents=True, exist_ok=True)
         p = self.profile
         env = {
-            **os.environ,
-            "MONOLITH_DATA_DIR": str(data_dir),
-            "MONOLITH_ENGINE__MODEL": str(self.model_dir),
+            **service_env(data_dir, self.model_dir),
             "MONOLITH_ENGINE__MAX_NUM_SEQS": str(p.max_num_seqs),
-            "MONOLITH_ADMISSION__MAX_WAITING": str(p.max_waiting),
+            "MONOLITH_ADMISSION__MAX_WAITING": str(p.max_waiting),  # unlike the benchmark, admission is on
             "MONOLITH_ADMISSION__MAX_RETRY_AFTER_S": "5",
             "MONOLITH_SHUTDOWN__DRAIN_SECONDS": "30",
-            "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
         }
         port = free_port()
-        log = (data_dir / "server.log").open("wb")
         cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(self.config), "--port", str(port)]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        replica = Replica(name, port, proc)
+        replica = Replica(name, port, launch(name, cmd, env, data_dir, port).proc)
         self.replicas.append(replica)
         return replica
 
