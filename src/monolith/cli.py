@@ -113,7 +113,7 @@ class Unhealthy(Exception):
 def _bench(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.bench.run import main as bench_main
 
-    bench_main(["--config", str(args.config_path), "--profile", args.profile])
+    bench_main(["--config", str(args.config_path), "--profile", args.profile, "--parts", args.parts])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", parents=[config], help="monolith vs vllm serve vs a microservice split")
     bench.add_argument("--profile", choices=["quick", "full"], default="full")
+    bench.add_argument("--parts", default="completions,rag,batch", help="a comma-separated subset of these")
     bench.set_defaults(run=_bench)
 
     generate = commands.add_parser("generate", parents=[config], help="stream one answer to the terminal")

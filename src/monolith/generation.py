@@ -50,6 +50,15 @@ class Generator:
     def text_ids(self, text: str) -> list[int]:
         return list(self.engine.tokenizer.encode(text))
 
+    def decode(self, ids: list[int]) -> str:
+        return self.engine.tokenizer.decode(ids)
+
+    def check_token_ids(self, ids: list[int], param: str) -> None:
+        vocab = len(self.engine.tokenizer)
+        bad = next((i for i in ids if not 0 <= i < vocab), None)
+        if bad is not None:
+            raise BadRequest(f"token id {bad} is outside this model's vocabulary (0 to {vocab - 1})", param=param)
+
     def max_tokens(self, requested: int | None) -> int:
         return requested if requested is not None else self.settings.engine.default_max_tokens
 

@@ -293,18 +293,40 @@ class CompletionPlan:
     include_usage: bool
 
 
+def prompt_inputs(generator: Generator, prompt: str | list[str | int | list[int]]) -> tuple[list[str], list[list[int]]]:
+    """The prompts as texts (for echo) and token ids, from any of OpenAI's four prompt forms."""
+    if isinstance(prompt, str):
+        return [prompt], [generator.text_ids(prompt)]
+    if not prompt:
+        raise BadRequest("the prompt list is empty", param="prompt")
+    if all(isinstance(p, str) for p in prompt):
+        texts = [str(p) for p in prompt]
+        return texts, [generator.text_ids(t) for t in texts]
+    if all(isinstance(p, int) for p in prompt):
+        ids = [[int(p) for p in prompt]]  # type: ignore[arg-type]
+    elif all(isinstance(p, list) for p in prompt):
+        ids = [list(p) for p in prompt]  # type: ignore[arg-type]
+    else:
+        raise BadRequest(
+            "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists, not a mix",
+            param="prompt",
+        )
+    for i, one in enumerate(ids):
+        if not one:
+            raise BadRequest("a token-id prompt is empty", param=f"prompt[{i}]")
+        generator.check_token_ids(one, "prompt")
+    return [generator.decode(one) for one in ids], ids
+
+
 def plan_completion(services: Services, data: CompletionRequest) -> CompletionPlan:
     settings = services.settings
     resolve_model(settings, data.model)
-    prompts = [data.prompt] if isinstance(data.prompt, str) else data.prompt
-    if not prompts:
-        raise BadRequest("the prompt list is empty", param="prompt")
+    prompts, ids = prompt_inputs(services.generator, data.prompt)
     if data.stream and len(prompts) > 1:
         raise BadRequest("streaming takes a single prompt", param="prompt")
     max_tokens = data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
     sampling = wire_sampling(data, max_tokens)
-    ids = [services.generator.text_ids(p) for p in prompts]
     for one in ids:
         services.generator.check_fits(one, max_tokens, "prompt")
     include_usage = bool(data.stream_options and data.stream_options.include_usage)

@@ -66,6 +66,27 @@ def test_unknown_route_is_a_json_404(http: httpx.Client) -> None:
     assert response.json()["error"]["type"] == "not_found_error"
 
 
+@pytest.mark.parametrize(
+    ("prompt", "param", "words"),
+    [
+        ([], "prompt", "empty"),
+        ([[]], "prompt[0]", "empty"),
+        (["text", [1, 2]], "prompt", "not a mix"),
+        ([1, "two"], "prompt", "not a mix"),
+        ([5, -1], "prompt", "vocabulary"),
+        ([[5], [10**9]], "prompt", "vocabulary"),
+        ([1.5], "prompt[0]", ""),
+        ({"text": "hi"}, "prompt", ""),
+    ],
+)
+def test_completions_reject_malformed_prompts(http: httpx.Client, prompt: object, param: str, words: str) -> None:
+    response = http.post("/v1/completions", json={"model": "twin", "prompt": prompt, "max_tokens": 2})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param
+    assert words in error["message"]
+
+
 def test_openai_unknown_model_is_a_404_naming_the_model(http: httpx.Client) -> None:
     response = http.post(
         "/v1/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}

@@ -97,6 +97,24 @@ def test_completions_stream(openai_client: OpenAI) -> None:
     assert text.strip()
 
 
+def test_completions_take_token_ids_like_the_same_text(openai_client: OpenAI, tokenizer) -> None:
+    text = "The capital of France is"
+    ids = tokenizer.encode(text)
+    by_text = openai_client.completions.create(model="twin", prompt=text, max_tokens=8, temperature=0)
+    by_ids = openai_client.completions.create(model="twin", prompt=ids, max_tokens=8, temperature=0)
+    assert by_ids.choices[0].text == by_text.choices[0].text
+    assert by_ids.usage.prompt_tokens == len(ids) == by_text.usage.prompt_tokens
+
+
+def test_completions_take_a_list_of_token_id_lists_and_echo_their_text(openai_client: OpenAI, tokenizer) -> None:
+    prompts = ["One, two, three,", "Hello"]
+    result = openai_client.completions.create(
+        model="twin", prompt=[tokenizer.encode(p) for p in prompts], max_tokens=4, temperature=0, echo=True
+    )
+    assert [c.text[: len(p)] for c, p in zip(result.choices, prompts, strict=True)] == prompts
+    assert result.usage.prompt_tokens == sum(len(tokenizer.encode(p)) for p in prompts)
+
+
 def test_unknown_model_raises_not_found(openai_client: OpenAI) -> None:
     with pytest.raises(NotFoundError):
         openai_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])

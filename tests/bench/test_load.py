@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from monolith.bench.load import Sample, closed_loop, open_loop, percentile, summarize
-from monolith.bench.run import Profile, completion_body, markdown, ratios
+from monolith.bench.run import Profile, completion_body, interleaved, markdown, ratios
 from monolith.config import Settings
 from tests.conftest import free_port
 from tests.scripted import ScriptedEngine, ThreadedServer
@@ -50,8 +50,45 @@ def test_percentiles_and_ratios() -> None:
         "machine": "test",
         "model": "m",
         "max_tokens": 10,
-        "profile": vars(Profile((1,), 1, 1, 10, 1.0, 1, (1,), 10)) | {"rag_max_tokens": 10},
+        "profile": vars(Profile((1,), 1, 1, 10, 1.0, 1, (1,), 1, 10, 0, 0, 0)),
         "rows": [r | {"route": "/v1/completions", "concurrency": 1} for r in rows],
         "ratios": [ratio],
+        "batch": None,
     }
-    assert "| monolith / vllm | closed c=1 | 0.8 | 1.25 |" in markdown(result)
+    table = markdown(result)
+    assert "| monolith / vllm | closed c=1 | 0.8 | 1.25 |" in table
+    assert "not run in this profile" in table
+
+
+def test_a_stream_that_fails_after_its_200_counts_as_an_error_with_its_reason(settings: Settings) -> None:
+    engine = ScriptedEngine(capacity=2, gap_s=0.05)
+    short = settings.model_copy(update={"server": settings.server.model_copy(update={"request_timeout_s": 0.3})})
+    with ThreadedServer(short, engine, free_port()) as server:
+        samples, wall = asyncio.run(closed_loop(server.base_url, "/v1/completions", completion_body("twin", 40), 2, 2))
+    summary = summarize(samples, wall)
+    assert summary["errors"] == 2 and summary["ok"] == 0
+    assert all(s.ttft_s is not None for s in samples), "the stream had started before it failed"
+    (example,) = summary["error_examples"]
+    assert example.startswith("599: ") and "timeout" in example
+
+
+def test_interleaved_runs_each_step_on_both_sides_flipping_the_order() -> None:
+    calls: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.system = name
+
+        def warm(self) -> None:
+            calls.append(f"warm {self.system}")
+
+    def step(level: int):
+        def run(side: Recorder) -> dict:
+            calls.append(f"{side.system}{level}")
+            return {"system": side.system, "level": level}
+
+        return run
+
+    rows = interleaved((Recorder("a"), Recorder("b")), [step(1), step(2), step(3)])  # type: ignore[arg-type]
+    assert calls == ["warm a", "warm b", "a1", "b1", "b2", "a2", "a3", "b3"]
+    assert len(rows) == 6

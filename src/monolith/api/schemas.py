@@ -100,7 +100,9 @@ class ChatCompletionRequest(GenerationOptions):
 
 class CompletionRequest(GenerationOptions):
     model: str
-    prompt: str | list[str]
+    # OpenAI's four forms: text, a list of texts, token ids, a list of token-id lists. msgspec takes one
+    # array type per union, so the list's items are checked for one form in serving.prompt_inputs.
+    prompt: str | list[str | int | list[int]]
     max_tokens: MaxTokens | None = 16
     temperature: Temperature = 1.0
     echo: bool = False

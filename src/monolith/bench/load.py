@@ -26,6 +26,7 @@ class Sample:
     e2e_s: float
     output_tokens: int
     retrieval_s: float | None = None  # /rag only: embed + search, from the final event's timings
+    error: str | None = None  # why a request failed: the answer's body, an error frame or the transport error
 
 
 async def one(client: httpx.AsyncClient, path: str, body: dict) -> Sample:
@@ -36,12 +37,15 @@ async def one(client: httpx.AsyncClient, path: str, body: dict) -> Sample:
     try:
         async with client.stream("POST", path, json=body) as response:
             if response.status_code != 200:
-                await response.aread()
-                return Sample(response.status_code, None, time.perf_counter() - started, 0)
+                detail = (await response.aread()).decode(errors="replace")[:300]
+                return Sample(response.status_code, None, time.perf_counter() - started, 0, error=detail)
             async for line in response.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 frame = json.loads(line[6:])
+                if frame.get("error") or frame.get("type") == "error":
+                    # A stream that fails after its 200 header reports the failure in a frame.
+                    return Sample(599, ttft, time.perf_counter() - started, tokens, error=line[6:306])
                 if ttft is None and _has_text(frame):
                     ttft = time.perf_counter() - started
                 if frame.get("usage"):
@@ -49,8 +53,8 @@ async def one(client: httpx.AsyncClient, path: str, body: dict) -> Sample:
                 timings = frame.get("timings_ms")
                 if timings:
                     retrieval = (timings.get("embed", 0) + timings.get("search", 0)) / 1000
-    except httpx.HTTPError:
-        return Sample(0, None, time.perf_counter() - started, 0)
+    except httpx.HTTPError as exc:
+        return Sample(0, None, time.perf_counter() - started, 0, error=f"{type(exc).__name__}: {exc}"[:300])
     return Sample(200, ttft, time.perf_counter() - started, tokens, retrieval)
 
 
@@ -120,4 +124,5 @@ def summarize(samples: list[Sample], wall_s: float) -> dict:
         "e2e_p50_s": r(percentile(e2e, 50)),
         "e2e_p99_s": r(percentile(e2e, 99)),
         "retrieval_share_p50": r(statistics.median(retrieval)) if retrieval else None,
+        "error_examples": sorted({f"{s.status}: {s.error}" for s in samples if s.status != 200})[:3],
     }

