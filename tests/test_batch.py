@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from monolith.batch import done_custom_ids, parse_line
+from monolith.batch import done_custom_ids, needs_retrieval, parse_line
+from monolith.errors import NotReady
+from monolith.rag import RetrievalOff
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,3 +103,25 @@ def test_batch_of_200_lines_interrupted_and_resumed(tmp_path: Path, model_dir: P
             assert r["response"]["status_code"] == 200
             body = r["response"]["body"]
             assert body.get("answer") or body["choices"][0]["message"]["content"] is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "needed"),
+    [
+        ({"url": "/v1/chat/completions", "body": {"model": "twin", "messages": []}}, False),
+        ({"url": "/v1/completions", "body": {"model": "twin", "prompt": "hi"}}, False),
+        ({"url": "/rag", "body": {"query": "hi"}}, True),
+        ({"url": "/v1/chat/completions", "body": {"model": "twin-rag", "messages": []}}, True),
+        ({"url": "/v1/chat/completions", "body": {"model": "twin", "rag": {"k": 2}, "messages": []}}, True),
+    ],
+)
+def test_a_batch_loads_retrieval_only_when_a_line_asks_for_rag(tmp_path: Path, line: dict, needed: bool) -> None:
+    source = tmp_path / "in.jsonl"
+    plain = {"custom_id": "a", "url": "/v1/chat/completions", "body": {"model": "twin", "messages": []}}
+    source.write_text(f"{json.dumps(plain)}\nnot json at all\n{json.dumps({'custom_id': 'b', **line})}\n")
+    assert needs_retrieval(source) is needed
+
+
+def test_a_rag_request_without_loaded_retrieval_is_a_clear_503() -> None:
+    with pytest.raises(NotReady, match="retrieval is not loaded"):
+        asyncio.run(RetrievalOff().prepare([{"role": "user", "content": "hi"}], None, "r1"))  # type: ignore[arg-type]

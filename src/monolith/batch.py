@@ -19,7 +19,16 @@ from monolith.admission import LANE
 from monolith.api.errors import field_of
 from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, RagRequest
 from monolith.errors import BadRequest, MonolithError
-from monolith.serving import Services, plan_chat, plan_completion, plan_rag, run_chat, run_completion, run_rag
+from monolith.serving import (
+    RAG_SUFFIX,
+    Services,
+    plan_chat,
+    plan_completion,
+    plan_rag,
+    run_chat,
+    run_completion,
+    run_rag,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +131,20 @@ async def answer(services: Services, request: RequestLine, request_id: str) -> A
     if request.url == "/v1/completions":
         return await run_completion(services, plan_completion(services, body), request_id)
     return await run_chat(services, plan_chat(services, body), request_id)
+
+
+def needs_retrieval(path: Path) -> bool:
+    """Whether any line asks for RAG (/rag, the `-rag` model, or a `rag` field); a line too broken to
+    parse is answered with its error and asks for nothing."""
+    for number, raw in read_lines(path):
+        _, request, _ = parse_line(raw, number)
+        if request is None:
+            continue
+        body = request.body if isinstance(request.body, dict) else {}
+        model = body.get("model")
+        if request.url == "/rag" or body.get("rag") or (isinstance(model, str) and model.endswith(RAG_SUFFIX)):
+            return True
+    return False
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -71,14 +71,14 @@ def _generate(settings: Settings, args: argparse.Namespace) -> None:
 def _batch(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.api.loader import load_services
     from monolith.api.state import ServerState
-    from monolith.batch import run_batch
+    from monolith.batch import needs_retrieval, run_batch
 
     if not args.input.exists():
         raise ConfigError(f"{args.input} not found")
     state = ServerState(settings)
 
     async def run() -> None:
-        await load_services(state, with_jobs=False)
+        await load_services(state, with_jobs=False, retrieval=needs_retrieval(args.input))
         if state.services is None:
             raise ConfigError(state.detail)
         try:

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from monolith.config import Settings
 from monolith.engine import Sampling
-from monolith.errors import BadRequest
+from monolith.errors import BadRequest, NotReady
 from monolith.generation import Generator
 from monolith.metrics import RAG_STEP
 from monolith.retrieval.embedder import Embedder
@@ -241,3 +241,18 @@ def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": f"{system}\n{messages[0]['content']}"}, *messages[1:]]
     return [{"role": "system", "content": system}, *messages]
+
+
+class RetrievalOff:
+    """In place of the pipeline where no retrieval was loaded (a batch file with no RAG line): a RAG
+    request that still arrives gets a clear 503 instead of an embedder loaded for nothing."""
+
+    async def prepare(
+        self, messages: list[dict[str, str]], opts: RagOptions, request_id: str, param: str = "query"
+    ) -> RagPrompt:
+        raise NotReady("retrieval is not loaded in this run (no line of the batch file asked for RAG)")
+
+
+class NoStore:
+    def close(self) -> None:
+        pass

@@ -58,3 +58,5 @@ def test_both_batch_tools_answer_the_same_lines(tmp_path: Path, model_dir: Path,
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert output_tokens(output) == 3 * 4  # ignore_eos: every line gives its full budget
+    # chat lines only: the monolith loaded no embedder and built no store
+    assert not (tmp_path / "data" / "qdrant").exists()

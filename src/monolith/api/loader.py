@@ -17,7 +17,7 @@ from monolith.jobs.store import JobStore
 from monolith.jobs.worker import JobRunner
 from monolith.metrics import ASYNC_BACKLOG, ENGINE_STATS, READY
 from monolith.model_prep import prepare_model
-from monolith.rag import RagPipeline
+from monolith.rag import NoStore, RagPipeline, RetrievalOff
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.ingest import ingest_file
 from monolith.retrieval.reranker import Reranker
@@ -53,8 +53,9 @@ async def _step(state: ServerState, name: str, detail: str, work):
     return result
 
 
-async def load_services(state: ServerState, with_jobs: bool = True) -> None:
-    """Fills `state.services` (and starts the async job runner); a failure leaves the phase FAILED."""
+async def load_services(state: ServerState, with_jobs: bool = True, retrieval: bool = True) -> None:
+    """Fills `state.services` (and starts the async job runner); a failure leaves the phase FAILED.
+    retrieval=False (a batch file with no RAG line) skips the embedder, the store and the ingest."""
     settings = state.settings
     started = time.perf_counter()
     try:
@@ -63,21 +64,17 @@ async def load_services(state: ServerState, with_jobs: bool = True) -> None:
         )
         # The engine load runs in a thread; the embedder and store load beside it.
         engine_task = asyncio.create_task(_step(state, "engine_load", "loading the engine", load_engine(settings)))
-        embedder = await asyncio.to_thread(Embedder, settings.embedder)
-        store = await asyncio.to_thread(open_store, settings)
-        reranker = await asyncio.to_thread(Reranker, settings.rerank) if settings.rerank.model else None
-        await _step(
-            state,
-            "ingest",
-            "ingesting the sample corpus",
-            asyncio.to_thread(ingest_sample_if_empty, settings, embedder, store),
-        )
+        loaded = await _load_retrieval(state) if retrieval else None
         engine = await engine_task
         ENGINE_STATS.stats = engine.stats
         generator = Generator(engine, settings)
         await _step(state, "warmup", "running the warm-up generation", _warm_up(generator, settings))
-        await asyncio.to_thread(store.check)
-        state.services = Services(generator, RagPipeline(generator, embedder, store, settings, reranker), store)
+        if loaded is None:
+            state.services = Services(generator, RetrievalOff(), NoStore())
+        else:
+            embedder, store, reranker = loaded
+            await asyncio.to_thread(store.check)
+            state.services = Services(generator, RagPipeline(generator, embedder, store, settings, reranker), store)
         if with_jobs:
             state.jobs = start_jobs(state.services)
             state.batches = start_batches(state.services, state.jobs.slots)
@@ -91,6 +88,16 @@ async def load_services(state: ServerState, with_jobs: bool = True) -> None:
         # Stay alive and say why in /health/ready: a crash loop hides the reason.
         state.phase, state.detail = Phase.FAILED, f"start-up failed: {type(exc).__name__}: {exc}"
         log.exception("start-up failed")
+
+
+async def _load_retrieval(state: ServerState) -> tuple[Embedder, VectorStore, Reranker | None]:
+    settings = state.settings
+    embedder = await asyncio.to_thread(Embedder, settings.embedder)
+    store = await asyncio.to_thread(open_store, settings)
+    reranker = await asyncio.to_thread(Reranker, settings.rerank) if settings.rerank.model else None
+    ingest = asyncio.to_thread(ingest_sample_if_empty, settings, embedder, store)
+    await _step(state, "ingest", "ingesting the sample corpus", ingest)
+    return embedder, store, reranker
 
 
 def start_jobs(services: Services) -> JobRunner:

@@ -254,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     if not parts <= set(PARTS):
         parser.error(f"--parts takes {', '.join(PARTS)}")
     profile = PROFILES[args.profile]
-    # A quick run never overwrites the full table that the README carries.
-    args.out = args.out or ROOT / "bench" / "results" / ("" if args.profile == "full" else args.profile)
+    # Only a full run of every part writes bench/results itself (the README's table); others go beside it,
+    # e.g. bench/results/quick or bench/results/batch.
+    subset = [p for p in PARTS if p in parts] if parts != set(PARTS) else []
+    args.out = args.out or ROOT / "bench" / "results" / "-".join([args.profile] * (args.profile != "full") + subset)
     settings = load_settings(args.config)
     settings = settings.model_copy(update={"data_dir": ROOT / settings.data_dir})
     model_dir = prepare_model(settings).resolve()
