@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 from monolith.config import Settings
 from monolith.engine import Sampling
@@ -241,6 +241,13 @@ def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": f"{system}\n{messages[0]['content']}"}, *messages[1:]]
     return [{"role": "system", "content": system}, *messages]
+
+
+@runtime_checkable  # Litestar checks injected values against their declared types
+class Retrieval(Protocol):
+    async def prepare(
+        self, messages: list[dict[str, str]], opts: RagOptions, request_id: str, param: str = "query"
+    ) -> RagPrompt: ...
 
 
 class RetrievalOff:

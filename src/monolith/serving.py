@@ -28,7 +28,7 @@ from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import BadRequest, NotFound
 from monolith.generation import Generator, check_max_tokens
-from monolith.rag import RagOptions, RagPipeline, RagPrompt, RetrievalOff
+from monolith.rag import RagOptions, RagPrompt, Retrieval
 
 RAG_SUFFIX = "-rag"
 
@@ -38,7 +38,7 @@ class Services:
     """What a loaded server hands to its routes, jobs and batches."""
 
     generator: Generator
-    rag: RagPipeline | RetrievalOff
+    rag: Retrieval  # RagPipeline, or RetrievalOff where none was loaded
     store: Any
 
     @property
