@@ -71,6 +71,7 @@ def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = N
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, so kill_tree reaches its engine core too
         )
     return ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +10,7 @@ import httpx
 import msgspec
 import pytest
 
+from monolith.bench.peers import kill_tree
 from tests.conftest import start_server, stop_server, wait_ready
 from tests.helpers import Receiver
 
@@ -51,8 +51,7 @@ def test_jobs_survive_kill_9_and_run_once_to_completion(tmp_path: Path, model_di
             for i, s in before_kill.items()
             if s == "succeeded"
         }
-        first.proc.send_signal(signal.SIGKILL)
-        first.proc.wait()
+        kill_tree(first.proc)  # the whole tree, as when a node or container dies
     finally:
         stop_server(first)
     assert 5 <= list(before_kill.values()).count("succeeded") < JOBS, before_kill

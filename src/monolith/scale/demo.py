@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from monolith.bench.peers import free_port, launch, service_env
+from monolith.bench.peers import free_port, kill_tree, launch, service_env
 from monolith.config import load_settings
 from monolith.model_prep import prepare_model
 from monolith.scale.hpa import Autoscaler, HpaSpec, Rules, raw_desired
@@ -206,7 +206,7 @@ class Demo:
                 try:
                     self.exit_codes.append(proc.wait(timeout=60))
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    kill_tree(proc)
                     self.exit_codes.append(proc.wait())
             prometheus.stop()
         return self.summary(ready_at, spec)
