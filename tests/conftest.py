@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monolith.bench.peers import free_port, stop_process
+from monolith.bench.peers import free_port, launch, stop_process
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
 
@@ -53,10 +52,7 @@ class ServerProcess:
 
 def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
     port = free_port()
-    log_path = data_dir / "server.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
     environment = {
-        **os.environ,
         "MONOLITH_DATA_DIR": str(data_dir),
         "MONOLITH_ENGINE__MODEL": str(model_dir),
         "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "1024",
@@ -64,16 +60,9 @@ def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = N
         "MONOLITH_JOBS__CALLBACK_SECRET": CALLBACK_SECRET,
         **(env or {}),
     }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monolith.cli", "serve", "--config", str(CPU_CONFIG), "--port", str(port)],
-            cwd=ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a group of its own, so kill_tree reaches its engine core too
-        )
-    return ServerProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(CPU_CONFIG), "--port", str(port)]
+    server = launch("server", cmd, environment, data_dir, port)  # its own process group, for kill_tree
+    return ServerProcess(server.proc, server.base_url, server.log)
 
 
 def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S) -> dict:

@@ -17,6 +17,7 @@ from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
 from monolith.engine import Delta, EngineStats, Sampling
 from monolith.generation import Generator
+from monolith.rag import NoStore
 from monolith.serving import Services
 
 
@@ -68,11 +69,6 @@ class ScriptedEngine:
         pass
 
     def shutdown(self) -> None:
-        pass
-
-
-class NoStore:
-    def close(self) -> None:
         pass
 
 

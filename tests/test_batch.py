@@ -15,6 +15,7 @@ import pytest
 
 from monolith.batch import done_custom_ids, needs_retrieval, parse_line
 from monolith.bench.peers import kill_tree
+from monolith.config import Settings
 from monolith.errors import NotReady
 from monolith.rag import RetrievalOff
 
@@ -116,11 +117,13 @@ def test_batch_of_200_lines_interrupted_and_resumed(tmp_path: Path, model_dir: P
         ({"url": "/v1/chat/completions", "body": {"model": "twin", "rag": {"k": 2}, "messages": []}}, True),
     ],
 )
-def test_a_batch_loads_retrieval_only_when_a_line_asks_for_rag(tmp_path: Path, line: dict, needed: bool) -> None:
+def test_a_batch_loads_retrieval_only_when_a_line_asks_for_rag(
+    tmp_path: Path, settings: Settings, line: dict, needed: bool
+) -> None:
     source = tmp_path / "in.jsonl"
     plain = {"custom_id": "a", "url": "/v1/chat/completions", "body": {"model": "twin", "messages": []}}
     source.write_text(f"{json.dumps(plain)}\nnot json at all\n{json.dumps({'custom_id': 'b', **line})}\n")
-    assert needs_retrieval(source) is needed
+    assert needs_retrieval(source, settings) is needed
 
 
 def test_a_rag_request_without_loaded_retrieval_is_a_clear_503() -> None:

@@ -18,10 +18,11 @@ from tqdm import tqdm
 from monolith.admission import LANE
 from monolith.api.errors import field_of
 from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, RagRequest
+from monolith.config import Settings
 from monolith.errors import BadRequest, MonolithError
 from monolith.serving import (
-    RAG_SUFFIX,
     Services,
+    model_names,
     plan_chat,
     plan_completion,
     plan_rag,
@@ -133,16 +134,15 @@ async def answer(services: Services, request: RequestLine, request_id: str) -> A
     return await run_chat(services, plan_chat(services, body), request_id)
 
 
-def needs_retrieval(path: Path) -> bool:
-    """Whether any line asks for RAG (/rag, the `-rag` model, or a `rag` field); a line too broken to
-    parse is answered with its error and asks for nothing."""
+def needs_retrieval(path: Path, settings: Settings) -> bool:
+    """Whether any line asks for RAG: /rag, the RAG model name, or a `rag` field (plan_chat's rule); a
+    line too broken to parse is answered with its error and asks for nothing."""
+    rag_model = model_names(settings)[1]
     for number, raw in read_lines(path):
         _, request, _ = parse_line(raw, number)
-        if request is None:
-            continue
-        body = request.body if isinstance(request.body, dict) else {}
-        model = body.get("model")
-        if request.url == "/rag" or body.get("rag") or (isinstance(model, str) and model.endswith(RAG_SUFFIX)):
+        if request is not None and (
+            request.url == "/rag" or request.body.get("rag") or request.body.get("model") == rag_model
+        ):
             return True
     return False
 

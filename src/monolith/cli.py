@@ -78,7 +78,7 @@ def _batch(settings: Settings, args: argparse.Namespace) -> None:
     state = ServerState(settings)
 
     async def run() -> None:
-        await load_services(state, with_jobs=False, retrieval=needs_retrieval(args.input))
+        await load_services(state, with_jobs=False, retrieval=needs_retrieval(args.input, settings))
         if state.services is None:
             raise ConfigError(state.detail)
         try:

@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar
 
 from monolith.config import Settings
 from monolith.engine import Sampling
@@ -243,8 +243,10 @@ def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str
     return [{"role": "system", "content": system}, *messages]
 
 
-@runtime_checkable  # Litestar checks injected values against their declared types
 class Retrieval(Protocol):
+    """What routes need of RAG. A protocol, not a union: Litestar's signature model, which sees
+    `Services`, cannot take a union of two classes."""
+
     async def prepare(
         self, messages: list[dict[str, str]], opts: RagOptions, request_id: str, param: str = "query"
     ) -> RagPrompt: ...
