@@ -10,12 +10,14 @@ ACCEL ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(ACCEL)
 # Real Prometheus (the Debian package's binary) for the metrics tests and the scale demo.
 PROMETHEUS := $(VENV)/prometheus/usr/bin/prometheus
+# Real PostgreSQL (Debian's server package) for the tests of the shared job store.
+POSTGRES := $(VENV)/postgresql/bin/postgres
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus serve test test-quick lint prepare ingest image scale-demo bench clean
+.PHONY: install prometheus postgres serve test test-quick lint prepare ingest image scale-demo bench clean
 
 install: $(STAMP)
 
@@ -45,6 +47,11 @@ prometheus: $(PROMETHEUS)
 $(PROMETHEUS): tools/get_prometheus.sh
 	tools/get_prometheus.sh $(VENV)/prometheus
 
+postgres: $(POSTGRES)
+
+$(POSTGRES): tools/get_postgres.sh
+	tools/get_postgres.sh $(VENV)/postgresql
+
 prepare: install
 	$(VENV)/bin/monolith --config $(CONFIG) model prepare
 
@@ -54,11 +61,11 @@ serve: prepare
 ingest: install
 	$(VENV)/bin/monolith --config $(CONFIG) ingest $(FILE)
 
-test: install prometheus
+test: install prometheus postgres
 	$(PY) -m pytest -q
 
 # Everything that does not need the real engine: seconds, not minutes.
-test-quick: install
+test-quick: install prometheus postgres
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

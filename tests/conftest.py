@@ -14,6 +14,7 @@ import pytest
 from monolith.bench.peers import free_port, launch, stop_process
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
+from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
@@ -93,6 +94,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
         yield srv
     finally:
         stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session; each test that needs one makes its own database."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -11,12 +12,14 @@ class Receiver:
 
     def __init__(self, fail_first: int = 0) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each request, in order
         self.fail_first = fail_first
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.arrived.append(time.monotonic())
                 receiver.received.append((dict(self.headers), body))
                 status = 500 if len(receiver.received) <= receiver.fail_first else 200
                 self.send_response(status)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from monolith.batch import done_custom_ids, needs_retrieval, parse_line
+from monolith.batch import done_custom_ids, needs_retrieval, parse_line, written
 from monolith.bench.peers import kill_tree
 from monolith.config import Settings
 from monolith.errors import NotReady
@@ -33,11 +33,14 @@ def test_parse_line_keeps_the_custom_id_of_a_bad_line() -> None:
     assert custom_id == "c" and error.param == "method"
 
 
-def test_resume_drops_a_torn_last_line(tmp_path: Path) -> None:
+def test_resume_drops_a_torn_last_line_and_counts_outcomes(tmp_path: Path) -> None:
     output = tmp_path / "out.jsonl"
-    output.write_bytes(b'{"custom_id": "a"}\n{"custom_id": "b"}\n{"custom_id": "c", "resp')
+    a = b'{"custom_id": "a", "response": {"status_code": 200}}\n'
+    b = b'{"custom_id": "b", "response": {"status_code": 400}}\n'
+    output.write_bytes(a + b + b'{"custom_id": "c", "resp')
+    assert written(output) == {"a": True, "b": False}
+    assert output.read_bytes() == a + b
     assert done_custom_ids(output) == {"a", "b"}
-    assert output.read_bytes() == b'{"custom_id": "a"}\n{"custom_id": "b"}\n'
 
 
 def batch_lines(count: int) -> list[str]:

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from monolith.serving import (
     run_completion,
     run_rag,
 )
+from monolith.store.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +70,30 @@ class BatchReport:
         )
 
 
-def done_custom_ids(output: Path) -> set[str]:
-    """custom_ids already answered; a torn last line (the process was killed mid-write) is dropped."""
+def written(output: Path) -> dict[str, bool]:
+    """custom_id -> whether it succeeded, for the lines already answered. A torn last line (the process was
+    killed mid-write) is dropped from the file, which is replaced whole so that a kill now loses nothing."""
     if not output.exists():
-        return set()
-    done, keep = set(), []
+        return {}
+    done: dict[str, bool] = {}
+    keep: list[bytes] = []
+    torn = False
     for line in output.read_bytes().splitlines(keepends=True):
         try:
-            done.add(json.loads(line)["custom_id"])
+            parsed = json.loads(line)
+            done[parsed["custom_id"]] = parsed["response"]["status_code"] == 200
             keep.append(line if line.endswith(b"\n") else line + b"\n")
+            torn = torn or not line.endswith(b"\n")
         except (ValueError, KeyError, TypeError):
             log.warning("dropping a torn line from %s", output)
-    output.write_bytes(b"".join(keep))
+            torn = True
+    if torn:
+        write_atomically(output, b"".join(keep))
     return done
+
+
+def done_custom_ids(output: Path) -> set[str]:
+    return set(written(output))
 
 
 def output_line(custom_id: str, status: int, body: Any, request_id: str) -> bytes:
@@ -162,7 +174,7 @@ async def run_batch(
     progress: bool = True,
     endpoint: str | None = None,
     gate: Callable[[], bool] | None = None,
-    on_line: Callable[[bool], None] | None = None,
+    on_line: Callable[[bool], Awaitable[None]] | None = None,
     total: int | None = None,
 ) -> BatchReport:
     """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish.
@@ -206,7 +218,7 @@ async def run_batch(
             out.write(output_line(custom_id, status, result, request_id))
             out.flush()
             if on_line is not None:
-                on_line(status == 200)  # written lines survive the process being killed: the resume skips them
+                await on_line(status == 200)  # written lines survive the process being killed: the resume skips them
             bar.update(1)
             bar.set_postfix(tok_s=f"{report.output_tokens / (time.perf_counter() - started):.1f}", refresh=False)
 

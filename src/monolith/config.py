@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path("configs/cpu.yaml")
+# jobs.database: a path means SQLite; a URL names one of these (the store picks the async driver).
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 class Section(BaseModel):
@@ -110,16 +112,38 @@ class RagSettings(Section):
 
 
 class JobsSettings(Section):
+    # A SQLite path (relative: in data_dir; one host) or a postgresql:// URL shared by every replica.
     database: str = "jobs.sqlite3"
     # Async jobs fill spare engine capacity: at most this share of engine.max_num_seqs at once, and
     # none start while a real-time request is waiting.
     max_share: float = Field(0.5, gt=0, le=1)
     poll_interval_s: float = Field(0.2, gt=0)
+    # A replica holds each job (and batch) it runs for lease_s, renewed every heartbeat_s; when it dies,
+    # another replica takes the work over once the lease has run out. A job started max_runs times
+    # without finishing (its runner died each time) fails instead of running again.
+    lease_s: float = Field(15.0, gt=0)
+    heartbeat_s: float = Field(2.0, gt=0)
+    max_runs: int = Field(3, ge=1)
     result_ttl_s: float = Field(86400.0, gt=0)
     callback_secret: str | None = None
     callback_max_attempts: int = Field(5, ge=1, le=20)
     callback_backoff_s: float = Field(1.0, gt=0)
     callback_timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("database")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].split("+", 1)[0] if "://" in value else "sqlite"
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(f"{scheme!r} is not supported: give a SQLite path or a postgresql:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> JobsSettings:
+        # Two missed heartbeats must not lose a lease: a busy event loop is not a dead replica.
+        if self.heartbeat_s * 3 > self.lease_s:
+            raise ValueError("heartbeat_s must be at most a third of lease_s")
+        return self
 
 
 class BatchSettings(Section):

@@ -41,11 +41,15 @@ REQUESTS_RUNNING = Gauge("monolith_requests_running", "Generations producing tok
 RAG_STEP = Histogram(
     "monolith_rag_step_seconds", "Duration of each RAG step.", ["step"], buckets=_LATENCY_BUCKETS, registry=REGISTRY
 )
+# The job store is shared by every replica: only the holder of the housekeeping lease counts the backlog and
+# the others export 0, so sum() over the pods is the backlog (counted once) and avg() the backlog per replica,
+# like SageMaker's ApproximateBacklogSizePerInstance.
 ASYNC_BACKLOG = Gauge(
     "monolith_async_backlog",
-    "Async jobs queued or running (like SageMaker's ApproximateBacklogSizePerInstance).",
+    "Async jobs queued or running over all replicas; exported by one replica, 0 on the others.",
     registry=REGISTRY,
 )
+ASYNC_RUNNING = Gauge("monolith_async_running", "Async jobs this replica is running.", registry=REGISTRY)
 READY = Gauge("monolith_ready", "1 when the server is ready for traffic.", registry=REGISTRY)
 
 

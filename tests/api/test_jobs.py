@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from monolith.jobs.callbacks import SIGNATURE_HEADER, verify
+from tests.api.test_health import gauge
 from tests.conftest import CALLBACK_SECRET
 from tests.helpers import Receiver
 
@@ -54,6 +55,17 @@ def test_async_chat_answers_like_the_real_time_route(http: httpx.Client) -> None
     assert 0 < job["result"]["usage"]["completion_tokens"] <= 6
 
 
+def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
+    """Polls until `predicate()` is truthy; fails naming `what` (never a silent fall-through)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
 def test_cancel_aborts_a_running_job(http: httpx.Client) -> None:
     body = {
         "model": "twin",
@@ -62,17 +74,16 @@ def test_cancel_aborts_a_running_job(http: httpx.Client) -> None:
         "ignore_eos": True,
     }
     job_id = http.post("/v1/async/chat/completions", json=body).json()["id"]
-    deadline = time.monotonic() + 60
-    while http.get(f"/v1/jobs/{job_id}").json()["status"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 60, "the job to run")
+    wait_for(lambda: gauge(http, "monolith_requests_running") >= 1, 60, "the job's generation to produce tokens")
     cancelled = http.delete(f"/v1/jobs/{job_id}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-    assert wait_for_job(http, job_id)["status"] == "cancelled"
-    time.sleep(0.5)
-    metrics = http.get("/metrics").text
-    assert "monolith_requests_running 0.0" in metrics
-    assert "monolith_async_backlog 0.0" in metrics
+    job = wait_for_job(http, job_id)
+    assert job["status"] == "cancelled" and job["result"] is None
+    # The engine request was aborted: nothing generates, and the runner holds no job (heartbeat: 2 s).
+    wait_for(lambda: gauge(http, "monolith_requests_running") == 0, 10, "the generation to stop")
+    wait_for(lambda: gauge(http, "monolith_async_running") == 0, 10, "the runner to let the job go")
+    wait_for(lambda: gauge(http, "monolith_async_backlog") == 0, 10, "the backlog gauge to reach 0")
 
 
 def test_callback_is_delivered_signed(http: httpx.Client, receiver: Receiver) -> None:

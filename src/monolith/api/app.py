@@ -48,10 +48,10 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
             loading.cancel()
             if state.batches is not None:
                 await state.batches.stop()
-                state.batches.store.close()
             if state.jobs is not None:
                 await state.jobs.stop()
-                state.jobs.store.close()
+            if state.database is not None:
+                await state.database.close()
             if state.services is not None:
                 await asyncio.to_thread(state.services.close)
 

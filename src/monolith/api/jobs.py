@@ -1,4 +1,5 @@
-"""Asynchronous inference: submit (202 + id), poll, list, cancel. Jobs live in SQLite and survive restarts."""
+"""Asynchronous inference: submit (202 + id), poll, list, cancel. Jobs live in the shared store (SQLite on one
+host, PostgreSQL for many replicas): any replica answers for any job."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from monolith.api.deps import provide_jobs, provide_services
 from monolith.api.schemas import ChatCompletionRequest, RagRequest
 from monolith.errors import BadRequest, NotFound
 from monolith.jobs.kinds import validate
-from monolith.jobs.store import STATUSES, Job
 from monolith.jobs.worker import JobRunner
 from monolith.serving import Services
+from monolith.store.jobs import STATUSES, Job
 
 IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False, max_length=255)]
 CallbackUrl = Annotated[str | None, Parameter(query="callback_url", required=False, max_length=2048)]
@@ -39,11 +40,11 @@ def check_callback_url(url: str | None) -> str | None:
     return url
 
 
-def accepted(
+async def accepted(
     runner: JobRunner, kind: str, services: Services, body: Any, callback_url: str | None, key: str | None
 ) -> Response[dict[str, Any]]:
     request = validate(services, kind, body)
-    job, _ = runner.store.submit(kind, request, check_callback_url(callback_url), key)
+    job, _ = await runner.store.submit(kind, request, check_callback_url(callback_url), key)
     runner.wake()
     url = status_url(job.id)
     return Response(
@@ -70,7 +71,7 @@ class JobsController(Controller):
         callback_url: CallbackUrl = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
-        return accepted(runner, "rag", services, data, callback_url, idempotency_key)
+        return await accepted(runner, "rag", services, data, callback_url, idempotency_key)
 
     @post("/async/chat/completions", status_code=202, summary="Queue a chat completion; 202 with the job id")
     async def submit_chat(
@@ -81,21 +82,21 @@ class JobsController(Controller):
         callback_url: CallbackUrl = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
-        return accepted(runner, "chat", services, data, callback_url, idempotency_key)
+        return await accepted(runner, "chat", services, data, callback_url, idempotency_key)
 
     @get("/jobs/{job_id:str}", summary="A job's status, timestamps, and its result or error when done")
     async def get_job(self, job_id: str, runner: JobRunner) -> Response[bytes]:
-        job = runner.store.get(job_id)
+        job = await runner.store.get(job_id)
         if job is None:
             raise NotFound(f"no job {job_id} (finished jobs are deleted after their retention time)", param="job_id")
         return Response(render(job), media_type="application/json")
 
     @delete("/jobs/{job_id:str}", status_code=200, summary="Cancel a queued or running job")
     async def cancel_job(self, job_id: str, runner: JobRunner) -> Response[bytes]:
-        if runner.store.get(job_id) is None:
+        if await runner.store.get(job_id) is None:
             raise NotFound(f"no job {job_id}", param="job_id")
         await runner.cancel(job_id)
-        job = runner.store.get(job_id)
+        job = await runner.store.get(job_id)
         assert job is not None
         return Response(render(job), media_type="application/json")
 
@@ -109,6 +110,6 @@ class JobsController(Controller):
     ) -> dict[str, Any]:
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
-        jobs, has_more = runner.store.list(status, limit, after)
+        jobs, has_more = await runner.store.list(status, limit, after)
         data = [job.to_wire(status_url(job.id)) for job in jobs]
         return {"object": "list", "data": data, "has_more": has_more, "last_id": jobs[-1].id if jobs else None}

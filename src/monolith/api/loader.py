@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from pathlib import Path
 
 from monolith.api.jobs import render
@@ -12,10 +15,9 @@ from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
 from monolith.engine import Sampling, load_engine
 from monolith.generation import Generator, new_request_id
-from monolith.jobs.batches import BatchRunner, BatchStore
-from monolith.jobs.store import JobStore
+from monolith.jobs.batches import BatchRunner
 from monolith.jobs.worker import JobRunner
-from monolith.metrics import ASYNC_BACKLOG, ENGINE_STATS, READY
+from monolith.metrics import ENGINE_STATS, READY
 from monolith.model_prep import prepare_model
 from monolith.rag import NoStore, RagPipeline, RetrievalOff
 from monolith.retrieval.embedder import Embedder
@@ -23,6 +25,9 @@ from monolith.retrieval.ingest import ingest_file
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import VectorStore
 from monolith.serving import Services
+from monolith.store.batches import BatchStore
+from monolith.store.database import Database, open_database
+from monolith.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,12 @@ async def load_services(state: ServerState, with_jobs: bool = True, retrieval: b
         await _step(
             state, "model_prepare", "preparing the model checkpoint", asyncio.to_thread(prepare_model, settings)
         )
-        # The engine load runs in a thread; the embedder and store load beside it.
+        # The engine load runs in a thread; the embedder, the vector store and the job store load beside it.
         engine_task = asyncio.create_task(_step(state, "engine_load", "loading the engine", load_engine(settings)))
+        if with_jobs:
+            state.database = await _step(
+                state, "job_store", "opening the job store", open_database(settings.jobs.database, settings.data_dir)
+            )
         loaded = await _load_retrieval(state) if retrieval else None
         engine = await engine_task
         ENGINE_STATS.stats = engine.stats
@@ -75,9 +84,8 @@ async def load_services(state: ServerState, with_jobs: bool = True, retrieval: b
             embedder, store, reranker = loaded
             await asyncio.to_thread(store.check)
             state.services = Services(generator, RagPipeline(generator, embedder, store, settings, reranker), store)
-        if with_jobs:
-            state.jobs = start_jobs(state.services)
-            state.batches = start_batches(state.services, state.jobs.slots)
+        if state.database is not None:
+            state.jobs, state.batches = start_work(state.services, state.database)
         state.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
         state.phase, state.detail = Phase.READY, "ready"
         READY.set(1)
@@ -100,21 +108,24 @@ async def _load_retrieval(state: ServerState) -> tuple[Embedder, VectorStore, Re
     return embedder, store, reranker
 
 
-def start_jobs(services: Services) -> JobRunner:
-    settings = services.settings
-    job_store = JobStore(settings.in_data_dir(settings.jobs.database))
-    ASYNC_BACKLOG.set_function(job_store.backlog)
-    runner = JobRunner(job_store, services, render)
-    runner.start()
-    return runner
+def replica_name() -> str:
+    """How this process signs its leases: the pod's host name, the pid, and a suffix for restarts."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def start_batches(services: Services, max_in_flight: int) -> BatchRunner:
+def start_work(services: Services, database: Database) -> tuple[JobRunner, BatchRunner]:
+    """The async job runner and the batch runner on the shared store."""
     settings = services.settings
-    store = BatchStore(settings.in_data_dir(settings.jobs.database), settings.in_data_dir(settings.batch.files_dir))
-    runner = BatchRunner(store, services, max_in_flight)
-    runner.start()
-    return runner
+    cfg = settings.jobs
+    replica = replica_name()
+    log.info("replica %s serves async jobs and batches from %s", replica, database.describe())
+    jobs = JobRunner(JobStore(database, replica, cfg.lease_s, cfg.max_runs), services, render)
+    files_dir = settings.in_data_dir(settings.batch.files_dir)
+    batch_store = BatchStore(database, files_dir, replica, cfg.lease_s, cfg.max_runs)
+    batches = BatchRunner(batch_store, services, jobs.slots, cfg)
+    jobs.start()
+    batches.start()
+    return jobs, batches
 
 
 async def _warm_up(generator: Generator, settings: Settings) -> None:

@@ -12,6 +12,7 @@ from monolith.jobs.batches import BatchRunner
 from monolith.jobs.worker import JobRunner
 from monolith.metrics import READY
 from monolith.serving import Services
+from monolith.store.database import Database
 
 
 class Phase(enum.Enum):
@@ -29,6 +30,7 @@ class ServerState:
     services: Services | None = None
     jobs: JobRunner | None = None
     batches: BatchRunner | None = None
+    database: Database | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -41,6 +43,8 @@ class ServerState:
         READY.set(0)
         if self.jobs is not None:
             self.jobs.pause()
+        if self.batches is not None:
+            self.batches.pause()
 
     def in_flight(self) -> int:
         """Real-time requests admitted and not finished, plus running async jobs."""

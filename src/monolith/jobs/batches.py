@@ -1,195 +1,32 @@
-"""The OpenAI Batch API over HTTP: files and batches in SQLite, run one at a time, resumed after a restart."""
+"""The OpenAI Batch API over HTTP: each replica runs one batch at a time, behind real-time traffic, holding
+its lease in the shared store. A batch whose runner died is resumed by another replica (or the next start)
+from the lines already written to its output, so each custom_id is answered once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import sqlite3
-import threading
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from monolith.admission import realtime_waiting
-from monolith.batch import read_lines, run_batch
+from monolith.batch import read_lines, run_batch, written
+from monolith.config import JobsSettings
 from monolith.serving import Services
+from monolith.store.batches import BatchRecord, BatchStore
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    id TEXT PRIMARY KEY, filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE, endpoint TEXT NOT NULL, input_file_id TEXT NOT NULL, output_file_id TEXT NOT NULL,
-    completion_window TEXT NOT NULL, status TEXT NOT NULL, metadata TEXT,
-    total INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL, in_progress_at INTEGER, completed_at INTEGER, cancelled_at INTEGER,
-    failed_at INTEGER, error TEXT
-);
-"""
-_BATCH_COLUMNS = (
-    "id, endpoint, input_file_id, output_file_id, completion_window, status, metadata, total, completed, failed, "
-    "created_at, in_progress_at, completed_at, cancelled_at, failed_at, error"
-)
-ACTIVE = ("validating", "in_progress", "cancelling")
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    id: str
-    filename: str
-    purpose: str
-    bytes: int
-    created_at: int
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"object": "file", "status": "processed", **self.__dict__}
-
-
-@dataclass(frozen=True)
-class BatchRecord:
-    id: str
-    endpoint: str
-    input_file_id: str
-    output_file_id: str
-    completion_window: str
-    status: str
-    metadata: str | None
-    total: int
-    completed: int
-    failed: int
-    created_at: int
-    in_progress_at: int | None
-    completed_at: int | None
-    cancelled_at: int | None
-    failed_at: int | None
-    error: str | None
-
-    def to_wire(self) -> dict[str, Any]:
-        done = self.status in ("completed", "cancelled")
-        return {
-            "id": self.id,
-            "object": "batch",
-            "endpoint": self.endpoint,
-            "errors": {"object": "list", "data": [{"code": "batch_failed", "message": self.error}]}
-            if self.error
-            else None,
-            "input_file_id": self.input_file_id,
-            "completion_window": self.completion_window,
-            "status": self.status,
-            "output_file_id": self.output_file_id if done else None,
-            "error_file_id": None,
-            "created_at": self.created_at,
-            "in_progress_at": self.in_progress_at,
-            "completed_at": self.completed_at,
-            "cancelled_at": self.cancelled_at,
-            "failed_at": self.failed_at,
-            "expires_at": None,
-            "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
-            "metadata": json.loads(self.metadata) if self.metadata else None,
-        }
-
-
-class BatchStore:
-    """Files on disk under `files_dir`, their records and the batches in SQLite."""
-
-    def __init__(self, database: Path, files_dir: Path) -> None:
-        files_dir.mkdir(parents=True, exist_ok=True)
-        self.files_dir = files_dir
-        self._db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def path_of(self, file_id: str) -> Path:
-        return self.files_dir / f"{file_id}.jsonl"
-
-    def add_file(self, filename: str, purpose: str, content: bytes) -> FileRecord:
-        record = FileRecord(f"file-{uuid.uuid4().hex}", filename, purpose, len(content), int(time.time()))
-        partial = self.path_of(record.id).with_suffix(".partial")
-        partial.write_bytes(content)
-        partial.rename(self.path_of(record.id))
-        with self._lock:
-            self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?)", tuple(record.__dict__.values()))
-        return record
-
-    def get_file(self, file_id: str) -> FileRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
-        return FileRecord(*row) if row else None
-
-    def create_batch(self, endpoint: str, input_file_id: str, window: str, metadata: str | None) -> BatchRecord:
-        batch_id, output = f"batch_{uuid.uuid4().hex}", f"file-{uuid.uuid4().hex}"
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO batches (id, endpoint, input_file_id, output_file_id, completion_window, status, metadata,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 'validating', ?, ?)",
-                (batch_id, endpoint, input_file_id, output, window, metadata, int(time.time())),
-            )
-        batch = self.get_batch(batch_id)
-        assert batch is not None
-        return batch
-
-    def get_batch(self, batch_id: str) -> BatchRecord | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)).fetchone()
-        return BatchRecord(*row) if row else None
-
-    def list_batches(self, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE seq > COALESCE((SELECT seq FROM batches WHERE id = ?), 0)"
-                " ORDER BY seq LIMIT ?",
-                (after, limit + 1),
-            ).fetchall()
-        return [BatchRecord(*r) for r in rows[:limit]], len(rows) > limit
-
-    def next_active(self) -> BatchRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches WHERE status IN ('validating', 'in_progress') "
-                "ORDER BY seq LIMIT 1"
-            ).fetchone()
-        return BatchRecord(*row) if row else None
-
-    def update(self, batch_id: str, **fields: Any) -> None:
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE batches SET {columns} WHERE id = ?", (*fields.values(), batch_id))
-
-    def count_line(self, batch_id: str, ok: bool) -> None:
-        column = "completed" if ok else "failed"
-        with self._lock:
-            self._db.execute(f"UPDATE batches SET {column} = {column} + 1 WHERE id = ?", (batch_id,))
-
-    def register_output(self, batch: BatchRecord) -> None:
-        path = self.path_of(batch.output_file_id)
-        size = path.stat().st_size if path.exists() else 0
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, 'batch_output', ?, ?)",
-                (batch.output_file_id, f"{batch.id}_output.jsonl", size, int(time.time())),
-            )
+IDLE_POLL_S = 1.0
 
 
 class BatchRunner:
-    """Runs batches one after another on the engine, behind real-time traffic, resuming after restarts."""
-
-    def __init__(self, store: BatchStore, services: Services, max_in_flight: int) -> None:
+    def __init__(self, store: BatchStore, services: Services, max_in_flight: int, settings: JobsSettings) -> None:
         self.store = store
         self.services = services
         self.max_in_flight = max_in_flight
+        self.heartbeat_s = settings.heartbeat_s
+        self.paused = False
         self._wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
         self._current: tuple[str, asyncio.Task] | None = None
@@ -200,44 +37,84 @@ class BatchRunner:
     def wake(self) -> None:
         self._wake.set()
 
+    def pause(self) -> None:
+        """Take no new batch (the drain); the current one goes on until shutdown."""
+        self.paused = True
+
     async def stop(self) -> None:
-        if self._current:
-            self._current[1].cancel()
+        """The current batch is handed back at once: another replica, or the next start, resumes it."""
+        current = self._current
         if self._loop:
             self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        if current:
+            current[1].cancel()
+        for task in (self._loop, current[1] if current else None):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if current:
+            with contextlib.suppress(Exception):  # the database may be gone too: then the lease runs out
+                await self.store.release(current[0])
 
     async def cancel(self, batch_id: str) -> None:
-        batch = self.store.get_batch(batch_id)
-        if batch is None or batch.status not in ACTIVE:
-            return
+        """From any replica: the replica running the batch stops it at its next heartbeat (at once here)."""
+        await self.store.cancel(batch_id)
         if self._current and self._current[0] == batch_id:
-            self.store.update(batch_id, status="cancelling")
             self._current[1].cancel()
-        else:
-            self.store.update(batch_id, status="cancelled", cancelled_at=int(time.time()))
 
     async def _run_forever(self) -> None:
         while True:
-            batch = self.store.next_active()
+            batch = None
+            if not self.paused:
+                try:
+                    batch = await self.store.claim_next()
+                except Exception:
+                    log.exception("claiming a batch failed; trying again")
             if batch is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
                 self._wake.clear()
                 continue
             task = asyncio.create_task(self._run(batch))
+            heartbeat = asyncio.create_task(self._heartbeat(batch.id, task))
             self._current = (batch.id, task)
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            self._current = None
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            finally:
+                heartbeat.cancel()
+                self._current = None
+
+    async def _heartbeat(self, batch_id: str, task: asyncio.Task) -> None:
+        """Renews the lease; stops the batch when a replica asked to cancel it, or when the lease is lost."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                status = await self.store.renew(batch_id)
+            except Exception:
+                log.exception("batch heartbeat failed; trying again")
+                continue
+            if status is None:
+                log.warning("batch %s: lease lost (taken over); stopping it here", batch_id)
+                task.cancel()
+                return
+            if status == "cancelling":
+                task.cancel()
+                return
 
     async def _run(self, batch: BatchRecord) -> None:
+        output = self.store.path_of(batch.output_file_id)
+        if batch.status == "cancelling":  # cancelled while the replica that ran it was dead
+            await self._end_cancelled(batch)
+            return
         source = self.store.path_of(batch.input_file_id)
         total = await asyncio.to_thread(lambda: sum(1 for _ in read_lines(source)))
+        # Taken over (or restarted): the counts come from what the output already holds.
+        completed, failed = await asyncio.to_thread(_counts, output)
         started = batch.in_progress_at or int(time.time())
-        self.store.update(batch.id, status="in_progress", in_progress_at=started, total=total)
-        output = self.store.path_of(batch.output_file_id)
+        fields = {"in_progress_at": started, "total": total, "completed": completed, "failed": failed}
+        if not await self.store.update_held(batch.id, status="in_progress", **fields):
+            return
         try:
             report = await run_batch(
                 self.services,
@@ -247,21 +124,33 @@ class BatchRunner:
                 progress=False,
                 endpoint=batch.endpoint,
                 gate=lambda: realtime_waiting() == 0,
-                on_line=lambda ok: self._count(batch.id, ok),
+                on_line=lambda ok: self.store.count_line(batch.id, ok),
                 total=total,
             )
             log.info("batch %s: %s", batch.id, report.summary())
-            self.store.register_output(batch)
-            self.store.update(batch.id, status="completed", completed_at=int(time.time()))
+            await self.store.register_output(batch)
+            completed, failed = await asyncio.to_thread(_counts, output)
+            ended = {"completed_at": int(time.time()), "completed": completed, "failed": failed}
+            await self.store.finish_held(batch.id, "completed", **ended)
         except asyncio.CancelledError:
-            current = self.store.get_batch(batch.id)
+            current = await self.store.get_batch(batch.id)
             if current is not None and current.status == "cancelling":
-                self.store.register_output(batch)
-                self.store.update(batch.id, status="cancelled", cancelled_at=int(time.time()))
+                await self._end_cancelled(batch)
             raise
         except Exception as exc:
             log.exception("batch %s failed", batch.id)
-            self.store.update(batch.id, status="failed", failed_at=int(time.time()), error=type(exc).__name__)
+            await self.store.finish_held(batch.id, "failed", failed_at=int(time.time()), error=type(exc).__name__)
 
-    def _count(self, batch_id: str, ok: bool) -> None:
-        self.store.count_line(batch_id, ok)
+    async def _end_cancelled(self, batch: BatchRecord) -> None:
+        """Lines already answered stay in the output file, which is kept."""
+        await self.store.register_output(batch)
+        completed, failed = await asyncio.to_thread(_counts, self.store.path_of(batch.output_file_id))
+        ended = {"cancelled_at": int(time.time()), "completed": completed, "failed": failed}
+        await self.store.finish_held(batch.id, "cancelled", **ended)
+
+
+def _counts(output) -> tuple[int, int]:
+    """(completed, failed) as the output file records them."""
+    outcomes = written(output)
+    succeeded = sum(outcomes.values())
+    return succeeded, len(outcomes) - succeeded

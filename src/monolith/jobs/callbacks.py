@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
-import time
+from collections.abc import Callable
 
 import httpx
 
 from monolith.config import JobsSettings
-from monolith.jobs.store import Job, JobStore
+from monolith.store.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,12 @@ class CallbackSender:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def deliver_due(self, body_of) -> int:
-        """One pass over due callbacks; `body_of(job)` renders the job as the API shows it."""
-        delivered = 0
-        for job in self.store.due_callbacks(time.time()):
-            delivered += await self._deliver(job, body_of(job))
-        return delivered
+    async def deliver_due(self, body_of: Callable[[Job], bytes]) -> int:
+        """One pass over the due callbacks this replica could lease; `body_of(job)` renders the job as the
+        API shows it. They go out side by side, each within callback_timeout_s, well inside the lease."""
+        due = await self.store.claim_callbacks()
+        results = await asyncio.gather(*(self._deliver(job, body_of(job)) for job in due))
+        return sum(results)
 
     async def _deliver(self, job: Job, body: bytes) -> bool:
         headers = {"Content-Type": "application/json", "X-Monolith-Job-Id": job.id}
@@ -54,8 +55,8 @@ class CallbackSender:
             reason = type(exc).__name__
         attempts = job.callback_attempts + 1
         give_up = not ok and attempts >= self.settings.callback_max_attempts
-        next_at = None if ok or give_up else time.time() + self.settings.callback_backoff_s * 2 ** (attempts - 1)
-        self.store.callback_result(job.id, ok, next_at, give_up)
+        retry_in_s = None if ok or give_up else self.settings.callback_backoff_s * 2 ** (attempts - 1)
+        await self.store.callback_result(job.id, ok, retry_in_s, give_up)
         if not ok:
             log.warning(
                 "callback for %s failed (%s), attempt %d%s", job.id, reason, attempts, ", giving up" if give_up else ""

@@ -1,4 +1,9 @@
-"""Runs queued jobs on spare engine capacity: never while a real-time request waits, at most a share of it."""
+"""Runs queued jobs on spare engine capacity: never while a real-time request waits, at most a share of it.
+
+Jobs come from the shared store with a lease. A heartbeat renews the leases of the jobs this replica runs
+and stops any that were cancelled through another replica or taken over; a replica that dies stops
+renewing, and another takes its jobs over when their leases run out.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,15 @@ from monolith.api.schemas import ErrorBody
 from monolith.errors import MonolithError
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.kinds import execute
-from monolith.jobs.store import Job, JobStore
+from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
 from monolith.serving import Services
+from monolith.store.jobs import Job, JobStore
+from monolith.store.leases import Lease
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 60.0
+HOUSEKEEPING = "housekeeping"
 
 
 class JobRunner:
@@ -33,15 +41,19 @@ class JobRunner:
         self.slots = max(1, math.floor(services.settings.engine.max_num_seqs * self.settings.max_share))
         self.running: dict[str, asyncio.Task] = {}
         self.callbacks = CallbackSender(store, self.settings)
+        # One replica at a time exports the shared backlog and purges old jobs.
+        self.housekeeper = Lease(store.db, HOUSEKEEPING, store.replica, self.settings.lease_s)
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task] = []
+        self._last_purge = 0.0
         self.paused = False
 
     def start(self) -> None:
-        requeued = self.store.requeue_running()
-        if requeued:
-            log.info("re-queued %d job(s) that were running when the server stopped", requeued)
-        self._loops = [asyncio.create_task(self._dispatch()), asyncio.create_task(self._housekeeping())]
+        self._loops = [
+            asyncio.create_task(self._dispatch()),
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._deliver_callbacks()),
+        ]
 
     def pause(self) -> None:
         """Claim no more jobs (the drain); running ones go on."""
@@ -51,37 +63,50 @@ class JobRunner:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Running jobs go back to the queue: the next start runs them to completion."""
+        """Running jobs go back to the queue at once, for any replica (or the next start) to run."""
         for task in self._loops:
             task.cancel()
-        for job_id, task in list(self.running.items()):
+        held = list(self.running)
+        for task in list(self.running.values()):
             task.cancel()
-            self.store.requeue(job_id)
         await asyncio.gather(*self._loops, *self.running.values(), return_exceptions=True)
+        with contextlib.suppress(Exception):  # the database may be gone too: then the leases run out
+            released = await self.store.release(held)
+            if released:
+                log.info("handed %d running job(s) back to the queue", released)
+            await self.housekeeper.release()
         await self.callbacks.close()
 
     async def cancel(self, job_id: str) -> bool:
-        """Cancel a queued or running job; a running one is aborted in the engine."""
-        cancelled = self.store.finish(job_id, "cancelled")
+        """Cancel a queued or running job. One running here is aborted in the engine at once; one running
+        on another replica stops at that replica's next heartbeat."""
+        cancelled = await self.store.finish(job_id, "cancelled")
+        await self._stop_here(job_id)
+        if cancelled:
+            self.wake()
+        return cancelled
+
+    async def _stop_here(self, job_id: str) -> None:
         task = self.running.get(job_id)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if cancelled:
-            self.wake()
-        return cancelled
 
     async def _dispatch(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
             self._wake.clear()
-            while not self.paused and len(self.running) < self.slots and realtime_waiting() == 0:
-                job = self.store.claim_next()
-                if job is None:
-                    break
-                self.running[job.id] = asyncio.create_task(self._run(job))
+            try:
+                while not self.paused and len(self.running) < self.slots and realtime_waiting() == 0:
+                    job = await self.store.claim_next()
+                    if job is None:
+                        break
+                    self.running[job.id] = asyncio.create_task(self._run(job))
+            except Exception:
+                log.exception("claiming a job failed; trying again")
+            ASYNC_RUNNING.set(len(self.running))
 
     async def _run(self, job: Job) -> None:
         LANE.set("async")
@@ -89,32 +114,56 @@ class JobRunner:
         ticket = ADMISSION.admit(self.services.settings.server.request_timeout_s, lane="async")
         TICKET.set(ticket)
         try:
-            result = await execute(self.services, job.kind, job.request, job.id)
-            self.store.finish(job.id, "succeeded", result=msgspec.json.encode(result))
-        except asyncio.CancelledError:
-            pass  # cancelled by the caller (already recorded) or by shutdown (re-queued)
-        except MonolithError as exc:
-            error = ErrorBody(exc.message, exc.error_type, exc.param)
-            self.store.finish(job.id, "failed", error=msgspec.json.encode(error))
-        except Exception:
-            log.exception("job %s failed", job.id)
-            error = ErrorBody(f"internal error (job {job.id})", "internal_error")
-            self.store.finish(job.id, "failed", error=msgspec.json.encode(error))
+            try:
+                result = await execute(self.services, job.kind, job.request, job.id)
+                outcome = ("succeeded", msgspec.json.encode(result), None)
+            except MonolithError as exc:
+                outcome = ("failed", None, msgspec.json.encode(ErrorBody(exc.message, exc.error_type, exc.param)))
+            except asyncio.CancelledError:
+                return  # cancelled by a caller (already recorded), taken over, or shutdown (released)
+            except Exception:
+                log.exception("job %s failed", job.id)
+                error = ErrorBody(f"internal error (job {job.id})", "internal_error")
+                outcome = ("failed", None, msgspec.json.encode(error))
+            status, result_bytes, error_bytes = outcome
+            if not await self.store.finish(job.id, status, result=result_bytes, error=error_bytes, held=True):
+                log.warning("job %s finished here after its lease was lost; its recorded outcome stands", job.id)
         finally:
             ticket.release()
             self.running.pop(job.id, None)
+            ASYNC_RUNNING.set(len(self.running))
             self.wake()
 
+    async def _heartbeat(self) -> None:
+        """Renews this replica's leases; stops jobs it no longer holds; housekeeping if it holds that lease."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                mine = list(self.running)
+                held = await self.store.renew(mine)
+                for job_id in mine:
+                    if job_id not in held and job_id in self.running:
+                        log.info("job %s was cancelled or taken over through another replica; stopping it", job_id)
+                        await self._stop_here(job_id)
+                await self._housekeeping()
+            except Exception:
+                log.exception("job heartbeat failed; trying again")
+
     async def _housekeeping(self) -> None:
-        last_purge = 0.0
+        if not await self.housekeeper.hold():
+            ASYNC_BACKLOG.set(0)  # the holder exports the shared figure; see metrics.ASYNC_BACKLOG
+            return
+        ASYNC_BACKLOG.set(await self.store.backlog())
+        if time.time() - self._last_purge > PURGE_EVERY_S:
+            self._last_purge = time.time()
+            purged = await self.store.purge(time.time() - self.settings.result_ttl_s)
+            if purged:
+                log.info("deleted %d finished job(s) past their retention", purged)
+
+    async def _deliver_callbacks(self) -> None:
         while True:
             try:
                 await self.callbacks.deliver_due(self.render)
-                if time.time() - last_purge > PURGE_EVERY_S:
-                    last_purge = time.time()
-                    purged = self.store.purge(time.time() - self.settings.result_ttl_s)
-                    if purged:
-                        log.info("deleted %d finished job(s) past their retention", purged)
             except Exception:
-                log.exception("job housekeeping failed")
+                log.exception("callback delivery failed; trying again")
             await asyncio.sleep(self.settings.poll_interval_s)

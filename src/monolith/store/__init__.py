@@ -1,0 +1,1 @@
+"""Persistent state behind one interface: SQLite (the embedded default) or PostgreSQL (many replicas)."""

@@ -1,0 +1,101 @@
+"""The store's tables at the newest migration, declared once for both dialects.
+
+The migrations in `migrations/versions` build the same schema step by step; a test compares the two.
+Scheduling times (`*_expires_at`, `callback_next_at`) are the database's clock (`database.epoch_now`), so
+replicas with skewed clocks agree on when a lease ran out; the times a job body shows are the writer's.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite wants INTEGER PRIMARY KEY (the rowid) for AUTOINCREMENT; PostgreSQL gets a bigint identity.
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("request", LargeBinary, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("result", LargeBinary),
+    Column("error", LargeBinary),
+    Column("idempotency_key", Text, unique=True),
+    Column("callback_url", Text),
+    Column("callback_state", Text),
+    Column("callback_attempts", Integer, nullable=False, server_default="0"),
+    Column("callback_next_at", Float),
+    Column("runs", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    # The replica running the job, until when; it renews while it works (heartbeat).
+    Column("lease_owner", Text),
+    Column("lease_expires_at", Float),
+    # The replica delivering the job's callback, until when.
+    Column("callback_owner", Text),
+    Column("callback_lease_expires_at", Float),
+    Index("jobs_status", "status", "seq"),
+    Index("jobs_callbacks", "callback_state", "callback_next_at"),
+    sqlite_autoincrement=True,
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("filename", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("endpoint", Text, nullable=False),
+    Column("input_file_id", Text, nullable=False),
+    Column("output_file_id", Text, nullable=False),
+    Column("completion_window", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("metadata", Text),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("completed", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger),
+    Column("completed_at", BigInteger),
+    Column("cancelled_at", BigInteger),
+    Column("failed_at", BigInteger),
+    Column("error", Text),
+    Column("runs", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", Float),
+    sqlite_autoincrement=True,
+)
+
+# Named leases for work only one replica should do at a time (housekeeping: the shared backlog gauge).
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)

@@ -1,0 +1,81 @@
+"""Files and batches on both backends: atomic file writes, one runner per batch, cancel from any replica,
+takeover after a lapsed lease."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from monolith.store.batches import BatchStore
+from monolith.store.database import Database
+
+
+def replica(db: Database, files: Path, name: str, lease_s: float = 30, max_runs: int = 3) -> BatchStore:
+    return BatchStore(db, files, name, lease_s, max_runs)
+
+
+async def test_a_file_is_written_whole_and_readable_from_another_replica(
+    db: Database, other_db: Database, tmp_path: Path
+) -> None:
+    a, b = replica(db, tmp_path / "files", "a"), replica(other_db, tmp_path / "files", "b")
+    record = await a.add_file("in.jsonl", "batch", b'{"x": 1}\n')
+    assert await b.get_file(record.id) == record
+    assert b.path_of(record.id).read_bytes() == b'{"x": 1}\n'
+    assert [p.name for p in (tmp_path / "files").iterdir()] == [f"{record.id}.jsonl"], "no partial file left"
+
+
+async def test_one_replica_runs_a_batch_and_renews_it(db: Database, other_db: Database, tmp_path: Path) -> None:
+    a, b = replica(db, tmp_path, "a", lease_s=0.5), replica(other_db, tmp_path, "b", lease_s=0.5)
+    batch = await a.create_batch("/v1/completions", "file-in", "24h", None)
+    claims = await asyncio.gather(a.claim_next(), b.claim_next())
+    assert [c.id for c in claims if c] == [batch.id]
+    holder = a if claims[0] else b
+    other = b if holder is a else a
+    for _ in range(4):
+        await asyncio.sleep(0.2)
+        assert await holder.renew(batch.id) == "validating"
+        assert await other.claim_next() is None
+    assert await other.renew(batch.id) is None
+    assert not await other.update_held(batch.id, status="in_progress")
+
+
+async def test_a_cancel_on_another_replica_marks_a_running_batch_cancelling(
+    db: Database, other_db: Database, tmp_path: Path
+) -> None:
+    a, b = replica(db, tmp_path, "a"), replica(other_db, tmp_path, "b")
+    running = await a.create_batch("/v1/completions", "file-in", "24h", None)
+    await a.claim_next()
+    waiting = await a.create_batch("/v1/completions", "file-in", "24h", None)
+    await b.cancel(running.id)
+    await b.cancel(waiting.id)
+    assert await a.renew(running.id) == "cancelling", "the runner hears of it at its next heartbeat"
+    assert (await a.get_batch(waiting.id)).status == "cancelled", "nobody ran it: cancelled at once"
+    assert await a.finish_held(running.id, "cancelled", cancelled_at=1)
+    assert (await b.get_batch(running.id)).status == "cancelled"
+
+
+async def test_a_batch_whose_runner_died_is_taken_over_then_failed_after_max_runs(
+    db: Database, other_db: Database, tmp_path: Path
+) -> None:
+    a = replica(db, tmp_path, "a", lease_s=0.2, max_runs=2)
+    b = replica(other_db, tmp_path, "b", lease_s=0.2, max_runs=2)
+    batch = await a.create_batch("/v1/completions", "file-in", "24h", None)
+    assert (await a.claim_next()).runs == 1
+    await asyncio.sleep(0.3)
+    taken = await b.claim_next()
+    assert taken.id == batch.id and taken.runs == 2
+    await asyncio.sleep(0.3)
+    assert await a.claim_next() is None
+    failed = await a.get_batch(batch.id)
+    assert failed.status == "failed" and "2 times" in failed.error
+
+
+async def test_the_output_file_record_is_written_once(db: Database, tmp_path: Path) -> None:
+    store = replica(db, tmp_path, "a")
+    batch = await store.create_batch("/v1/completions", "file-in", "24h", None)
+    store.path_of(batch.output_file_id).write_bytes(b"one\n")
+    await store.register_output(batch)
+    store.path_of(batch.output_file_id).write_bytes(b"one\ntwo\n")
+    await store.register_output(batch)
+    record = await store.get_file(batch.output_file_id)
+    assert record.bytes == 8 and record.purpose == "batch_output"
