@@ -77,3 +77,21 @@ def test_relative_paths_live_in_the_data_dir(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, f"data_dir: {tmp_path}\n"))
     assert settings.in_data_dir("qdrant") == tmp_path / "qdrant"
     assert settings.in_data_dir("/abs/path") == Path("/abs/path")
+
+
+def test_an_unsupported_database_url_fails_without_echoing_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MONOLITH_JOBS__DATABASE", "mysql://user:hunter2@db/jobs")
+    with pytest.raises(ConfigError) as err:
+        load_settings(ROOT / "configs" / "cpu.yaml")
+    assert "jobs.database" in str(err.value) and "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:p@h:5432/d", "postgres://u:p@h/d", "sqlite:////tmp/j.db", "j.db"])
+def test_database_takes_a_sqlite_path_or_a_postgresql_url(monkeypatch, url: str) -> None:
+    monkeypatch.setenv("MONOLITH_JOBS__DATABASE", url)
+    assert load_settings(ROOT / "configs" / "cpu.yaml").jobs.database == url
+
+
+def test_a_heartbeat_too_close_to_the_lease_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="heartbeat_s"):
+        load_settings(write(tmp_path, "jobs:\n  lease_s: 5\n  heartbeat_s: 2\n"))

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
         return local if self.engine.prepare_from is not None or local.exists() else self.engine.model
 
 
+_SECRET_KEYS = {"database", "api_key", "callback_secret"}
+
+
 class ConfigError(Exception):
     """Start-up configuration problem, reported as one line."""
 
@@ -214,5 +217,6 @@ def load_settings(path: Path | str | None = None) -> Settings:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         got = first.get("input")
-        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        secret = any(part in _SECRET_KEYS for part in first["loc"])  # a URL's password, a key: never echoed
+        got_text = "" if isinstance(got, dict) or secret else f" (got {got!r})"
         raise ConfigError(f"config error: {key}: {first['msg']}{got_text}") from None

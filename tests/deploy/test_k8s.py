@@ -13,7 +13,13 @@ from monolith.config import load_settings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "configs" / "k8s"
 KUBERNETES_VERSION = "1.33"
-CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
+CRDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("postgresql.cnpg.io/v1", "Cluster"),
+}
+# Applied on their own: KEDA instead of the HPA, and a PostgreSQL that may be a managed one instead.
+ALTERNATIVES = {"keda-scaledobject.yaml", "postgres-cnpg.yaml"}
 
 
 def documents() -> list[tuple[str, dict]]:
@@ -36,9 +42,9 @@ def test_manifest_validates_against_the_kubernetes_schema(name: str, doc: dict) 
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-def test_kustomization_lists_every_manifest_but_the_keda_alternative() -> None:
+def test_kustomization_lists_every_manifest_but_the_alternatives() -> None:
     listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
-    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "keda-scaledobject.yaml"}
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", *ALTERNATIVES}
     assert listed == on_disk
 
 
@@ -57,12 +63,14 @@ def test_probes_hit_the_health_routes_and_the_grace_period_covers_the_drain() ->
     assert container["args"][:3] == ["serve", "--config", "configs/gpu.yaml"]
 
 
-def test_hpa_scales_on_the_metric_the_adapter_rule_exports() -> None:
+def test_hpa_scales_on_the_metrics_the_adapter_rules_export() -> None:
     rules = yaml.safe_load(find("ConfigMap")["data"]["config.yaml"])["rules"]
     exported = {rule["name"]["as"] for rule in rules}
     hpa = find("HorizontalPodAutoscaler")["spec"]
-    assert exported == {"monolith_queue_depth"}
-    assert hpa["metrics"][0]["pods"]["metric"]["name"] in exported
+    assert exported == {"monolith_queue_depth", "monolith_async_backlog"}
+    assert {m["pods"]["metric"]["name"] for m in hpa["metrics"]} == exported
+    for rule in rules:
+        assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{")
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert hpa["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
     assert hpa["minReplicas"] >= 1 and hpa["maxReplicas"] > hpa["minReplicas"]
@@ -89,3 +97,39 @@ def test_the_validator_catches_a_misspelt_field() -> None:
     broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def metric_target(name: str) -> float:
+    hpa = find("HorizontalPodAutoscaler")["spec"]
+    return float(
+        next(m for m in hpa["metrics"] if m["pods"]["metric"]["name"] == name)["pods"]["target"]["averageValue"]
+    )
+
+
+def test_the_async_backlog_target_is_one_replica_s_async_slots() -> None:
+    gpu = load_settings(ROOT / "configs" / "gpu.yaml")
+    slots = int(gpu.engine.max_num_seqs * gpu.jobs.max_share)
+    assert metric_target("monolith_async_backlog") == slots
+    keda = {t["metadata"]["query"].split("{")[0].split("(")[-1]: t for t in find("ScaledObject")["spec"]["triggers"]}
+    assert float(keda["monolith_async_backlog"]["metadata"]["threshold"]) == slots
+
+
+def test_replicas_share_state_through_postgresql_and_the_files_volume_only() -> None:
+    pod = find("Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    database = env["MONOLITH_JOBS__DATABASE"]["valueFrom"]["secretKeyRef"]
+    cluster = find("Cluster")
+    # CloudNativePG's application Secret: `<cluster>-app`, its connection URI under `uri`.
+    assert database == {"name": f"{cluster['metadata']['name']}-app", "key": "uri"}
+    assert not database.get("optional"), "without it a replica would fall back to a SQLite file of its own"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claims = {d["metadata"]["name"]: d for _, d in documents() if d["kind"] == "PersistentVolumeClaim"}
+    # data_dir is per-pod scratch; the model cache holds only weights; batch files sit on their own RWX volume.
+    assert "emptyDir" in volumes[mounts[env["MONOLITH_DATA_DIR"]["value"]]]
+    assert env["HF_HOME"]["value"].startswith(next(p for p, n in mounts.items() if n == "model-cache"))
+    files_mount = next(p for p in mounts if env["MONOLITH_BATCH__FILES_DIR"]["value"].startswith(p + "/"))
+    files_claim = volumes[mounts[files_mount]]["persistentVolumeClaim"]["claimName"]
+    assert claims[files_claim]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert load_settings(ROOT / "configs" / "gpu.yaml").jobs.database.endswith(".sqlite3"), "the URL comes from env"

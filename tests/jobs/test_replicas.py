@@ -1,0 +1,272 @@
+"""Two real `monolith serve` replicas on loopback sharing one PostgreSQL and one files directory, configured as
+an operator would (a postgresql:// URL, separate data dirs, one absolute files dir): any replica answers for
+any object, a cancel reaches the replica running the job, a killed replica's jobs and batch are taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import msgspec
+import psycopg
+import pytest
+
+from monolith.bench.peers import kill_tree
+from tests.api.test_health import gauge
+from tests.api.test_jobs import wait_for
+from tests.conftest import ServerProcess, start_server, stop_server, wait_ready
+from tests.helpers import Receiver
+from tests.postgres import PostgresServer
+
+pytestmark = pytest.mark.slow
+
+LEASE_S = 6  # the default heartbeat (2 s) with a short lease, so that a takeover is quick to test
+
+
+@dataclass
+class Replica:
+    name: str
+    data_dir: Path
+    env: dict[str, str]
+    model_dir: Path
+    server: ServerProcess | None = None
+    killed_at: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.server = start_server(self.data_dir, self.model_dir, self.env)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.base_url
+
+    @property
+    def pid(self) -> int:
+        assert self.server is not None
+        return self.server.proc.pid
+
+    def alive(self) -> bool:
+        return self.server is not None and self.server.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group, as when a node or container dies."""
+        assert self.server is not None
+        kill_tree(self.server.proc)
+        self.killed_at.append(time.monotonic())
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+@dataclass
+class Cluster:
+    a: Replica
+    b: Replica
+    database: str
+    files_dir: Path
+
+    def ensure_up(self) -> None:
+        """Every test starts with both replicas serving, whatever the one before it killed."""
+        dead = [r for r in (self.a, self.b) if not r.alive()]
+        for replica in dead:
+            replica.start()
+        for replica in dead:
+            assert replica.server is not None
+            wait_ready(replica.server)
+
+    def lease_owners(self, table: str = "jobs") -> dict[str, str | None]:
+        with psycopg.connect(self.database) as conn:
+            return dict(conn.execute(f"SELECT id, lease_owner FROM {table}").fetchall())
+
+    def holder(self, lease_owner: str | None) -> Replica | None:
+        """Which replica a lease names: replica names carry the process id."""
+        for replica in (self.a, self.b):
+            if lease_owner and f"-{replica.pid}-" in lease_owner:
+                return replica
+        return None
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, postgres: PostgresServer) -> Iterator[Cluster]:
+    database = postgres.create_database("replicas")
+    files_dir = tmp_path_factory.mktemp("shared-files").resolve()
+    env = {
+        "MONOLITH_JOBS__DATABASE": database,
+        "MONOLITH_BATCH__FILES_DIR": str(files_dir),
+        "MONOLITH_JOBS__LEASE_S": str(LEASE_S),
+        "MONOLITH_RAG__EXPAND": "false",
+    }
+    root = tmp_path_factory.mktemp("replicas")
+    cluster = Cluster(
+        Replica("a", root / "a", env, model_dir), Replica("b", root / "b", env, model_dir), database, files_dir
+    )
+    try:
+        cluster.ensure_up()
+        yield cluster
+    finally:
+        for replica in (cluster.a, cluster.b):
+            if replica.server is not None:
+                stop_server(replica.server)
+
+
+def long_job() -> dict:
+    return {
+        "model": "twin",
+        "messages": [{"role": "user", "content": "A long story"}],
+        "max_tokens": 1000,
+        "ignore_eos": True,
+    }
+
+
+def test_a_cancel_on_one_replica_stops_the_job_running_on_the_other(cluster: Cluster) -> None:
+    cluster.ensure_up()
+    with cluster.a.client() as a:
+        job_id = a.post("/v1/async/chat/completions", json=long_job()).json()["id"]
+        wait_for(lambda: a.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 60, "the job to run")
+    runner = cluster.holder(cluster.lease_owners()[job_id])
+    assert runner is not None
+    other = cluster.b if runner is cluster.a else cluster.a
+    with runner.client() as on_runner, other.client() as on_other:
+        wait_for(lambda: gauge(on_runner, "monolith_requests_running") >= 1, 60, "tokens on the runner")
+        cancelled_at = time.monotonic()
+        response = on_other.delete(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200 and response.json()["status"] == "cancelled"
+        wait_for(lambda: gauge(on_runner, "monolith_requests_running") == 0, 5, "the runner to abort the generation")
+        stopped_in = time.monotonic() - cancelled_at
+        tokens = gauge(on_runner, "monolith_generated_tokens_total")
+        time.sleep(1)
+        assert gauge(on_runner, "monolith_generated_tokens_total") == tokens, "the engine request was aborted"
+        assert on_runner.get(f"/v1/jobs/{job_id}").json() == on_other.get(f"/v1/jobs/{job_id}").json()
+    print(f"cancel through the other replica stopped the job in {stopped_in:.2f} s")
+
+
+def test_racing_submits_of_one_idempotency_key_over_both_replicas_make_one_job(cluster: Cluster) -> None:
+    cluster.ensure_up()
+    body = {"model": "twin", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
+
+    async def submit_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            urls = [cluster.a.url, cluster.b.url] * 4
+            headers = {"Idempotency-Key": f"race-{time.time()}"}
+            return await asyncio.gather(
+                *(client.post(f"{u}/v1/async/chat/completions", json=body, headers=headers) for u in urls)
+            )
+
+    responses = asyncio.run(submit_all())
+    assert [r.status_code for r in responses] == [202] * 8, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+
+
+def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster) -> None:
+    cluster.ensure_up()
+    receiver = Receiver()
+    try:
+        ids: list[str] = []
+        for i in range(40):
+            replica = (cluster.a, cluster.b)[i % 2]
+            body = {"model": "twin", "messages": [{"role": "user", "content": f"Count to {i}"}], "max_tokens": 24}
+            response = httpx.post(
+                f"{replica.url}/v1/async/chat/completions", params={"callback_url": receiver.url}, json=body
+            )
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["id"])
+
+        def statuses() -> dict[str, str]:
+            data = httpx.get(f"{cluster.b.url}/v1/jobs", params={"limit": 1000}, timeout=30).json()["data"]
+            return {j["id"]: j["status"] for j in data if j["id"] in ids}
+
+        def a_holds_running_jobs() -> list[str]:
+            owners = cluster.lease_owners()
+            running = [i for i, s in statuses().items() if s == "running"]
+            done = list(statuses().values()).count("succeeded")
+            mine = [i for i in running if cluster.holder(owners.get(i)) is cluster.a]
+            return mine if done >= 3 else []
+
+        wait_for(a_holds_running_jobs, 300, "replica A to hold running jobs after a few finished")
+        before = statuses()
+        owners = cluster.lease_owners()
+        held_by_a = [i for i, s in before.items() if s == "running" and cluster.holder(owners.get(i)) is cluster.a]
+        kept = {
+            i: httpx.get(f"{cluster.b.url}/v1/jobs/{i}").json()["result"] for i, s in before.items() if s == "succeeded"
+        }
+        cluster.a.kill()
+        killed_at = cluster.a.killed_at[-1]
+
+        finished_at: dict[str, float] = {}
+
+        def all_succeeded() -> bool:
+            now = statuses()
+            for job_id in held_by_a:
+                if now.get(job_id) == "succeeded":
+                    finished_at.setdefault(job_id, time.monotonic())
+            return all(now.get(i) == "succeeded" for i in ids)
+
+        wait_for(all_succeeded, 600, "replica B to finish every job", interval_s=0.25)
+        takeover = [finished_at[i] - killed_at for i in held_by_a]
+        print(f"kill -> completion on the other replica: {min(takeover):.1f}-{max(takeover):.1f} s (lease {LEASE_S} s)")
+
+        cluster.ensure_up()  # A again, to read every job from both replicas
+        with cluster.a.client() as a, cluster.b.client() as b:
+            for job_id, result in kept.items():
+                assert b.get(f"/v1/jobs/{job_id}").json()["result"] == result, "a final result was not changed"
+
+            def callbacks_settled() -> bool:
+                return all(b.get(f"/v1/jobs/{i}").json()["callback"]["state"] == "delivered" for i in ids)
+
+            wait_for(callbacks_settled, 120, "every callback to be delivered")
+            for job_id in ids:
+                assert a.get(f"/v1/jobs/{job_id}").json() == b.get(f"/v1/jobs/{job_id}").json()
+            final = {i: b.get(f"/v1/jobs/{i}").json()["result"] for i in ids}
+    finally:
+        receiver.close()
+    delivered: dict[str, list] = defaultdict(list)
+    for _, body in receiver.received:
+        job = msgspec.json.decode(body)
+        delivered[job["id"]].append(job)
+    assert set(delivered) == set(ids), "at least one callback per job"
+    for job_id, jobs in delivered.items():
+        assert all(j["status"] == "succeeded" and j["result"] == final[job_id] for j in jobs), job_id
+
+
+def test_a_batch_whose_replica_is_killed_is_completed_by_the_other(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.ensure_up()
+    lines = []
+    for i in range(100):
+        body = {"model": "twin", "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 6}
+        lines.append(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+    with cluster.a.client() as a:
+        uploaded = a.post("/v1/files", files={"file": ("in.jsonl", "\n".join(lines) + "\n")}, data={"purpose": "batch"})
+        assert uploaded.status_code == 200, uploaded.text
+        created = a.post(
+            "/v1/batches",
+            json={
+                "input_file_id": uploaded.json()["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        ).json()
+    batch_id = created["id"]
+
+    def progress(replica: Replica) -> dict:
+        return httpx.get(f"{replica.url}/v1/batches/{batch_id}", timeout=30).json()
+
+    wait_for(lambda: progress(cluster.b)["request_counts"]["completed"] >= 20, 300, "20 lines answered")
+    runner = cluster.holder(cluster.lease_owners("batches")[batch_id])
+    assert runner is not None
+    survivor = cluster.b if runner is cluster.a else cluster.a
+    runner.kill()
+    assert progress(survivor)["request_counts"]["completed"] < 100, "killed mid-way"
+
+    done = wait_for(lambda: (b := progress(survivor))["status"] == "completed" and b, 600, "the survivor to finish it")
+    counts = done["request_counts"]
+    assert counts["total"] == 100 and counts["completed"] + counts["failed"] == 100, counts
+    output = httpx.get(f"{survivor.url}/v1/files/{done['output_file_id']}/content", timeout=30).text
+    answered = Counter(json.loads(line)["custom_id"] for line in output.splitlines())
+    assert answered == Counter({f"r{i}": 1 for i in range(100)}), "each custom_id exactly once"
+    assert counts["completed"] == 100
