@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -14,9 +17,12 @@ import pytest
 from monolith.bench.peers import free_port, launch, stop_process
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
+from tests.helpers import SESSION_MARK, reap
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
+# Inherited by everything the session starts: pytest_sessionfinish kills whatever still carries it.
+os.environ[SESSION_MARK] = uuid.uuid4().hex
 CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
 READY_TIMEOUT_S = 600
 CALLBACK_SECRET = "test-callback-secret"
@@ -66,19 +72,53 @@ def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = N
     return ServerProcess(server.proc, server.base_url, server.log)
 
 
-def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S) -> dict:
+@dataclass
+class Probe:
+    """One look at a loading server: readiness status and phase, and whether liveness answered 200."""
+
+    ready_status: int
+    phase: str
+    live: bool
+
+
+def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S, seen: list[Probe] | None = None) -> dict:
+    """Polls readiness until 200; `seen` collects what readiness and liveness said on the way."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log()[-4000:]}")
         try:
             response = httpx.get(f"{server.base_url}/health/ready", timeout=2)
+            if seen is not None:
+                live = httpx.get(f"{server.base_url}/health/live", timeout=2).status_code == 200
+                seen.append(Probe(response.status_code, response.json().get("status", ""), live))
             if response.status_code == 200:
                 return response.json()
         except httpx.TransportError:
             pass
         time.sleep(0.5)
     raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()[-4000:]}")
+
+
+class ManagedServer:
+    """A dedicated real server for one test module. A test that stops it (SIGTERM, SIGKILL) leaves it for the
+    next test to start again, so the module's tests pass in any order."""
+
+    def __init__(self, data_dir: Path, model_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir, self.model_dir, self.env = data_dir, model_dir, env
+        self.server: ServerProcess | None = None
+        self.probes: list[Probe] = []  # what the latest start looked like while it loaded
+
+    def up(self) -> ServerProcess:
+        if self.server is None or self.server.proc.poll() is not None:
+            self.server = start_server(self.data_dir, self.model_dir, self.env)
+            self.probes = []
+            wait_ready(self.server, seen=self.probes)
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            stop_server(self.server)
 
 
 def stop_server(server: ServerProcess) -> None:
@@ -119,3 +159,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _REAL_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """However the tests ended, no server, engine core, Prometheus or PostgreSQL outlives the session."""
+    leftovers = reap(os.environ[SESSION_MARK])
+    if leftovers:
+        listed = "\n".join(f"  {pid} {command[:120]}" for pid, command in leftovers)
+        print(f"\nkilled {len(leftovers)} process(es) the tests left running:\n{listed}", file=sys.stderr)

@@ -56,7 +56,8 @@ async def test_deadline_ends_the_generation_and_closes_the_engine_stream() -> No
     with pytest.raises(DeadlineExceeded):
         async for _ in tracked(script.run(), 0.3):
             pass
-    assert time.monotonic() - started < 0.6
+    # Ended by the 0.3 s deadline, not by the 5 s script; the margin is for a busy 2-core CI box.
+    assert time.monotonic() - started < 2.0
     assert script.closed
     assert (QUEUE_DEPTH._value.get(), REQUESTS_RUNNING._value.get()) == (0, 0)
 

@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "corpus" / "sample.jsonl"
 
 
 def monolith(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "monolith.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run([sys.executable, "-m", "monolith.cli", *args], timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def test_bad_config_fails_at_start_with_one_line(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import time
+from pathlib import Path
 
 import httpx
 from litestar.testing import AsyncTestClient
@@ -12,6 +15,18 @@ from monolith.api.app import create_app
 from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
 from tests.conftest import ServerProcess
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_metrics() -> set[str]:
+    """The names in the first column of the README's metrics table."""
+    section = README.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            names |= {re.sub(r"\{.*", "", n) for n in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    return names
 
 
 def metric_samples(text: str) -> dict[str, list]:
@@ -24,6 +39,16 @@ def metric_samples(text: str) -> dict[str, list]:
 
 def gauge(http: httpx.Client, name: str) -> float:
     return metric_samples(http.get("/metrics").text)[name][0].value
+
+
+def wait_idle(http: httpx.Client, timeout_s: float = 120) -> None:
+    """Before a test that reads the shared server's gauges: whatever an earlier test left running is done."""
+    names = ("monolith_requests_running", "monolith_queue_depth", "monolith_async_running")
+    deadline = time.monotonic() + timeout_s
+    while any(gauge(http, name) for name in names):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server is still busy after {timeout_s} s: {[gauge(http, n) for n in names]}")
+        time.sleep(0.1)
 
 
 class ClosableStub:
@@ -97,3 +122,20 @@ def test_metrics_parse_and_carry_the_promised_names(http: httpx.Client) -> None:
     assert samples["monolith_ready"][0].value == 1
     steps = {s.labels["step"] for s in samples["monolith_rag_step_seconds_count"]}
     assert {"embed", "search"} <= steps
+    assert samples["monolith_prompt_tokens_total"][0].value > 0
+
+
+def test_every_metric_the_readme_lists_is_exported_and_none_is_missing_from_it(http: httpx.Client) -> None:
+    assert http.post("/rag", json={"query": "What is a KV cache?", "max_tokens": 4}).status_code == 200
+    samples = metric_samples(http.get("/metrics").text)
+    documented = readme_metrics()
+    assert len(documented) >= 14, documented
+    for name in documented:
+        assert {name, f"{name}_bucket"} & set(samples), f"README lists {name}; /metrics lacks it"
+    families = text_string_to_metric_families(http.get("/metrics").text)
+    exported = {
+        f.name + ("_total" if f.type == "counter" else "")
+        for f in families
+        if f.name.startswith("monolith_") and not f.name.endswith("_created")  # prometheus_client's timestamps
+    }
+    assert exported <= documented, f"exported but not in the README: {exported - documented}"

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from monolith.jobs.callbacks import SIGNATURE_HEADER, verify
-from tests.api.test_health import gauge
+from tests.api.test_health import gauge, wait_idle
 from tests.conftest import CALLBACK_SECRET
 from tests.helpers import Receiver
 
@@ -67,6 +67,7 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
 
 
 def test_cancel_aborts_a_running_job(http: httpx.Client) -> None:
+    wait_idle(http)
     body = {
         "model": "twin",
         "messages": [{"role": "user", "content": "A long story"}],
@@ -107,6 +108,7 @@ def test_idempotency_key_returns_the_first_job(http: httpx.Client) -> None:
     assert again.status_code == 202 and again.json()["id"] == first["id"]
     other = http.post("/v1/async/rag", json={**body, "query": "x"}, headers={"Idempotency-Key": "same-key"})
     assert other.status_code == 409
+    assert wait_for_job(http, first["id"])["status"] == "succeeded"  # leaves the shared server idle
 
 
 @pytest.mark.parametrize(

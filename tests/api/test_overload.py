@@ -119,23 +119,29 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(settings: Settin
 
 def test_the_drain_gives_up_after_drain_seconds(settings: Settings) -> None:
     engine = ScriptedEngine(capacity=1, gap_s=0.05)
-    server = ThreadedServer(configured(settings, drain_s=0.5), engine, free_port())
+    drain_s = 1.5
+    server = ThreadedServer(configured(settings, drain_s=drain_s), engine, free_port())
     with server:
 
-        async def scenario() -> httpx.Response | Exception:
+        async def scenario() -> tuple[httpx.Response | Exception, float]:
             async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+                # 400 tokens at 50 ms: 20 s, far longer than the drain.
                 task = asyncio.create_task(client.post("/v1/completions", json={**COMPLETION, "max_tokens": 400}))
                 while engine.started < 1:
                     await asyncio.sleep(0.01)
                 server.signal()
+                signalled = time.monotonic()
                 try:
-                    return await task
+                    return await task, signalled
                 except httpx.HTTPError as exc:
-                    return exc
+                    return exc, signalled
 
-        started = time.monotonic()
-        asyncio.run(scenario())
+        outcome, signalled = asyncio.run(scenario())
         server.thread.join(timeout=15)
-        assert not server.thread.is_alive()
-        # drain (0.5 s) + the close grace for the connection (2 s here), far below the 20 s request
-        assert time.monotonic() - started < 6
+        stopped_in = time.monotonic() - signalled
+    assert not server.thread.is_alive()
+    # It waited for the drain (not an exit at once), then gave up: far below the 20 s request, and the
+    # in-flight request was cut off, its engine request aborted rather than finished.
+    assert drain_s <= stopped_in < drain_s + 6, stopped_in  # + the close grace for the connection (2 s here)
+    assert isinstance(outcome, httpx.HTTPError) or outcome.status_code >= 500, outcome
+    assert engine.aborted == 1 and engine.finished == 0

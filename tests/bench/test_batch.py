@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from monolith.bench.peers import ROOT, service_env, vllm_env
 from monolith.bench.run import batch_markdown
 from monolith.config import Settings
 from tests.conftest import CPU_CONFIG
+from tests.helpers import run
 
 
 def test_request_lines_are_valid_batch_input(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_both_batch_tools_answer_the_same_lines(tmp_path: Path, model_dir: Path,
     for system in SYSTEMS:
         output = tmp_path / f"{system.split()[0]}.jsonl"
         cmd = command(system, CPU_CONFIG, settings, model_dir, source, output)
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        done = run(cmd, 600, cwd=ROOT, env=env)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert output_tokens(output) == 3 * 4  # ignore_eos: every line gives its full budget
     # chat lines only: the monolith loaded no embedder and built no store

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_quick_scale_demo_scales_up_under_the_burst_and_back_down(tmp_path: Path, model_dir: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "monolith.scale.demo", "--quick", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = run([sys.executable, "-m", "monolith.scale.demo", "--quick", "--out", str(tmp_path)], 900, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / "timeline.json").read_text())
     timeline = summary["timeline"]

@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from monolith.scale.prometheus import Prometheus, adapter_query
 from tests.conftest import free_port
 
 
-def exporter(queue_depth: float) -> str:
-    """A pod's /metrics with its own queue depth (the replicas' own /metrics are scraped in test_demo)."""
-    registry = CollectorRegistry()
-    Gauge("monolith_queue_depth", "queue", registry=registry).set(queue_depth)
-    port = free_port()
-    start_http_server(port, addr="127.0.0.1", registry=registry)
-    return f"127.0.0.1:{port}"
+@pytest.fixture
+def exporters() -> Iterator[Callable[[float], str]]:
+    """Pods' /metrics, each with its own queue depth (the replicas' own are scraped in test_demo); stopped after."""
+    servers = []
+
+    def exporter(queue_depth: float) -> str:
+        registry = CollectorRegistry()
+        Gauge("monolith_queue_depth", "queue", registry=registry).set(queue_depth)
+        port = free_port()
+        server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield exporter
+    for server in servers:
+        server.shutdown()
+        server.server_close()
 
 
-def test_the_adapter_query_returns_one_value_per_selected_pod(tmp_path: Path) -> None:
+def test_the_adapter_query_returns_one_value_per_selected_pod(
+    tmp_path: Path, exporters: Callable[[float], str]
+) -> None:
     prometheus = Prometheus(tmp_path, free_port(), scrape_interval_s=0.5)
     prometheus.start()
     try:
-        prometheus.set_targets({"monolith-a": exporter(2), "monolith-b": exporter(10), "other": exporter(99)})
+        prometheus.set_targets({"monolith-a": exporters(2), "monolith-b": exporters(10), "other": exporters(99)})
         query = adapter_query("demo", ["monolith-a", "monolith-b"])
         assert query == (
             'sum(avg_over_time(monolith_queue_depth{namespace="demo",pod=~"monolith-a|monolith-b"}[1m])) by (pod)'

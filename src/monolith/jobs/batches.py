@@ -44,14 +44,11 @@ class BatchRunner:
     async def stop(self) -> None:
         """The current batch is handed back at once: another replica, or the next start, resumes it."""
         current = self._current
-        if self._loop:
-            self._loop.cancel()
-        if current:
-            current[1].cancel()
-        for task in (self._loop, current[1] if current else None):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._loop, current[1] if current else None) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         if current:
             with contextlib.suppress(Exception):  # the database may be gone too: then the lease runs out
                 await self.store.release(current[0])
@@ -79,8 +76,8 @@ class BatchRunner:
             heartbeat = asyncio.create_task(self._heartbeat(batch.id, task))
             self._current = (batch.id, task)
             try:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # wait(), not `await task`: the batch ending cancelled must not look like this loop's own cancel.
+                await asyncio.wait({task})
             finally:
                 heartbeat.cancel()
                 self._current = None

@@ -90,8 +90,9 @@ class JobRunner:
         task = self.running.get(job_id)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait(), not `await task` under suppress(CancelledError): that would also swallow a cancel of
+            # the caller (the heartbeat at shutdown), which would then never stop.
+            await asyncio.wait({task})
 
     async def _dispatch(self) -> None:
         while True:
