@@ -17,12 +17,13 @@ import pytest
 from monolith.bench.peers import free_port, launch, stop_process
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
-from tests.helpers import SESSION_MARK, reap
+from tests.helpers import SESSION_MARK, become_subreaper, reap
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 # Inherited by everything the session starts: pytest_sessionfinish kills whatever still carries it.
 os.environ[SESSION_MARK] = uuid.uuid4().hex
+become_subreaper()
 CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
 READY_TIMEOUT_S = 600
 CALLBACK_SECRET = "test-callback-secret"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -42,28 +43,56 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 20) -> None:
         proc.communicate()
 
 
+def become_subreaper() -> None:
+    """Orphans of anything the session starts (an engine core whose server was SIGKILLed) are handed to this
+    process instead of init, so that `reap` still finds them (Linux: PR_SET_CHILD_SUBREAPER)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+
+
+def _parent_of(pid: str) -> int | None:
+    try:
+        stat = (Path("/proc") / pid / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the command may hold spaces and parentheses
+
+
 def session_processes(mark: str) -> list[tuple[int, str]]:
-    """(pid, command) of every process but this one whose environment carries `mark`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+    """(pid, command) of every descendant of this process, and of every process whose environment carries
+    `mark` (vLLM's engine core rewrites its own environment block for its process title, so the first
+    test catches it)."""
+    me = os.getpid()
+    parents = {int(p.name): _parent_of(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    found: dict[int, str] = {}
+    for pid, parent in parents.items():
+        if pid == me:
             continue
+        ancestor, descends = parent, False
+        while ancestor and ancestor > 1:
+            if ancestor == me:
+                descends = True
+                break
+            ancestor = parents.get(ancestor)
         try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            if f"{SESSION_MARK}={mark}".encode() in environ:
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found.append((int(entry.name), command.strip()))
-        except OSError:  # gone meanwhile, or a kernel thread
+            entry = Path("/proc") / str(pid)
+            marked = f"{SESSION_MARK}={mark}".encode() in (entry / "environ").read_bytes().split(b"\0")
+            if descends or marked:
+                found[pid] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile
             continue
-    return found
+    return sorted(found.items())
 
 
 def reap(mark: str) -> list[tuple[int, str]]:
-    """SIGKILLs what the session left running; returns what it found."""
-    found = session_processes(mark)
+    """SIGKILLs what the session left running, and collects the zombies; returns what it found."""
+    found = [(pid, command) for pid, command in session_processes(mark) if command]  # zombies have no cmdline
     for pid, _ in found:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
     return found
 
 

@@ -119,7 +119,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(settings: Settin
 
 def test_the_drain_gives_up_after_drain_seconds(settings: Settings) -> None:
     engine = ScriptedEngine(capacity=1, gap_s=0.05)
-    drain_s = 1.5
+    drain_s = 4.0  # above the 2 s close grace below, so an exit without the drain shows
     server = ThreadedServer(configured(settings, drain_s=drain_s), engine, free_port())
     with server:
 

@@ -97,7 +97,7 @@ def test_a_job_backlog_uses_its_share_and_real_time_first_tokens_stay_fast(spare
         ids = [client.post("/v1/async/chat/completions", json=long_job(150)).json()["id"] for _ in range(8)]
         try:
             with Sampler(client, "monolith_async_running") as running:
-                wait_for(lambda: gauge(client, "monolith_async_running") == SHARE_SLOTS, 60, "the share to fill")
+                wait_for(lambda: gauge(client, "monolith_async_running") >= SHARE_SLOTS, 60, "the share to fill")
                 loaded = median_first_token_s(client)
                 time.sleep(2)
             queued = [j["status"] for j in client.get("/v1/jobs", params={"limit": 1000}).json()["data"]]
