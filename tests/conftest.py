@@ -26,7 +26,7 @@ os.environ[SESSION_MARK] = uuid.uuid4().hex
 become_subreaper()
 CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
 READY_TIMEOUT_S = 600
-CALLBACK_SECRET = "test-callback-secret"
+CALLBACK_SECRET = "whsec_dGVzdC1jYWxsYmFjay1zZWNyZXQ="
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +66,8 @@ def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = N
         "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "1024",
         "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
         "MONOLITH_JOBS__CALLBACK_SECRET": CALLBACK_SECRET,
+        "MONOLITH_JOBS__CALLBACK_ALLOW": '["localhost"]',  # the tests' receivers; no other loopback spelling
+        "MONOLITH_BATCH__MAX_FILE_LINES": "1000",
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(CPU_CONFIG), "--port", str(port)]

@@ -97,9 +97,10 @@ def reap(mark: str) -> list[tuple[int, str]]:
 
 
 class Receiver:
-    """A real HTTP server that records callbacks; fails the first `fail_first` requests with 500."""
+    """A real HTTP server that records callbacks. It fails the first `fail_first` requests with 500; `status`,
+    `delay_s` and `reply_bytes` make every later answer a redirect, a slow one or a huge one."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, status: int = 200, delay_s: float = 0.0, reply_bytes: int = 0) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.arrived: list[float] = []  # time.monotonic() of each request, in order
         self.fail_first = fail_first
@@ -110,17 +111,25 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.arrived.append(time.monotonic())
                 receiver.received.append((dict(self.headers), body))
-                status = 500 if len(receiver.received) <= receiver.fail_first else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
+                time.sleep(delay_s)
+                answer = 500 if len(receiver.received) <= receiver.fail_first else status
+                self.send_response(answer)
+                if 300 <= answer < 400:
+                    self.send_header("Location", receiver.url + "/elsewhere")
+                self.send_header("Content-Length", str(reply_bytes))
                 self.end_headers()
+                with contextlib.suppress(OSError):  # the sender may hang up without reading it
+                    for _ in range(reply_bytes // 65536):
+                        self.wfile.write(b"x" * 65536)
 
             def log_message(self, *args) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        # By name: the test servers allow `localhost` (jobs.callback_allow), not every loopback spelling.
+        self.url = f"http://localhost:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
+        self.server.server_close()

@@ -68,7 +68,7 @@ class ScriptedEngine:
     async def abort(self, request_id: str) -> None:
         pass
 
-    def shutdown(self) -> None:
+    async def aclose(self) -> None:
         pass
 
 

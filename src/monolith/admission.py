@@ -76,15 +76,21 @@ class Admission:
 
     def admit(self, timeout_s: float, lane: str = REALTIME) -> Ticket:
         """Raises Overloaded when the real-time wait is full; async and batch lanes are paced elsewhere."""
-        if lane == REALTIME and self.max_waiting is not None and self.waiting[lane] >= self.max_waiting:
+        return self.admit_many(timeout_s, 1, lane)[0]
+
+    def admit_many(self, timeout_s: float, count: int, lane: str = REALTIME) -> list[Ticket]:
+        """One ticket per generation a request will make at once (a completions request's prompts): all
+        admitted, or none."""
+        if lane == REALTIME and self.max_waiting is not None and self.waiting[lane] + count > self.max_waiting:
             raise Overloaded(
-                f"{self.waiting[lane]} requests are already waiting for the engine (the limit is "
-                f"{self.max_waiting}); retry later",
+                f"{self.waiting[lane]} requests are already waiting for the engine and this one brings {count} "
+                f"(the limit is {self.max_waiting}); retry later",
                 retry_after=self.retry_after(),
             )
-        self.waiting[lane] += 1
-        QUEUE_DEPTH.inc()
-        return Ticket(self, lane, time.monotonic() + timeout_s)
+        self.waiting[lane] += count
+        QUEUE_DEPTH.inc(count)
+        deadline = time.monotonic() + timeout_s
+        return [Ticket(self, lane, deadline) for _ in range(count)]
 
     def drain_rate(self) -> float:
         """Real-time requests finished per second over the recent window."""

@@ -117,8 +117,8 @@ def parse_line(raw: bytes, number: int) -> tuple[str, RequestLine | None, Monoli
     """(custom_id, request, error): a bad line keeps its custom_id when it has one, else `line-N`."""
     try:
         obj = json.loads(raw)
-    except ValueError as exc:
-        return f"line-{number}", None, BadRequest(f"line {number} is not JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than Python recurses
+        return f"line-{number}", None, BadRequest(f"line {number} is not JSON: {type(exc).__name__}")
     custom_id = obj.get("custom_id") if isinstance(obj, dict) else None
     custom_id = custom_id if isinstance(custom_id, str) and custom_id else f"line-{number}"
     try:
@@ -132,6 +132,30 @@ def parse_line(raw: bytes, number: int) -> tuple[str, RequestLine | None, Monoli
     return custom_id, request, None
 
 
+class LineChecker:
+    """Checks an uploaded batch file line by line, the way the runner will read it: each line one request
+    of a known route, no larger than a request body may be, its custom_id used once."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, number: int, raw: bytes) -> None:
+        if len(raw) > self.max_line_bytes:
+            limit = self.max_line_bytes
+            raise BadRequest(f"line {number} has more than {limit} bytes (server.max_body_bytes)", param="file")
+        if not raw.strip():
+            return
+        custom_id, _, error = parse_line(raw, number)
+        if error is not None:
+            message = error.message if error.message.startswith("line") else f"line {number}: {error.message}"
+            raise BadRequest(message, param="file")
+        if custom_id in self.seen:
+            first = self.seen[custom_id]
+            raise BadRequest(f"line {number}: custom_id {custom_id!r} is already used on line {first}", param="file")
+        self.seen[custom_id] = number
+
+
 async def answer(services: Services, request: RequestLine, request_id: str) -> Any:
     try:
         body = msgspec.convert(request.body, ROUTES[request.url])
@@ -141,9 +165,10 @@ async def answer(services: Services, request: RequestLine, request_id: str) -> A
         raise BadRequest("batch requests cannot stream", param="stream")
     if request.url == "/rag":
         return await run_rag(services, plan_rag(services.settings, body), request_id)
+    off_loop = services.generator.off_loop
     if request.url == "/v1/completions":
-        return await run_completion(services, plan_completion(services, body), request_id)
-    return await run_chat(services, plan_chat(services, body), request_id)
+        return await run_completion(services, await off_loop(plan_completion, services, body), request_id)
+    return await run_chat(services, await off_loop(plan_chat, services, body), request_id)
 
 
 def needs_retrieval(path: Path, settings: Settings) -> bool:

@@ -69,13 +69,14 @@ def _generate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _batch(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.api.auth import ApiKeys
     from monolith.api.loader import load_services
     from monolith.api.state import ServerState
     from monolith.batch import needs_retrieval, run_batch
 
     if not args.input.exists():
         raise ConfigError(f"{args.input} not found")
-    state = ServerState(settings)
+    state = ServerState(settings, ApiKeys(settings.server))
 
     async def run() -> None:
         await load_services(state, with_jobs=False, retrieval=needs_retrieval(args.input, settings))
@@ -85,7 +86,7 @@ def _batch(settings: Settings, args: argparse.Namespace) -> None:
             in_flight = args.max_in_flight or settings.batch.max_in_flight
             report = await run_batch(state.services, args.input, args.output, in_flight)
         finally:
-            state.services.close()
+            await state.services.aclose()
         print(report.summary())
 
     asyncio.run(run())

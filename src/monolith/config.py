@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path("configs/cpu.yaml")
@@ -25,6 +25,13 @@ class ServerSettings(Section):
     request_timeout_s: float = Field(300.0, gt=0)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Bearer keys; with none (and no file) the server is open, as the embedded default on 127.0.0.1 is.
+    # MONOLITH_SERVER__API_KEYS='["key-a","key-b"]', or a mounted Secret file with one key a line, read
+    # again when it changes or on SIGHUP. Keys are never logged; what a caller makes belongs to its key.
+    api_keys: list[SecretStr] = []
+    api_keys_file: str | None = None
+    protect_metrics: bool = False  # Prometheus scrapes /metrics without a key unless this is set
+    protect_schema: bool = True  # /schema (OpenAPI) needs a key like the API itself
 
 
 class AdmissionSettings(Section):
@@ -129,6 +136,20 @@ class JobsSettings(Section):
     callback_max_attempts: int = Field(5, ge=1, le=20)
     callback_backoff_s: float = Field(1.0, gt=0)
     callback_timeout_s: float = Field(10.0, gt=0)
+    # Queued plus running jobs one API key may have (a 429 insufficient_quota past it).
+    max_unfinished_per_owner: int = Field(10_000, ge=1)
+    # Callbacks go to public addresses only, unless listed here: a host name, an IP address or a CIDR,
+    # each optionally with :port (e.g. ["127.0.0.1:9000", "10.0.0.0/8", "hooks.internal"]).
+    callback_allow: list[str] = []
+
+    @field_validator("callback_allow")
+    @classmethod
+    def _valid_rules(cls, value: list[str]) -> list[str]:
+        from monolith.jobs.destinations import parse_rule
+
+        for entry in value:
+            parse_rule(entry)
+        return value
 
     @field_validator("database")
     @classmethod
@@ -150,6 +171,13 @@ class BatchSettings(Section):
     # Requests handed to the engine at once by `monolith batch` (memory bound: one prompt each).
     max_in_flight: int = Field(64, ge=1)
     files_dir: str = "files"
+    # An uploaded batch file: OpenAI's limits (200 MB, 50 000 requests); each line at most server.max_body_bytes.
+    max_file_bytes: int = Field(200_000_000, ge=1024)
+    max_file_lines: int = Field(50_000, ge=1)
+    file_ttl_s: float = Field(30 * 86400.0, gt=0)  # files are deleted after this, unless a running batch reads them
+    # What one API key may store at once (a 429 insufficient_quota past it).
+    max_files_per_owner: int = Field(1000, ge=1)
+    max_bytes_per_owner: int = Field(10_000_000_000, ge=1024)
 
 
 class Settings(BaseSettings):
@@ -194,7 +222,7 @@ class Settings(BaseSettings):
         return local if self.engine.prepare_from is not None or local.exists() else self.engine.model
 
 
-_SECRET_KEYS = {"database", "api_key", "callback_secret"}
+_SECRET_KEYS = {"database", "api_key", "api_keys", "callback_secret"}
 
 
 class ConfigError(Exception):

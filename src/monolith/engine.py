@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from monolith.config import Settings
-from monolith.errors import DependencyDown
+from monolith.errors import BadRequest, DependencyDown
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,13 @@ class Engine(Protocol):
 
     def stream(self, prompt_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]: ...
     async def abort(self, request_id: str) -> None: ...
-    def shutdown(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def sampling_field(message: str) -> str | None:
+    """vLLM names the field first ("top_p must be in (0, 1], got 2.0.")."""
+    first = message.split(" ", 1)[0].strip("'`\"")
+    return first if first in Sampling.__dataclass_fields__ else None
 
 
 def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> list[int]:
@@ -101,17 +108,20 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        params = SamplingParams(
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            stop=sampling.stop or None,
-            seed=sampling.seed,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            ignore_eos=sampling.ignore_eos,
-            output_kind=RequestOutputKind.DELTA,
-        )
+        try:
+            params = SamplingParams(
+                max_tokens=sampling.max_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                stop=sampling.stop or None,
+                seed=sampling.seed,
+                presence_penalty=sampling.presence_penalty,
+                frequency_penalty=sampling.frequency_penalty,
+                ignore_eos=sampling.ignore_eos,
+                output_kind=RequestOutputKind.DELTA,
+            )
+        except (ValueError, TypeError) as exc:  # vLLM's own checks: a client's values, so a 400
+            raise BadRequest(f"invalid sampling parameters: {exc}", param=sampling_field(str(exc))) from None
         produced = 0
         try:
             # aclosing: when our caller leaves early, vLLM's generator sees GeneratorExit and aborts.
@@ -128,8 +138,21 @@ class VllmEngine:
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)
 
+    async def aclose(self) -> None:
+        """A normal exit that logs no error: vLLM's output handler is stopped before the engine core it reads
+        from (else it reports the core's exit as an EngineDeadError), and AsyncLLM is dropped while the
+        interpreter is whole (its __del__ shuts down again, and fails if that waits for the interpreter's exit)."""
+        handler = getattr(self._llm, "output_handler", None)
+        if handler is not None:
+            handler.cancel()
+            await asyncio.wait({handler})
+        await asyncio.to_thread(self.shutdown)
+
     def shutdown(self) -> None:
-        self._llm.shutdown()
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+            gc.collect()
 
 
 def _stats_logger_factory(stats: EngineStats):

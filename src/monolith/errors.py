@@ -41,6 +41,20 @@ class DependencyDown(MonolithError):
     error_type = "dependency_unavailable"
 
 
+class QuotaExceeded(MonolithError):
+    """An owner's share of the service is used up (OpenAI answers `insufficient_quota` with a 429 too)."""
+
+    status_code = 429
+    error_type = "insufficient_quota"
+
+
+class StorageFull(MonolithError):
+    """The disk is full: nothing half-written was kept, nothing stored before was touched."""
+
+    status_code = 507
+    error_type = "insufficient_storage"
+
+
 class Overloaded(MonolithError):
     status_code = 429
     error_type = "overloaded"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from monolith.admission import tracked
 from monolith.config import Settings
 from monolith.engine import Delta, Engine, Sampling, chat_prompt_ids
 from monolith.errors import BadRequest
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,13 @@ class Generator:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
+        # Tokenising a long prompt takes long enough to stall every other client (and /health/live): it runs
+        # on one thread of its own, one call at a time, as vLLM's own server does it.
+        self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+
+    async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Runs `work` (anything that tokenises: the plan_* steps, a RAG prompt) on the tokenizer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_thread, work, *args)
 
     @property
     def max_model_len(self) -> int:

@@ -144,7 +144,7 @@ class RagPipeline:
             timings[step] = round(elapsed * 1000, 1)
 
     async def _ask(self, prompt: str, request_id: str, max_tokens: int) -> str:
-        ids = self.generator.chat_ids([{"role": "user", "content": prompt}])
+        ids = await self.generator.off_loop(self.generator.chat_ids, [{"role": "user", "content": prompt}])
         sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
         return (await self.generator.complete(ids, sampling, request_id)).text
 
@@ -230,7 +230,7 @@ class RagPipeline:
         timings: dict[str, float] = {}
         sources, queries, author = await self.retrieve(query, opts, request_id, timings)
         started = time.perf_counter()
-        ids, used = self.build_prompt(messages, sources, opts.max_tokens, param)
+        ids, used = await self.generator.off_loop(self.build_prompt, messages, sources, opts.max_tokens, param)
         timings["prompt"] = round((time.perf_counter() - started) * 1000, 1)
         return RagPrompt(ids, used, queries, author, timings)
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import msgspec
 
+from monolith.admission import TICKET, Ticket
 from monolith.api.schemas import (
+    MAX_PROMPTS,
     ChatCompletionRequest,
     ChatMessage,
     CompletionRequest,
@@ -27,7 +29,7 @@ from monolith.api.schemas import (
 from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import BadRequest, NotFound
-from monolith.generation import Generator, check_max_tokens
+from monolith.generation import Completion, Generator, check_max_tokens
 from monolith.rag import RagOptions, RagPrompt, Retrieval
 
 RAG_SUFFIX = "-rag"
@@ -45,9 +47,9 @@ class Services:
     def settings(self) -> Settings:
         return self.generator.settings
 
-    def close(self) -> None:
-        self.generator.engine.shutdown()
-        self.store.close()
+    async def aclose(self) -> None:
+        await self.generator.engine.aclose()
+        await asyncio.to_thread(self.store.close)
 
 
 # --- shared checks -------------------------------------------------------------------------------
@@ -299,6 +301,8 @@ def prompt_inputs(generator: Generator, prompt: str | list[str | int | list[int]
         return [prompt], [generator.text_ids(prompt)]
     if not prompt:
         raise BadRequest("the prompt list is empty", param="prompt")
+    if not isinstance(prompt[0], int) and len(prompt) > MAX_PROMPTS:
+        raise BadRequest(f"{len(prompt)} prompts in one request; the limit is {MAX_PROMPTS}", param="prompt")
     if all(isinstance(p, str) for p in prompt):
         texts = [str(p) for p in prompt]
         return texts, [generator.text_ids(t) for t in texts]
@@ -318,6 +322,17 @@ def prompt_inputs(generator: Generator, prompt: str | list[str | int | list[int]
     return [generator.decode(one) for one in ids], ids
 
 
+def prompt_count(data: CompletionRequest) -> int:
+    """How many generations a completions request makes: one per prompt of a list of texts or of token-id
+    lists (a list of token ids is one prompt)."""
+    prompt = data.prompt
+    if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
+        return 1
+    if len(prompt) > MAX_PROMPTS:
+        raise BadRequest(f"{len(prompt)} prompts in one request; the limit is {MAX_PROMPTS}", param="prompt")
+    return len(prompt)
+
+
 def plan_completion(services: Services, data: CompletionRequest) -> CompletionPlan:
     settings = services.settings
     resolve_model(settings, data.model)
@@ -333,10 +348,18 @@ def plan_completion(services: Services, data: CompletionRequest) -> CompletionPl
     return CompletionPlan(data.model, prompts, ids, sampling, data.echo, include_usage)
 
 
-async def run_completion(services: Services, plan: CompletionPlan, request_id: str) -> dict[str, Any]:
-    results = await asyncio.gather(
-        *(services.generator.complete(ids, plan.sampling, f"{request_id}-{i}") for i, ids in enumerate(plan.prompt_ids))
-    )
+async def run_completion(
+    services: Services, plan: CompletionPlan, request_id: str, tickets: list[Ticket] | None = None
+) -> dict[str, Any]:
+    """`tickets`: one per prompt (each prompt is admitted as a request of its own); without them the
+    prompts share the caller's ticket (a batch line)."""
+
+    async def one(i: int, ids: list[int]) -> Completion:
+        if tickets is not None:
+            TICKET.set(tickets[i])  # gather runs this in a task of its own: the context is its own too
+        return await services.generator.complete(ids, plan.sampling, f"{request_id}-{i}")
+
+    results = await asyncio.gather(*(one(i, ids) for i, ids in enumerate(plan.prompt_ids)))
     choices = [
         {
             "index": i,

@@ -27,8 +27,12 @@ class ExplodingRag:
         raise RuntimeError("secret database password in this message")
 
 
+async def nothing_to_close() -> None:
+    pass
+
+
 def exploding_services(settings: Settings):
-    return SimpleNamespace(settings=settings, rag=ExplodingRag(settings), close=lambda: None)
+    return SimpleNamespace(settings=settings, rag=ExplodingRag(settings), aclose=nothing_to_close)
 
 
 async def test_internal_errors_are_a_500_without_their_text(settings: Settings) -> None:

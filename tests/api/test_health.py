@@ -54,7 +54,7 @@ def wait_idle(http: httpx.Client, timeout_s: float = 120) -> None:
 class ClosableStub:
     closed = False
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self.closed = True
 
 

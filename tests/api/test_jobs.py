@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -9,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from monolith.jobs.callbacks import SIGNATURE_HEADER, verify
+from monolith.jobs.callbacks import verify
 from tests.api.test_health import gauge, wait_idle
 from tests.conftest import CALLBACK_SECRET
 from tests.helpers import Receiver
@@ -95,7 +96,7 @@ def test_callback_is_delivered_signed(http: httpx.Client, receiver: Receiver) ->
     while not receiver.received and time.monotonic() < deadline:
         time.sleep(0.1)
     headers, payload = receiver.received[0]
-    assert verify(CALLBACK_SECRET, payload, headers[SIGNATURE_HEADER])
+    assert verify(CALLBACK_SECRET, headers, payload)
     delivered = msgspec.json.decode(payload)
     assert delivered["id"] == job_id and delivered["status"] == "succeeded" and delivered["result"]["answer"]
     assert http.get(f"/v1/jobs/{job_id}").json()["callback"]["state"] == "delivered"
@@ -135,9 +136,40 @@ def test_invalid_submissions_are_rejected_at_submit_time(
     assert len(http.get("/v1/jobs", params={"limit": 1000}).json()["data"]) == len(before)
 
 
-def test_bad_callback_url_and_too_large_payload(http: httpx.Client) -> None:
-    bad = http.post("/v1/async/rag", params={"callback_url": "ftp://x"}, json={"query": "hi"})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "callback_url"
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x",
+        "http://[::1",
+        "http://127.0.0.1:9000/hook",  # loopback by address: only `localhost` is allowed on the test servers
+        "http://[::1]/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://0.0.0.0/",
+        "http://2130706433/",
+        "http://user:pw@0x7f000001:8080/hook",
+    ],
+)
+def test_a_callback_url_that_is_malformed_or_not_public_is_a_400(http: httpx.Client, url: str) -> None:
+    before = len(http.get("/v1/jobs", params={"limit": 1000}).json()["data"])
+    bad = http.post("/v1/async/rag", params={"callback_url": url}, json={"query": "hi"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "callback_url", bad.text
+    assert len(http.get("/v1/jobs", params={"limit": 1000}).json()["data"]) == before
+
+
+def test_a_job_body_never_shows_the_callback_urls_credentials_or_token(http: httpx.Client, receiver: Receiver) -> None:
+    url = receiver.url.replace("http://", "http://user:s3cret@") + "/TOKEN123?sig=abc"
+    body = {"query": "What is DPO?", "max_tokens": 2, "expand": False, "self_query": False}
+    job_id = http.post("/v1/async/rag", params={"callback_url": url}, json=body).json()["id"]
+    job = wait_for_job(http, job_id)
+    wait_for(lambda: receiver.received, 30, "the callback")
+    shown = http.get(f"/v1/jobs/{job_id}").json()["callback"]["url"]
+    assert shown == receiver.url.rsplit("/", 1)[0] + "/…", shown
+    for secret in ("s3cret", "TOKEN123", "sig=abc"):
+        assert secret not in json.dumps(job) and secret not in receiver.received[0][1].decode()
+
+
+def test_too_large_payload_is_a_413(http: httpx.Client) -> None:
     big = http.post("/v1/async/rag", json={"query": "x" * 1_100_000})
     assert big.status_code == 413
 

@@ -133,3 +133,44 @@ def test_replicas_share_state_through_postgresql_and_the_files_volume_only() -> 
     files_claim = volumes[mounts[files_mount]]["persistentVolumeClaim"]["claimName"]
     assert claims[files_claim]["spec"]["accessModes"] == ["ReadWriteMany"]
     assert load_settings(ROOT / "configs" / "gpu.yaml").jobs.database.endswith(".sqlite3"), "the URL comes from env"
+
+
+def test_the_pod_runs_hardened() -> None:
+    pod = find("Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]], "a read-only root needs a writable /tmp"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HOME"] == env["TMPDIR"] == "/tmp"
+    for kind in ("requests", "limits"):
+        assert "ephemeral-storage" in container["resources"][kind]
+
+
+def test_api_keys_come_from_a_mounted_secret_file() -> None:
+    pod = find("Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    keys_file = env["MONOLITH_SERVER__API_KEYS_FILE"]
+    mount = next(m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert mount["readOnly"] is True and volume["secret"]["secretName"]
+    assert keys_file.endswith("/" + volume["secret"]["items"][0]["path"])
+
+
+def test_the_network_policy_admits_the_api_port_and_only_the_egress_a_replica_needs() -> None:
+    policy = find("NetworkPolicy")["spec"]
+    container = find("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert policy["podSelector"]["matchLabels"] == find("Deployment")["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [container["ports"][0]["containerPort"]]
+    egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 6333, 6334, 5432, 80, 443}
+    database = next(r for r in policy["egress"] if any(p["port"] == 5432 for p in r["ports"]))
+    assert database["to"][0]["podSelector"]["matchLabels"]["cnpg.io/cluster"] == find("Cluster")["metadata"]["name"]
+    public = next(r for r in policy["egress"] if any(p["port"] == 443 for p in r["ports"]))["to"][0]["ipBlock"]
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(public["except"])

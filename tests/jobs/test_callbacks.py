@@ -1,40 +1,47 @@
-"""Callbacks to a real HTTP receiver on loopback: signature, retries with exponential backoff, giving up."""
+"""Callbacks to real HTTP receivers on loopback (allowed through jobs.callback_allow): Standard Webhooks
+signatures, retries with exponential backoff, giving up, and every kind of failure recorded as an attempt."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from monolith.config import JobsSettings
-from monolith.jobs.callbacks import SIGNATURE_HEADER, CallbackSender, sign, verify
+from monolith.jobs.callbacks import (
+    ID_HEADER,
+    LEGACY_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    CallbackSender,
+    legacy_signature,
+    sign,
+    verify,
+)
 from monolith.store.database import Database, open_database
 from monolith.store.jobs import JobStore
 from tests.helpers import Receiver
 
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver(fail_first=3)
-    yield r
-    r.close()
+README = Path(__file__).resolve().parents[2] / "README.md"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+LOOPBACK = ["localhost"]
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database("jobs.sqlite3", tmp_path)
-    yield database
+async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    database: Database = await open_database("jobs.sqlite3", tmp_path)
+    yield JobStore(database, "replica-a", lease_s=30, max_runs=3)
     await database.close()
 
 
-def test_signature_round_trip() -> None:
-    body = b'{"id": "job-1"}'
-    assert verify("s3cret", body, sign("s3cret", body))
-    assert not verify("s3cret", body + b" ", sign("s3cret", body))
-    assert not verify("other", body, sign("s3cret", body))
+async def finished_job(store: JobStore, url: str) -> str:
+    job, _ = await store.submit("rag", b"{}", url, None)
+    await store.finish(job.id, "succeeded", result=b'{"answer": "hi"}')
+    return job.id
 
 
 async def deliver_until_settled(store: JobStore, sender: CallbackSender, job_id: str, timeout_s: float) -> None:
@@ -44,18 +51,34 @@ async def deliver_until_settled(store: JobStore, sender: CallbackSender, job_id:
         await asyncio.sleep(0.02)
 
 
-async def test_callback_is_retried_with_exponential_backoff_then_delivered_signed(
-    db: Database, receiver: Receiver
-) -> None:
-    store = JobStore(db, "replica-a", lease_s=30, max_runs=3)
+def test_standard_webhooks_signatures_verify_and_reject_tampering_and_replays() -> None:
+    body, now = b'{"id": "job-1"}', time.time()
+    headers = {ID_HEADER: "job-1", TIMESTAMP_HEADER: str(int(now))}
+    headers[SIGNATURE_HEADER] = sign(SECRET, "job-1", int(now), body)
+    assert verify(SECRET, headers, body, now=now)
+    assert not verify(SECRET, headers, body + b" ", now=now)
+    assert not verify("whsec_" + "A" * 32, headers, body, now=now)
+    assert not verify(SECRET, {**headers, ID_HEADER: "job-2"}, body, now=now)
+    assert not verify(SECRET, headers, body, now=now + 600), "an old message replayed is refused"
+    # The Standard Webhooks test vector (standardwebhooks.com): the libraries of every language agree on it.
+    vector = sign(SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}')
+    assert vector == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+async def test_callback_is_retried_with_exponential_backoff_then_delivered_signed(store: JobStore) -> None:
+    receiver = Receiver(fail_first=3)
     backoff_s = 0.3
-    settings = JobsSettings(callback_secret="s3cret", callback_backoff_s=backoff_s, callback_max_attempts=5)
+    settings = JobsSettings(
+        callback_secret=SECRET, callback_backoff_s=backoff_s, callback_max_attempts=5, callback_allow=LOOPBACK
+    )
     sender = CallbackSender(store, settings)
-    job, _ = await store.submit("rag", b"{}", receiver.url, None)
-    await store.finish(job.id, "succeeded", result=b'{"answer": "hi"}')
-    await deliver_until_settled(store, sender, job.id, timeout_s=10)
-    await sender.close()
-    final = await store.get(job.id)
+    try:
+        job_id = await finished_job(store, receiver.url)
+        await deliver_until_settled(store, sender, job_id, timeout_s=10)
+    finally:
+        await sender.close()
+        receiver.close()
+    final = await store.get(job_id)
     assert final.callback_state == "delivered" and final.callback_attempts == 4
     assert len(receiver.received) == 4
     # Attempt n+1 waits backoff * 2**(n-1) after attempt n: 0.3, 0.6, 1.2 s (the loop polls every 20 ms).
@@ -64,17 +87,90 @@ async def test_callback_is_retried_with_exponential_backoff_then_delivered_signe
         expected = backoff_s * 2**n
         assert expected <= gap < expected + 0.25, (n, gaps)
     headers, body = receiver.received[-1]
-    assert verify("s3cret", body, headers[SIGNATURE_HEADER])
-    assert headers["X-Monolith-Job-Id"] == job.id
+    assert verify(SECRET, headers, body)
+    assert {h[ID_HEADER] for h, _ in receiver.received} == {job_id}, "one message id across the retries"
+    assert headers[LEGACY_SIGNATURE_HEADER] == legacy_signature(SECRET, body)
+    assert headers["X-Monolith-Job-Id"] == job_id
 
 
-async def test_callback_gives_up_after_max_attempts(db: Database) -> None:
-    store = JobStore(db, "replica-a", lease_s=30, max_runs=3)
-    settings = JobsSettings(callback_backoff_s=0.01, callback_max_attempts=2, callback_timeout_s=1)
+async def test_callback_gives_up_after_max_attempts(store: JobStore) -> None:
+    settings = JobsSettings(
+        callback_backoff_s=0.01, callback_max_attempts=2, callback_timeout_s=1, callback_allow=LOOPBACK
+    )
     sender = CallbackSender(store, settings)
-    job, _ = await store.submit("rag", b"{}", "http://127.0.0.1:9/nothing-listens", None)
-    await store.finish(job.id, "failed", error=b"{}")
-    await deliver_until_settled(store, sender, job.id, timeout_s=5)
+    job_id = await finished_job(store, "http://localhost:9/nothing-listens")
+    await deliver_until_settled(store, sender, job_id, timeout_s=5)
     await sender.close()
-    final = await store.get(job.id)
+    final = await store.get(job_id)
     assert final.callback_state == "failed" and final.callback_attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("receiver_kwargs", "allow"),
+    [
+        ({"status": 302}, LOOPBACK),  # a redirect is not followed: it could point anywhere
+        ({"delay_s": 3.0}, LOOPBACK),  # slower than the 1 s limit of an attempt
+        ({}, []),  # loopback, not allowed: refused at delivery (the allow list changed since submit)
+    ],
+    ids=["redirect", "slow", "refused"],
+)
+async def test_every_failure_is_a_recorded_attempt(store: JobStore, receiver_kwargs: dict, allow: list) -> None:
+    receiver = Receiver(**receiver_kwargs)
+    settings = JobsSettings(
+        callback_backoff_s=0.01, callback_max_attempts=2, callback_timeout_s=1, callback_allow=allow
+    )
+    sender = CallbackSender(store, settings)
+    try:
+        job_id = await finished_job(store, receiver.url)
+        started = time.monotonic()
+        await deliver_until_settled(store, sender, job_id, timeout_s=10)
+        took = time.monotonic() - started
+    finally:
+        await sender.close()
+        receiver.close()
+    final = await store.get(job_id)
+    assert final.callback_state == "failed" and final.callback_attempts == 2
+    assert took < 2 * 1 + 1.5, "each attempt within callback_timeout_s"
+    if not allow:
+        assert receiver.received == [], "nothing was sent to a refused address"
+
+
+async def test_a_huge_answer_is_not_read(store: JobStore) -> None:
+    receiver = Receiver(reply_bytes=256 * 1024 * 1024)
+    sender = CallbackSender(store, JobsSettings(callback_allow=LOOPBACK, callback_timeout_s=5))
+    try:
+        job_id = await finished_job(store, receiver.url)
+        started = time.monotonic()
+        await deliver_until_settled(store, sender, job_id, timeout_s=10)
+        assert time.monotonic() - started < 3
+    finally:
+        await sender.close()
+        receiver.close()
+    assert (await store.get(job_id)).callback_state == "delivered"
+
+
+def readme_verifier() -> dict:
+    """The README's receiver-side example, run as a receiver would run it."""
+    text = README.read_text()
+    block = re.search(r"```python\n(# Verify a monolith callback.*?)```", text, re.S)
+    assert block, "the README shows how to verify a callback"
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    return namespace
+
+
+async def test_a_delivered_callback_verifies_with_the_readme_example(store: JobStore) -> None:
+    receiver = Receiver()
+    sender = CallbackSender(store, JobsSettings(callback_secret=SECRET, callback_allow=LOOPBACK))
+    try:
+        job_id = await finished_job(store, receiver.url)
+        await deliver_until_settled(store, sender, job_id, timeout_s=5)
+    finally:
+        await sender.close()
+        receiver.close()
+    headers, body = receiver.received[0]
+    example = readme_verifier()
+    assert example["verify_callback"](SECRET, headers, body) is True
+    assert example["verify_callback"](SECRET, headers, body.replace(b"job-", b"jab-")) is False
+    stale = {**headers, TIMESTAMP_HEADER: str(int(time.time()) - 3600)}
+    assert example["verify_callback"](SECRET, stale, body) is False

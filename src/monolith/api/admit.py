@@ -37,10 +37,21 @@ def request_timeout(request: Request, settings: Settings) -> float:
 def admitted(request: Request, settings: Settings) -> Iterator[Ticket]:
     """Admits the request (429 + Retry-After when the wait is full) and releases it on the way out,
     unless a stream took the ticket over (see `streaming.sse`)."""
-    ticket = ADMISSION.admit(request_timeout(request, settings))
-    TICKET.set(ticket)
+    with admitted_many(request, settings, 1) as tickets:
+        yield tickets[0]
+
+
+@contextmanager
+def admitted_many(request: Request, settings: Settings, count: int) -> Iterator[list[Ticket]]:
+    """`count` tickets at once, for a request that runs that many generations side by side."""
+    if count > settings.admission.max_waiting:  # a 429 would never clear: say so once
+        limit = settings.admission.max_waiting
+        raise BadRequest(f"{count} prompts in one request; this server admits {limit} at once", param="prompt")
+    tickets = ADMISSION.admit_many(request_timeout(request, settings), count)
+    TICKET.set(tickets[0])
     try:
-        yield ticket
+        yield tickets
     finally:
-        if not ticket.streaming:
-            ticket.release()
+        for ticket in tickets:
+            if not ticket.streaming:
+                ticket.release()

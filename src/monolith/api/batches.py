@@ -1,4 +1,4 @@
-"""OpenAI-compatible files and batches, so `client.files.create` and `client.batches.create` work."""
+"""OpenAI-compatible batches (`client.batches.*`) over uploaded files (api.files)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,14 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, get, post
-from litestar.datastructures import UploadFile
 from litestar.di import Provide
-from litestar.enums import RequestEncodingType
-from litestar.params import Body, Parameter
-from litestar.response import File
+from litestar.params import Parameter
 
-from monolith.api.deps import provide_batches
+from monolith.api.deps import provide_batches, provide_owner
 from monolith.batch import ROUTES
 from monolith.errors import BadRequest, NotFound
 from monolith.jobs.batches import BatchRunner
-from monolith.store.batches import BatchRecord, FileRecord
-
-# Batch input files are far larger than a request body (server.max_body_bytes).
-MAX_FILE_BYTES = 200_000_000
-
-
-@dataclass
-class FileUpload:
-    file: UploadFile
-    purpose: str
+from monolith.store.batches import BatchRecord
 
 
 @dataclass
@@ -37,15 +25,8 @@ class BatchCreate:
     metadata: dict[str, str] | None = None
 
 
-async def file_or_404(runner: BatchRunner, file_id: str) -> FileRecord:
-    record = await runner.store.get_file(file_id)
-    if record is None:
-        raise NotFound(f"no file {file_id}", param="file_id")
-    return record
-
-
-async def batch_or_404(runner: BatchRunner, batch_id: str) -> BatchRecord:
-    batch = await runner.store.get_batch(batch_id)
+async def batch_or_404(runner: BatchRunner, batch_id: str, owner: str) -> BatchRecord:
+    batch = await runner.store.get_batch(batch_id, owner)
     if batch is None:
         raise NotFound(f"no batch {batch_id}", param="batch_id")
     return batch
@@ -53,58 +34,47 @@ async def batch_or_404(runner: BatchRunner, batch_id: str) -> BatchRecord:
 
 class BatchesController(Controller):
     path = "/v1"
-    dependencies = {"runner": Provide(provide_batches, sync_to_thread=False)}
+    dependencies = {
+        "runner": Provide(provide_batches, sync_to_thread=False),
+        "owner": Provide(provide_owner, sync_to_thread=False),
+    }
     tags = ["batch"]
 
-    @post("/files", status_code=200, request_max_body_size=MAX_FILE_BYTES, summary="Upload a batch input file")
-    async def upload(
-        self, data: Annotated[FileUpload, Body(media_type=RequestEncodingType.MULTI_PART)], runner: BatchRunner
-    ) -> dict[str, Any]:
-        if data.purpose != "batch":
-            raise BadRequest("purpose must be 'batch'", param="purpose")
-        content = await data.file.read()
-        if not content.strip():
-            raise BadRequest("the file is empty", param="file")
-        return (await runner.store.add_file(data.file.filename or "upload.jsonl", data.purpose, content)).to_wire()
-
-    @get("/files/{file_id:str}", summary="A file's metadata")
-    async def file_info(self, file_id: str, runner: BatchRunner) -> dict[str, Any]:
-        return (await file_or_404(runner, file_id)).to_wire()
-
-    @get("/files/{file_id:str}/content", summary="A file's content (JSONL)")
-    async def file_content(self, file_id: str, runner: BatchRunner) -> File:
-        await file_or_404(runner, file_id)
-        return File(runner.store.path_of(file_id), media_type="application/jsonl", content_disposition_type="inline")
-
     @post("/batches", status_code=200, summary="Run an uploaded file of requests as a batch")
-    async def create(self, data: BatchCreate, runner: BatchRunner) -> dict[str, Any]:
+    async def create(self, data: BatchCreate, runner: BatchRunner, owner: str) -> dict[str, Any]:
         if data.endpoint not in ROUTES:
             raise BadRequest(f"endpoint must be one of {', '.join(ROUTES)}", param="endpoint")
         if data.completion_window != "24h":
             raise BadRequest("completion_window must be '24h'", param="completion_window")
-        source = await runner.store.get_file(data.input_file_id)
+        source = await runner.store.get_file(data.input_file_id, owner)
         if source is None or source.purpose != "batch":
             raise NotFound(f"no batch input file {data.input_file_id}", param="input_file_id")
         metadata = json.dumps(data.metadata) if data.metadata else None
-        batch = await runner.store.create_batch(data.endpoint, data.input_file_id, data.completion_window, metadata)
+        batch = await runner.store.create_batch(
+            data.endpoint, data.input_file_id, data.completion_window, metadata, owner
+        )
         runner.wake()
         return batch.to_wire()
 
     @get("/batches/{batch_id:str}", summary="A batch's status and request counts")
-    async def retrieve(self, batch_id: str, runner: BatchRunner) -> dict[str, Any]:
-        return (await batch_or_404(runner, batch_id)).to_wire()
+    async def retrieve(self, batch_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
+        return (await batch_or_404(runner, batch_id, owner)).to_wire()
 
     @post("/batches/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch; finished lines are kept")
-    async def cancel(self, batch_id: str, runner: BatchRunner) -> dict[str, Any]:
-        await batch_or_404(runner, batch_id)
+    async def cancel(self, batch_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
+        await batch_or_404(runner, batch_id, owner)
         await runner.cancel(batch_id)
-        return (await batch_or_404(runner, batch_id)).to_wire()
+        return (await batch_or_404(runner, batch_id, owner)).to_wire()
 
     @get("/batches", summary="Batches, oldest first")
     async def list_batches(
-        self, runner: BatchRunner, limit: Annotated[int, Parameter(ge=1, le=100)] = 20, after: str | None = None
+        self,
+        runner: BatchRunner,
+        owner: str,
+        limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
+        after: str | None = None,
     ) -> dict[str, Any]:
-        batches, has_more = await runner.store.list_batches(limit, after)
+        batches, has_more = await runner.store.list_batches(limit, after, owner)
         data = [b.to_wire() for b in batches]
         return {
             "object": "list",

@@ -14,6 +14,11 @@ def provide_state(request: Request) -> ServerState:
     return request.app.state.server
 
 
+def provide_owner(request: Request) -> str:
+    """The caller's key id (set by the auth middleware): what it makes is its own."""
+    return request.state.owner
+
+
 def provide_services(request: Request) -> Services:
     """Raises NotReady (503 + Retry-After) while loading, draining or after a failed start."""
     return provide_state(request).require_services()

@@ -6,8 +6,10 @@ import logging
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.types import Send
 
 from monolith.api.schemas import ErrorBody, ErrorResponse
 from monolith.errors import MonolithError
@@ -23,6 +25,18 @@ def error_response(
     status: int, message: str, kind: str, param: str | None = None, headers: dict[str, str] | None = None
 ) -> Response[ErrorResponse]:
     return Response(ErrorResponse(ErrorBody(message, kind, param)), status_code=status, headers=headers)
+
+
+async def send_error(
+    send: Send, status: int, message: str, kind: str, param: str | None = None, code: str | None = None
+) -> None:
+    """The same error body from ASGI middleware, which runs before any route (authentication)."""
+    body = msgspec.json.encode(ErrorResponse(ErrorBody(message, kind, param, code)))
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def field_of(message: str) -> str | None:
@@ -66,9 +80,27 @@ def handle_http(request: Request, exc: HTTPException) -> Response[ErrorResponse]
     return error_response(exc.status_code, message, kind, headers=exc.headers)
 
 
+# What a client can send that the JSON decoder does not turn into a 400 itself.
+_UNDECODABLE = {
+    RecursionError: "the JSON body is nested too deeply",
+    UnicodeDecodeError: "the body is not valid UTF-8",
+}
+
+
+def _undecodable(exc: BaseException | None) -> str | None:
+    while exc is not None:
+        for kind, message in _UNDECODABLE.items():
+            if isinstance(exc, kind):
+                return message
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorResponse]:
     """The exception's text stays in the log, next to the request id; the client gets a reference."""
-    request_id = request.headers.get("x-request-id") or request.scope.get("state", {}).get("request_id", "")
+    if message := _undecodable(exc):
+        return error_response(400, message, "invalid_request_error")
+    request_id = request.scope.get("state", {}).get("request_id", "")
     log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
     return error_response(500, f"internal server error (request {request_id})", "internal_error")
 

@@ -4,16 +4,16 @@ host, PostgreSQL for many replicas): any replica answers for any job."""
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
-from monolith.api.deps import provide_jobs, provide_services
+from monolith.api.deps import provide_jobs, provide_owner, provide_services
 from monolith.api.schemas import ChatCompletionRequest, RagRequest
-from monolith.errors import BadRequest, NotFound
+from monolith.errors import BadRequest, NotFound, QuotaExceeded
+from monolith.jobs.destinations import shown
 from monolith.jobs.kinds import validate
 from monolith.jobs.worker import JobRunner
 from monolith.serving import Services
@@ -27,24 +27,34 @@ def status_url(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
+def job_body(job: Job) -> dict[str, Any]:
+    """A job as the API shows it: its callback URL without credentials, path or query."""
+    body = job.to_wire(status_url(job.id))
+    if "callback" in body:
+        body["callback"]["url"] = shown(job.callback_url or "")
+    return body
+
+
 def render(job: Job) -> bytes:
-    return msgspec.json.encode(job.to_wire(status_url(job.id)))
-
-
-def check_callback_url(url: str | None) -> str | None:
-    if url is None:
-        return None
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise BadRequest("callback_url must be an absolute http(s) URL", param="callback_url")
-    return url
+    return msgspec.json.encode(job_body(job))
 
 
 async def accepted(
-    runner: JobRunner, kind: str, services: Services, body: Any, callback_url: str | None, key: str | None
+    runner: JobRunner,
+    kind: str,
+    services: Services,
+    body: Any,
+    callback_url: str | None,
+    key: str | None,
+    owner: str,
 ) -> Response[dict[str, Any]]:
-    request = validate(services, kind, body)
-    job, _ = await runner.store.submit(kind, request, check_callback_url(callback_url), key)
+    request = await validate(services, kind, body)
+    limit = services.settings.jobs.max_unfinished_per_owner
+    if await runner.store.unfinished(owner) >= limit:
+        raise QuotaExceeded(f"this key has {limit} jobs queued or running (the limit); wait for some to finish")
+    if callback_url is not None:
+        await runner.callbacks.policy.check(callback_url)
+    job, _ = await runner.store.submit(kind, request, callback_url, key, owner)
     runner.wake()
     url = status_url(job.id)
     return Response(
@@ -59,6 +69,7 @@ class JobsController(Controller):
     dependencies = {
         "services": Provide(provide_services, sync_to_thread=False),
         "runner": Provide(provide_jobs, sync_to_thread=False),
+        "owner": Provide(provide_owner, sync_to_thread=False),
     }
     tags = ["async"]
 
@@ -68,10 +79,11 @@ class JobsController(Controller):
         data: RagRequest,
         services: Services,
         runner: JobRunner,
+        owner: str,
         callback_url: CallbackUrl = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
-        return await accepted(runner, "rag", services, data, callback_url, idempotency_key)
+        return await accepted(runner, "rag", services, data, callback_url, idempotency_key, owner)
 
     @post("/async/chat/completions", status_code=202, summary="Queue a chat completion; 202 with the job id")
     async def submit_chat(
@@ -79,24 +91,25 @@ class JobsController(Controller):
         data: ChatCompletionRequest,
         services: Services,
         runner: JobRunner,
+        owner: str,
         callback_url: CallbackUrl = None,
         idempotency_key: IdempotencyKey = None,
     ) -> Response[dict[str, Any]]:
-        return await accepted(runner, "chat", services, data, callback_url, idempotency_key)
+        return await accepted(runner, "chat", services, data, callback_url, idempotency_key, owner)
 
     @get("/jobs/{job_id:str}", summary="A job's status, timestamps, and its result or error when done")
-    async def get_job(self, job_id: str, runner: JobRunner) -> Response[bytes]:
-        job = await runner.store.get(job_id)
+    async def get_job(self, job_id: str, runner: JobRunner, owner: str) -> Response[bytes]:
+        job = await runner.store.get(job_id, owner)
         if job is None:
             raise NotFound(f"no job {job_id} (finished jobs are deleted after their retention time)", param="job_id")
         return Response(render(job), media_type="application/json")
 
     @delete("/jobs/{job_id:str}", status_code=200, summary="Cancel a queued or running job")
-    async def cancel_job(self, job_id: str, runner: JobRunner) -> Response[bytes]:
-        if await runner.store.get(job_id) is None:
+    async def cancel_job(self, job_id: str, runner: JobRunner, owner: str) -> Response[bytes]:
+        if await runner.store.get(job_id, owner) is None:
             raise NotFound(f"no job {job_id}", param="job_id")
         await runner.cancel(job_id)
-        job = await runner.store.get(job_id)
+        job = await runner.store.get(job_id, owner)
         assert job is not None
         return Response(render(job), media_type="application/json")
 
@@ -104,12 +117,13 @@ class JobsController(Controller):
     async def list_jobs(
         self,
         runner: JobRunner,
+        owner: str,
         status: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
         after: str | None = None,
     ) -> dict[str, Any]:
         if status is not None and status not in STATUSES:
             raise BadRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
-        jobs, has_more = await runner.store.list(status, limit, after)
-        data = [job.to_wire(status_url(job.id)) for job in jobs]
+        jobs, has_more = await runner.store.list(status, limit, after, owner)
+        data = [job_body(job) for job in jobs]
         return {"object": "list", "data": data, "has_more": has_more, "last_id": jobs[-1].id if jobs else None}

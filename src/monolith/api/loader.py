@@ -92,9 +92,10 @@ async def load_services(state: ServerState, with_jobs: bool = True, retrieval: b
         log.info("ready in %.1f s (%s)", state.timings_s["time_to_ready"], state.timings_s)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
-        # Stay alive and say why in /health/ready: a crash loop hides the reason.
-        state.phase, state.detail = Phase.FAILED, f"start-up failed: {type(exc).__name__}: {exc}"
+    except Exception:
+        # Stay alive and say what failed in /health/ready (a crash loop hides it); the exception's text,
+        # which may name paths, hosts or users, stays in the log.
+        state.phase, state.detail = Phase.FAILED, f"start-up failed during '{state.detail}' (see the server log)"
         log.exception("start-up failed")
 
 
@@ -123,6 +124,7 @@ def start_work(services: Services, database: Database) -> tuple[JobRunner, Batch
     files_dir = settings.in_data_dir(settings.batch.files_dir)
     batch_store = BatchStore(database, files_dir, replica, cfg.lease_s, cfg.max_runs)
     batches = BatchRunner(batch_store, services, jobs.slots, cfg)
+    jobs.expire_files = lambda: batch_store.expire_files(int(time.time() - settings.batch.file_ttl_s))
     jobs.start()
     batches.start()
     return jobs, batches

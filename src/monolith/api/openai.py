@@ -8,7 +8,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.response import Stream
 
-from monolith.api.admit import admitted
+from monolith.api.admit import admitted, admitted_many
 from monolith.api.deps import provide_services, provide_state
 from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from monolith.api.state import ServerState
@@ -20,6 +20,7 @@ from monolith.serving import (
     model_names,
     plan_chat,
     plan_completion,
+    prompt_count,
     retrieve_for_chat,
     run_chat,
     run_completion,
@@ -45,7 +46,7 @@ class OpenAIController(Controller):
     ) -> Response[dict[str, Any]] | Stream:
         request_id = "chatcmpl-" + request.state.request_id.removeprefix("req-")
         with admitted(request, services.settings) as ticket:
-            plan = plan_chat(services, data)
+            plan = await services.generator.off_loop(plan_chat, services, data)
             if data.stream:
                 await unless_disconnected(request, retrieve_for_chat(services, plan, request_id))
                 return sse(chat_chunks(services, plan, request_id), request_id, ticket)
@@ -56,8 +57,10 @@ class OpenAIController(Controller):
         self, request: Request, data: CompletionRequest, services: Services
     ) -> Response[dict[str, Any]] | Stream:
         request_id = "cmpl-" + request.state.request_id.removeprefix("req-")
-        with admitted(request, services.settings) as ticket:
-            plan = plan_completion(services, data)
+        # Each prompt of a list waits for the engine as a request of its own: it counts for admission.
+        with admitted_many(request, services.settings, prompt_count(data)) as tickets:
+            plan = await services.generator.off_loop(plan_completion, services, data)
             if data.stream:
-                return sse(completion_chunks(services, plan, request_id), request_id, ticket)
-            return Response(await unless_disconnected(request, run_completion(services, plan, request_id)))
+                return sse(completion_chunks(services, plan, request_id), request_id, tickets[0])
+            run = run_completion(services, plan, request_id, tickets)
+            return Response(await unless_disconnected(request, run))

@@ -15,7 +15,13 @@ TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 TopK = Annotated[int, Meta(ge=1, le=50)]
 Query = Annotated[str, Meta(min_length=1, max_length=100_000)]
-Stop = str | list[str] | None
+# vLLM's own bounds, checked here so that a bad value is a 400 naming the field, never an engine error.
+StopString = Annotated[str, Meta(min_length=1, max_length=1000)]
+Stop = StopString | Annotated[list[StopString], Meta(max_length=4)] | None
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # a 64-bit signed integer, as torch seeds are
+Name = Annotated[str, Meta(max_length=256)]
+# A completions request's prompts each count as one request for admission; this many at most in one.
+MAX_PROMPTS = 64
 
 
 class StreamOptions(msgspec.Struct):
@@ -69,8 +75,8 @@ class RagOverrides(msgspec.Struct, forbid_unknown_fields=True):
 class ChatMessage(msgspec.Struct):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     # OpenAI allows a list of content parts; text parts are joined, others rejected.
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
+    content: str | Annotated[list[dict[str, Any]], Meta(max_length=1000)] | None = None
+    name: Name | None = None
 
 
 class GenerationOptions(msgspec.Struct, kw_only=True):
@@ -81,17 +87,17 @@ class GenerationOptions(msgspec.Struct, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
-    seed: int | None = None
+    seed: Seed | None = None
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
-    user: str | None = None
+    user: Name | None = None
     # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
     ignore_eos: bool = False
 
 
 class ChatCompletionRequest(GenerationOptions):
-    model: str
-    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    model: Name
+    messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=10_000)]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
     temperature: Temperature = 0.7
@@ -99,9 +105,10 @@ class ChatCompletionRequest(GenerationOptions):
 
 
 class CompletionRequest(GenerationOptions):
-    model: str
+    model: Name
     # OpenAI's four forms: text, a list of texts, token ids, a list of token-id lists. msgspec takes one
-    # array type per union, so the list's items are checked for one form in serving.prompt_inputs.
+    # array type per union, so the list's items are checked for one form in serving.prompt_inputs; a list
+    # of prompts is capped in serving too (a list of token ids is one prompt of any length).
     prompt: str | list[str | int | list[int]]
     max_tokens: MaxTokens | None = 16
     temperature: Temperature = 1.0

@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 
+from monolith.api.auth import warn_if_open
 from monolith.api.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(state: ServerState, app, host: str, port: int) -> None:
     settings = state.settings
+    warn_if_open(state.keys, host)
     config = uvicorn.Config(
         app,
         host=host,

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from monolith.admission import ADMISSION, REALTIME
+from monolith.api.auth import ApiKeys
 from monolith.config import Settings
 from monolith.errors import NotReady
 from monolith.jobs.batches import BatchRunner
@@ -25,6 +26,7 @@ class Phase(enum.Enum):
 @dataclass
 class ServerState:
     settings: Settings
+    keys: ApiKeys
     phase: Phase = Phase.LOADING
     detail: str = "loading the model"
     services: Services | None = None

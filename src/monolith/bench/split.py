@@ -78,7 +78,7 @@ class HttpEngine:
     async def abort(self, request_id: str) -> None:
         pass
 
-    def shutdown(self) -> None:
+    async def aclose(self) -> None:
         pass
 
 

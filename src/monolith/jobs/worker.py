@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -46,6 +46,8 @@ class JobRunner:
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task] = []
         self._last_purge = 0.0
+        # Set by the loader: batch files past batch.file_ttl_s go with the same housekeeping.
+        self.expire_files: Callable[[], Awaitable[int]] | None = None
         self.paused = False
 
     def start(self) -> None:
@@ -158,8 +160,9 @@ class JobRunner:
         if time.time() - self._last_purge > PURGE_EVERY_S:
             self._last_purge = time.time()
             purged = await self.store.purge(time.time() - self.settings.result_ttl_s)
-            if purged:
-                log.info("deleted %d finished job(s) past their retention", purged)
+            expired = await self.expire_files() if self.expire_files else 0
+            if purged or expired:
+                log.info("deleted %d finished job(s) and %d file(s) past their retention", purged, expired)
 
     async def _deliver_callbacks(self) -> None:
         while True:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
+from monolith.errors import Conflict
 from monolith.store.database import Database, epoch_now
-from monolith.store.files import write_atomically
+from monolith.store.files import copy_lines_atomically
 from monolith.store.tables import batches, files
 
 ACTIVE = ("validating", "in_progress", "cancelling")
@@ -27,9 +30,19 @@ class FileRecord:
     purpose: str
     bytes: int
     created_at: int
+    owner: str = ""
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"object": "file", "status": "processed", **self.__dict__}
+    def to_wire(self, ttl_s: float) -> dict[str, Any]:
+        return {
+            "object": "file",
+            "status": "processed",
+            "id": self.id,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "expires_at": self.created_at + int(ttl_s),
+        }
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,7 @@ class BatchRecord:
     failed_at: int | None
     error: str | None
     runs: int
+    owner: str
 
     def to_wire(self) -> dict[str, Any]:
         done = self.status in ("completed", "cancelled")
@@ -77,7 +91,7 @@ class BatchRecord:
         }
 
 
-FILE_COLUMNS = [files.c.id, files.c.filename, files.c.purpose, files.c.bytes, files.c.created_at]
+FILE_COLUMNS = [files.c.id, files.c.filename, files.c.purpose, files.c.bytes, files.c.created_at, files.c.owner]
 BATCH_COLUMNS = [
     batches.c.id,
     batches.c.endpoint,
@@ -96,7 +110,18 @@ BATCH_COLUMNS = [
     batches.c.failed_at,
     batches.c.error,
     batches.c.runs,
+    batches.c.owner,
 ]
+
+
+def new_file_id() -> str:
+    """Time first, then random: ids sort in creation order (files are listed newest first)."""
+    return f"file-{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+def _owned(table: Any, owner: str | None) -> list[Any]:
+    """None: any owner (the runners); a string: only what that caller made."""
+    return [] if owner is None else [table.c.owner == owner]
 
 
 class BatchStore:
@@ -111,20 +136,94 @@ class BatchStore:
     def path_of(self, file_id: str) -> Path:
         return self.files_dir / f"{file_id}.jsonl"
 
-    async def add_file(self, filename: str, purpose: str, content: bytes) -> FileRecord:
-        record = FileRecord(f"file-{uuid.uuid4().hex}", filename, purpose, len(content), int(time.time()))
-        await asyncio.to_thread(write_atomically, self.path_of(record.id), content)
-        async with self.db.begin() as conn:
-            await conn.execute(files.insert().values(**record.__dict__))
+    async def add_file_from(
+        self,
+        source: BinaryIO,
+        filename: str,
+        purpose: str,
+        owner: str,
+        check: Callable[[int, bytes], None],
+        max_lines: int,
+        max_line_bytes: int,
+    ) -> FileRecord:
+        """An upload, checked line by line while it is copied into place (never whole in memory)."""
+        file_id = new_file_id()
+        path = self.path_of(file_id)
+        size, _ = await asyncio.to_thread(copy_lines_atomically, source, path, check, max_lines, max_line_bytes)
+        record = FileRecord(file_id, filename, purpose, size, int(time.time()), owner)
+        try:
+            async with self.db.begin() as conn:
+                await conn.execute(files.insert().values(**record.__dict__))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         return record
 
-    async def get_file(self, file_id: str) -> FileRecord | None:
+    async def get_file(self, file_id: str, owner: str | None = None) -> FileRecord | None:
+        query = select(*FILE_COLUMNS).where(files.c.id == file_id, *_owned(files, owner))
         async with self.db.read() as conn:
-            row = (await conn.execute(select(*FILE_COLUMNS).where(files.c.id == file_id))).first()
+            row = (await conn.execute(query)).first()
         return FileRecord(*row) if row else None
 
-    async def create_batch(self, endpoint: str, input_file_id: str, window: str, metadata: str | None) -> BatchRecord:
-        batch_id, output = f"batch_{uuid.uuid4().hex}", f"file-{uuid.uuid4().hex}"
+    async def list_files(
+        self, owner: str, purpose: str | None, limit: int, after: str | None
+    ) -> tuple[list[FileRecord], bool]:
+        """Newest first, as OpenAI lists them; `after` is the last id of the previous page."""
+        query = select(*FILE_COLUMNS).where(files.c.owner == owner)
+        if purpose:
+            query = query.where(files.c.purpose == purpose)
+        if after:
+            cursor = select(files.c.created_at, files.c.id).where(files.c.id == after).subquery()
+            query = query.where(
+                or_(
+                    files.c.created_at < select(cursor.c.created_at).scalar_subquery(),
+                    and_(
+                        files.c.created_at == select(cursor.c.created_at).scalar_subquery(),
+                        files.c.id < after,
+                    ),
+                )
+            )
+        query = query.order_by(files.c.created_at.desc(), files.c.id.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
+
+    async def usage(self, owner: str) -> tuple[int, int]:
+        """(files, bytes) an owner stores."""
+        query = select(func.count(), func.coalesce(func.sum(files.c.bytes), 0)).where(files.c.owner == owner)
+        async with self.db.read() as conn:
+            count, size = (await conn.execute(query)).one()
+        return int(count), int(size)
+
+    async def delete_file(self, file_id: str, owner: str) -> bool:
+        """False when the owner has no such file; a 409 while an unfinished batch reads it."""
+        async with self.db.begin() as conn:
+            mine = select(files.c.id).where(files.c.id == file_id, files.c.owner == owner)
+            if (await conn.execute(mine)).first() is None:
+                return False
+            in_use = select(batches.c.id).where(batches.c.input_file_id == file_id, batches.c.status.in_(ACTIVE))
+            if (await conn.execute(in_use.limit(1))).first() is not None:
+                message = f"file {file_id} is the input of a batch still running; cancel the batch first"
+                raise Conflict(message, param="file_id")
+            deleted = await conn.execute(files.delete().where(files.c.id == file_id, files.c.owner == owner))
+        if deleted.rowcount == 1:
+            self.path_of(file_id).unlink(missing_ok=True)
+        return deleted.rowcount == 1
+
+    async def expire_files(self, older_than: int) -> int:
+        """Files past batch.file_ttl_s, except the input of a batch still running; their content goes too."""
+        in_use = select(batches.c.input_file_id).where(batches.c.status.in_(ACTIVE))
+        expired = files.delete().where(files.c.created_at < older_than, files.c.id.not_in(in_use))
+        async with self.db.begin() as conn:
+            ids = [r.id for r in await conn.execute(expired.returning(files.c.id))]
+        for file_id in ids:
+            self.path_of(file_id).unlink(missing_ok=True)
+        return len(ids)
+
+    async def create_batch(
+        self, endpoint: str, input_file_id: str, window: str, metadata: str | None, owner: str = ""
+    ) -> BatchRecord:
+        batch_id, output = f"batch_{uuid.uuid4().hex}", new_file_id()
         async with self.db.begin() as conn:
             await conn.execute(
                 batches.insert().values(
@@ -136,20 +235,24 @@ class BatchStore:
                     status="validating",
                     metadata=metadata,
                     created_at=int(time.time()),
+                    owner=owner,
                 )
             )
         batch = await self.get_batch(batch_id)
         assert batch is not None
         return batch
 
-    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+    async def get_batch(self, batch_id: str, owner: str | None = None) -> BatchRecord | None:
+        query = select(*BATCH_COLUMNS).where(batches.c.id == batch_id, *_owned(batches, owner))
         async with self.db.read() as conn:
-            row = (await conn.execute(select(*BATCH_COLUMNS).where(batches.c.id == batch_id))).first()
+            row = (await conn.execute(query)).first()
         return BatchRecord(*row) if row else None
 
-    async def list_batches(self, limit: int, after: str | None) -> tuple[list[BatchRecord], bool]:
+    async def list_batches(
+        self, limit: int, after: str | None, owner: str | None = None
+    ) -> tuple[list[BatchRecord], bool]:
         after_seq = select(batches.c.seq).where(batches.c.id == after).scalar_subquery()
-        query = select(*BATCH_COLUMNS).where(batches.c.seq > func.coalesce(after_seq, 0))
+        query = select(*BATCH_COLUMNS).where(batches.c.seq > func.coalesce(after_seq, 0), *_owned(batches, owner))
         async with self.db.read() as conn:
             rows = (await conn.execute(query.order_by(batches.c.seq).limit(limit + 1))).all()
         return [BatchRecord(*r) for r in rows[:limit]], len(rows) > limit
@@ -252,6 +355,7 @@ class BatchStore:
             "purpose": "batch_output",
             "bytes": size,
             "created_at": int(time.time()),
+            "owner": batch.owner,
         }
         statement = self.db.insert(files).values(**record)
         statement = statement.on_conflict_do_update(index_elements=[files.c.id], set_={"bytes": size})

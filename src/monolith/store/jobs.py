@@ -105,15 +105,15 @@ class JobStore:
             row = (await conn.execute(select(*COLUMNS).where(*where))).first()
         return Job(*row) if row else None
 
-    async def get(self, job_id: str) -> Job | None:
-        return await self._one(jobs.c.id == job_id)
+    async def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """`owner`: only if that caller submitted it (another owner's job does not exist for it)."""
+        return await self._one(jobs.c.id == job_id, *_owned_by(owner))
 
-    async def _by_key(self, key: str, digest: str) -> Job | None:
-        """The job an Idempotency-Key made; a 409 when it was made from another request body."""
+    async def _by_key(self, owner: str, key: str, digest: str) -> Job | None:
+        """The job this owner's Idempotency-Key made; a 409 when it was made from another request body."""
+        query = select(jobs.c.request_hash, *COLUMNS).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)
         async with self.db.read() as conn:
-            row = (
-                await conn.execute(select(jobs.c.request_hash, *COLUMNS).where(jobs.c.idempotency_key == key))
-            ).first()
+            row = (await conn.execute(query)).first()
         if row is None:
             return None
         if row[0] != digest:
@@ -121,12 +121,12 @@ class JobStore:
         return Job(*row[1:])
 
     async def submit(
-        self, kind: str, request: bytes, callback_url: str | None, idempotency_key: str | None
+        self, kind: str, request: bytes, callback_url: str | None, idempotency_key: str | None, owner: str = ""
     ) -> tuple[Job, bool]:
         """Returns (job, created). A repeated Idempotency-Key returns the first job, if the body matches;
         two replicas inserting the same key at once meet at the unique constraint, and one job wins."""
         digest = request_digest(kind, request)
-        if idempotency_key and (existing := await self._by_key(idempotency_key, digest)):
+        if idempotency_key and (existing := await self._by_key(owner, idempotency_key, digest)):
             return existing, False
         job_id = f"job-{uuid.uuid4().hex}"
         row = {
@@ -136,6 +136,7 @@ class JobStore:
             "request": request,
             "request_hash": digest,
             "idempotency_key": idempotency_key,
+            "owner": owner,
             "callback_url": callback_url,
             "created_at": time.time(),
         }
@@ -143,7 +144,7 @@ class JobStore:
             async with self.db.begin() as conn:
                 await conn.execute(jobs.insert().values(**row))
         except IntegrityError:
-            if not idempotency_key or (existing := await self._by_key(idempotency_key, digest)) is None:
+            if not idempotency_key or (existing := await self._by_key(owner, idempotency_key, digest)) is None:
                 raise
             return existing, False
         job = await self.get(job_id)
@@ -206,12 +207,18 @@ class JobStore:
             return {r.id for r in rows}
 
     async def finish(
-        self, job_id: str, status: str, result: bytes | None = None, error: bytes | None = None, held: bool = False
+        self,
+        job_id: str,
+        status: str,
+        result: bytes | None = None,
+        error: bytes | None = None,
+        held: bool = False,
+        owner: str | None = None,
     ) -> bool:
         """Records the outcome once. `held`: only while this replica still holds the job's lease (a runner
         whose lease ran out must not overwrite the replica that took over). Cancelling needs no lease."""
         assert status in TERMINAL
-        where = [jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED)]
+        where = [jobs.c.id == job_id, jobs.c.status.in_(UNFINISHED), *_owned_by(owner)]
         if held:
             where += [jobs.c.status == "running", jobs.c.lease_owner == self.replica]
         async with self.db.begin() as conn:
@@ -241,8 +248,10 @@ class JobStore:
             )
         return updated.rowcount
 
-    async def list(self, status: str | None, limit: int, after: str | None) -> tuple[list[Job], bool]:
-        query = select(*COLUMNS)
+    async def list(
+        self, status: str | None, limit: int, after: str | None, owner: str | None = None
+    ) -> tuple[list[Job], bool]:
+        query = select(*COLUMNS).where(*_owned_by(owner))
         if status:
             query = query.where(jobs.c.status == status)
         if after:
@@ -251,6 +260,12 @@ class JobStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query.order_by(jobs.c.seq).limit(limit + 1))).all()
         return [Job(*r) for r in rows[:limit]], len(rows) > limit
+
+    async def unfinished(self, owner: str) -> int:
+        """One owner's queued and running jobs (its quota)."""
+        query = select(func.count()).where(jobs.c.owner == owner, jobs.c.status.in_(UNFINISHED))
+        async with self.db.read() as conn:
+            return (await conn.execute(query)).scalar_one()
 
     async def backlog(self) -> int:
         """Queued plus running jobs, over all replicas."""
@@ -307,6 +322,10 @@ class JobStore:
                 )
             )
         return deleted.rowcount
+
+
+def _owned_by(owner: str | None) -> list[Any]:
+    return [] if owner is None else [jobs.c.owner == owner]
 
 
 def _finished_values() -> dict[str, Any]:

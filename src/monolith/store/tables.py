@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -35,7 +36,9 @@ jobs = Table(
     Column("request_hash", Text, nullable=False),
     Column("result", LargeBinary),
     Column("error", LargeBinary),
-    Column("idempotency_key", Text, unique=True),
+    # The API key (its id) that submitted the job; "" on a server without keys.
+    Column("owner", Text, nullable=False, server_default=""),
+    Column("idempotency_key", Text),
     Column("callback_url", Text),
     Column("callback_state", Text),
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
@@ -52,6 +55,8 @@ jobs = Table(
     Column("callback_lease_expires_at", Float),
     Index("jobs_status", "status", "seq"),
     Index("jobs_callbacks", "callback_state", "callback_next_at"),
+    Index("jobs_owner", "owner", "seq"),
+    UniqueConstraint("owner", "idempotency_key", name="jobs_owner_idempotency_key"),
     sqlite_autoincrement=True,
 )
 
@@ -63,6 +68,8 @@ files = Table(
     Column("purpose", Text, nullable=False),
     Column("bytes", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("owner", Text, nullable=False, server_default=""),
+    Index("files_owner", "owner", "created_at"),
 )
 
 batches = Table(
@@ -88,6 +95,8 @@ batches = Table(
     Column("runs", Integer, nullable=False, server_default="0"),
     Column("lease_owner", Text),
     Column("lease_expires_at", Float),
+    Column("owner", Text, nullable=False, server_default=""),
+    Index("batches_owner", "owner", "seq"),
     sqlite_autoincrement=True,
 )
 

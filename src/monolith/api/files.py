@@ -1,0 +1,123 @@
+"""OpenAI-compatible files (`client.files.*`): batch inputs checked line by line as they are uploaded, and
+batch outputs; each belongs to the API key that made it, and expires after `batch.file_ttl_s`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Controller, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, Parameter
+from litestar.response import File
+
+from monolith.api.deps import provide_batches, provide_owner, provide_state
+from monolith.api.state import ServerState
+from monolith.batch import LineChecker
+from monolith.errors import BadRequest, NotFound, QuotaExceeded
+from monolith.jobs.batches import BatchRunner
+from monolith.store.batches import FileRecord
+
+# The multipart envelope around the file: headers, boundary, the purpose field.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+@dataclass
+class FileUpload:
+    file: UploadFile
+    purpose: str
+
+
+async def file_or_404(runner: BatchRunner, file_id: str, owner: str) -> FileRecord:
+    record = await runner.store.get_file(file_id, owner)
+    if record is None:
+        raise NotFound(f"no file {file_id}", param="file_id")
+    return record
+
+
+def upload_size(upload: UploadFile) -> int:
+    """Litestar spooled the upload to a temporary file while it arrived; its size, without reading it."""
+    handle = upload.file
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(0)
+    return size
+
+
+class FilesController(Controller):
+    """`request_max_body_size` is set from `batch.max_file_bytes` when the app is made (api.app)."""
+
+    path = "/v1/files"
+    dependencies = {
+        "runner": Provide(provide_batches, sync_to_thread=False),
+        "owner": Provide(provide_owner, sync_to_thread=False),
+        "server": Provide(provide_state, sync_to_thread=False),
+    }
+    tags = ["batch"]
+
+    @post("", status_code=200, summary="Upload a batch input file (JSONL, one request a line)")
+    async def upload(
+        self,
+        data: Annotated[FileUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+        runner: BatchRunner,
+        owner: str,
+        server: ServerState,
+    ) -> dict[str, Any]:
+        cfg = server.settings.batch
+        if data.purpose != "batch":
+            raise BadRequest("purpose must be 'batch'", param="purpose")
+        size = upload_size(data.file)
+        if size == 0:
+            raise BadRequest("the file is empty", param="file")
+        if size > cfg.max_file_bytes:
+            raise BadRequest(f"the file has {size} bytes; the limit is {cfg.max_file_bytes}", param="file")
+        files, stored = await runner.store.usage(owner)
+        if files >= cfg.max_files_per_owner or stored + size > cfg.max_bytes_per_owner:
+            raise QuotaExceeded(
+                f"this key stores {files} files ({stored} bytes); the limits are {cfg.max_files_per_owner} files "
+                f"and {cfg.max_bytes_per_owner} bytes: delete some (DELETE /v1/files/{{id}})",
+                param="file",
+            )
+        max_line = server.settings.server.max_body_bytes
+        record = await runner.store.add_file_from(
+            data.file.file,
+            data.file.filename or "upload.jsonl",
+            data.purpose,
+            owner,
+            LineChecker(max_line),
+            cfg.max_file_lines,
+            max_line,
+        )
+        return record.to_wire(cfg.file_ttl_s)
+
+    @get("", summary="This key's files, newest first")
+    async def list_files(
+        self,
+        runner: BatchRunner,
+        owner: str,
+        server: ServerState,
+        purpose: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 10_000,
+        after: Annotated[str | None, Parameter(max_length=128)] = None,
+    ) -> dict[str, Any]:
+        records, has_more = await runner.store.list_files(owner, purpose, limit, after)
+        ttl = server.settings.batch.file_ttl_s
+        return {"object": "list", "data": [r.to_wire(ttl) for r in records], "has_more": has_more}
+
+    @get("/{file_id:str}", summary="A file's metadata")
+    async def file_info(self, file_id: str, runner: BatchRunner, owner: str, server: ServerState) -> dict[str, Any]:
+        return (await file_or_404(runner, file_id, owner)).to_wire(server.settings.batch.file_ttl_s)
+
+    @get("/{file_id:str}/content", summary="A file's content (JSONL)")
+    async def file_content(self, file_id: str, runner: BatchRunner, owner: str) -> File:
+        await file_or_404(runner, file_id, owner)
+        return File(runner.store.path_of(file_id), media_type="application/jsonl", content_disposition_type="inline")
+
+    @delete("/{file_id:str}", status_code=200, summary="Delete a file (409 while a running batch reads it)")
+    async def delete_file(self, file_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
+        if not await runner.store.delete_file(file_id, owner):
+            raise NotFound(f"no file {file_id}", param="file_id")
+        return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,202 @@
+"""API keys: constant-time Bearer checks, key ids as owners, rotation through the Secret file or SIGHUP,
+and what an open server says about itself."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import AuthenticationError, OpenAI
+from pydantic import SecretStr
+
+from monolith.api.auth import ANONYMOUS, ApiKeys, is_public, key_id, warn_if_open
+from monolith.config import ServerSettings
+from tests.conftest import ManagedServer
+
+
+def server(**kw: object) -> ServerSettings:
+    return ServerSettings(**kw)  # type: ignore[arg-type]
+
+
+def test_an_open_server_makes_every_caller_the_same_anonymous_owner() -> None:
+    keys = ApiKeys(server())
+    assert not keys.enabled
+    assert keys.owner_of(None) == ANONYMOUS and keys.owner_of("Bearer whatever") == ANONYMOUS
+
+
+def test_a_right_key_names_its_owner_and_a_wrong_or_missing_one_nobody() -> None:
+    keys = ApiKeys(server(api_keys=[SecretStr("key-a"), SecretStr("key-b")]))
+    assert keys.owner_of("Bearer key-a") == key_id("key-a") != keys.owner_of("Bearer key-b")
+    assert keys.owner_of("bearer  key-b ") == key_id("key-b")
+    for header in (None, "", "Bearer", "Bearer ", "Basic key-a", "Bearer key-c", "key-a", "Bearer key-a2"):
+        assert keys.owner_of(header) is None, header
+    assert "key-a" not in key_id("key-a") and len(key_id("key-a")) == len("key_") + 24
+
+
+def test_keys_in_the_secret_file_rotate_without_a_restart(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("monolith.api.auth.FILE_CHECK_EVERY_S", 0.0)
+    secret = tmp_path / "api-keys"
+    secret.write_text("# one key a line\nold-key\n\n")
+    keys = ApiKeys(server(api_keys_file=str(secret)))
+    assert keys.owner_of("Bearer old-key") == key_id("old-key")
+    # Kubernetes updates a mounted Secret by swapping a symlink to a new file.
+    replacement = tmp_path / "api-keys.new"
+    replacement.write_text("new-key\n")
+    os.replace(replacement, secret)
+    assert keys.owner_of("Bearer new-key") == key_id("new-key")
+    assert keys.owner_of("Bearer old-key") is None
+
+
+def test_sighup_reload_and_an_unreadable_file_keeps_the_current_keys(tmp_path: Path) -> None:
+    secret = tmp_path / "api-keys"
+    secret.write_text("first\n")
+    keys = ApiKeys(server(api_keys_file=str(secret), api_keys=[SecretStr("inline")]))
+    secret.write_text("second\n")
+    keys.reload()  # what SIGHUP does
+    assert keys.owner_of("Bearer second") and keys.owner_of("Bearer inline") and not keys.owner_of("Bearer first")
+    secret.unlink()
+    keys.reload()
+    assert keys.owner_of("Bearer second"), "a missing file does not lock everybody out"
+
+
+def test_probes_stay_public_and_metrics_and_schema_as_configured() -> None:
+    default = server(api_keys=[SecretStr("k")])
+    assert is_public("/health/live", default) and is_public("/health/ready", default)
+    assert is_public("/metrics", default) and not is_public("/schema", default)
+    assert not is_public("/v1/models", default) and not is_public("/health/liveness", default)
+    strict = server(api_keys=[SecretStr("k")], protect_metrics=True, protect_schema=False)
+    assert not is_public("/metrics", strict) and is_public("/schema/openapi.json", strict)
+
+
+def test_an_open_server_on_a_public_address_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="monolith.api.auth"):
+        warn_if_open(ApiKeys(server()), "127.0.0.1")
+        warn_if_open(ApiKeys(server(api_keys=[SecretStr("k")])), "0.0.0.0")
+        assert not caplog.records
+        warn_if_open(ApiKeys(server()), "0.0.0.0")
+    assert len(caplog.records) == 1 and "no API keys" in caplog.records[0].getMessage()
+
+
+# --- a real server with keys --------------------------------------------------------------------------
+
+KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ManagedServer]:
+    env = {"MONOLITH_SERVER__API_KEYS": json.dumps([KEY_A, KEY_B]), "MONOLITH_RAG__EXPAND": "false"}
+    managed = ManagedServer(tmp_path_factory.mktemp("keyed"), model_dir, env)
+    try:
+        yield managed
+    finally:
+        managed.stop()
+
+
+def as_key(managed: ManagedServer, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=managed.up().base_url, headers=headers, timeout=120)
+
+
+def openai_client(managed: ManagedServer, key: str) -> OpenAI:
+    return OpenAI(base_url=f"{managed.up().base_url}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+@pytest.mark.slow
+def test_the_openai_client_works_with_a_right_key_and_fails_with_a_wrong_one(keyed: ManagedServer) -> None:
+    client = openai_client(keyed, KEY_A)
+    reply = client.chat.completions.create(model="twin", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert reply.choices[0].message.content
+    stream = client.chat.completions.create(
+        model="twin", messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    lines = [
+        json.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/completions",
+                "body": {"model": "twin", "prompt": "Hi", "max_tokens": 2},
+            }
+        )
+        for i in range(3)
+    ]
+    uploaded = client.files.create(file=("in.jsonl", "\n".join(lines).encode()), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h")
+    deadline = time.monotonic() + 120
+    while batch.status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+    assert len(client.files.content(batch.output_file_id).text.splitlines()) == 3
+    with pytest.raises(AuthenticationError) as wrong:
+        openai_client(keyed, "not-a-key").models.list()
+    assert wrong.value.status_code == 401 and wrong.value.body["code"] == "invalid_api_key"
+
+
+@pytest.mark.slow
+def test_only_probes_and_the_scrape_answer_without_a_key(keyed: ManagedServer) -> None:
+    with as_key(keyed, None) as anonymous:
+        assert anonymous.get("/health/live").status_code == 200
+        assert anonymous.get("/health/ready").status_code == 200
+        assert anonymous.get("/metrics").status_code == 200
+        for method, path in [
+            ("GET", "/v1/models"),
+            ("GET", "/schema/openapi.json"),
+            ("POST", "/rag"),
+            ("GET", "/v1/jobs"),
+            ("GET", "/v1/files/file-x"),
+        ]:
+            response = anonymous.request(method, path)
+            assert response.status_code == 401, (method, path)
+            assert response.json()["error"]["code"] == "invalid_api_key"
+            assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.slow
+def test_one_key_cannot_see_list_or_cancel_what_another_made(keyed: ManagedServer) -> None:
+    with as_key(keyed, KEY_A) as a, as_key(keyed, KEY_B) as b:
+        body = {
+            "model": "twin",
+            "messages": [{"role": "user", "content": "Tell a story"}],
+            "max_tokens": 300,
+            "ignore_eos": True,
+        }
+        job = a.post("/v1/async/chat/completions", json=body, headers={"Idempotency-Key": "shared"}).json()["id"]
+        twin = b.post("/v1/async/chat/completions", json=body, headers={"Idempotency-Key": "shared"}).json()["id"]
+        assert twin != job, "Idempotency-Keys are scoped per owner"
+        line = {"custom_id": "x", "method": "POST", "url": "/v1/completions", "body": {"model": "twin", "prompt": "Hi"}}
+        uploaded = a.post(
+            "/v1/files", files={"file": ("in.jsonl", json.dumps(line).encode())}, data={"purpose": "batch"}
+        ).json()
+        batch = a.post(
+            "/v1/batches",
+            json={"input_file_id": uploaded["id"], "endpoint": "/v1/completions", "completion_window": "24h"},
+        ).json()
+        for path in (
+            f"/v1/jobs/{job}",
+            f"/v1/files/{uploaded['id']}",
+            f"/v1/files/{uploaded['id']}/content",
+            f"/v1/batches/{batch['id']}",
+        ):
+            assert b.get(path).status_code == 404, path
+            assert a.get(path).status_code == 200, path
+        assert b.delete(f"/v1/jobs/{job}").status_code == 404
+        assert b.post(f"/v1/batches/{batch['id']}/cancel").status_code == 404
+        refused = b.post(
+            "/v1/batches",
+            json={"input_file_id": uploaded["id"], "endpoint": "/v1/completions", "completion_window": "24h"},
+        )
+        assert refused.status_code == 404 and refused.json()["error"]["param"] == "input_file_id"
+        assert job not in {j["id"] for j in b.get("/v1/jobs", params={"limit": 1000}).json()["data"]}
+        assert batch["id"] not in {x["id"] for x in b.get("/v1/batches").json()["data"]}
+        assert job in {j["id"] for j in a.get("/v1/jobs", params={"limit": 1000}).json()["data"]}
+        assert a.get(f"/v1/jobs/{job}").json()["status"] in {"queued", "running"}, "B's cancel did nothing"
+        assert a.delete(f"/v1/jobs/{job}").json()["status"] == "cancelled"
+        b.delete(f"/v1/jobs/{twin}")

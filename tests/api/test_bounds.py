@@ -1,0 +1,144 @@
+"""Every size, count and depth a client controls is bounded, and going past a bound is a 4xx naming the field,
+never a 5xx: request bodies, sampling fields, prompt lists, request ids, uploaded batch files."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from monolith.api.schemas import MAX_PROMPTS
+
+CHAT = {"model": "twin", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def post_raw(http: httpx.Client, path: str, body: bytes) -> httpx.Response:
+    return http.post(path, content=body, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/rag", "/v1/async/rag"])
+def test_json_nested_deeper_than_python_recurses_is_a_400(http: httpx.Client, path: str) -> None:
+    for deep in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+        response = post_raw(http, path, b'{"model": "twin", "x": ' + deep + b"}")
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/rag"])
+def test_a_body_that_is_not_utf8_is_a_400(http: httpx.Client, path: str) -> None:
+    body = b'{"model": "twin", "query": "\xc3\x28", "messages": [{"role": "user", "content": "\xff\xfe"}]}'
+    response = post_raw(http, path, body)
+    assert response.status_code == 400, response.text
+    assert "UTF-8" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"stop": ""}, "stop"),
+        ({"stop": ["ok", ""]}, "stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": "x" * 1001}, "stop"),
+        ({"user": "u" * 257}, "user"),
+        ({"model": "m" * 257}, "model"),
+        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 1001}]}, "messages[0].content"),
+    ],
+)
+def test_values_vllm_would_refuse_are_400s_at_the_edge(http: httpx.Client, extra: dict, param: str) -> None:
+    response = http.post("/v1/chat/completions", json={**CHAT, **extra})
+    assert response.status_code in (400, 404), response.text  # a too-long model name is simply unknown
+    assert response.json()["error"]["param"].startswith(param), response.text
+
+
+def test_a_seed_at_the_64_bit_edge_is_accepted(http: httpx.Client) -> None:
+    assert http.post("/v1/chat/completions", json={**CHAT, "seed": 2**63 - 1}).status_code == 200
+    assert http.post("/v1/chat/completions", json={**CHAT, "seed": -(2**63)}).status_code == 200
+
+
+def test_a_prompt_list_is_capped(http: httpx.Client) -> None:
+    body = {"model": "twin", "prompt": ["hi"] * (MAX_PROMPTS + 1), "max_tokens": 1}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
+    assert "limit" in response.json()["error"]["message"]
+
+
+def test_each_prompt_of_a_list_counts_for_admission(http: httpx.Client) -> None:
+    # The session server admits 32 at once (admission.max_waiting): 40 prompts can never be admitted.
+    body = {"model": "twin", "prompt": ["hi"] * 40, "max_tokens": 1}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 400 and "admits 32 at once" in response.json()["error"]["message"]
+    ok = http.post("/v1/completions", json={**body, "prompt": ["hi"] * 8})
+    assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
+
+
+@pytest.mark.parametrize(
+    ("sent", "echoed"),
+    [
+        ("trace-42.abc:7", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("has space", False),
+        ("", False),
+    ],
+)
+def test_a_client_request_id_is_echoed_only_when_short_and_printable(
+    http: httpx.Client, sent: str, echoed: bool
+) -> None:
+    response = http.get("/v1/models", headers={"X-Request-Id": sent})
+    assert (response.headers["x-request-id"] == sent) is echoed
+    assert response.headers["x-request-id"]
+
+
+def upload(http: httpx.Client, content: bytes) -> httpx.Response:
+    return http.post("/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
+
+
+def line(custom_id: str, **body: object) -> bytes:
+    payload = {"model": "twin", "prompt": "hi", "max_tokens": 2, **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/completions", "body": payload}).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (line("a") + b"\n{not json\n", "line 2 is not JSON"),
+        (line("a") + b"\n" + line("b")[:-1] + b"\n", "line 2 is not JSON"),
+        (line("a") + b"\n" + line("a") + b"\n", "line 2: custom_id 'a' is already used on line 1"),
+        (b'{"custom_id": "a", "method": "GET", "url": "/v1/completions", "body": {}}\n', "line 1: method"),
+        (b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n', "line 1: url"),
+        (b'{"custom_id": "a", "method": "POST", "url": "/rag", "body": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n",
+         "line 1 is not JSON"),
+        (line("a", prompt="x" * 1_100_000) + b"\n", "line 1 has more than"),
+        (b"\xff\xfe\n", "line 1 is not JSON"),
+    ],
+)  # fmt: skip
+def test_a_bad_batch_file_is_refused_at_upload_naming_the_line(http: httpx.Client, content: bytes, words: str) -> None:
+    response = upload(http, content)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "file" and words in error["message"], error
+
+
+def test_a_file_with_more_lines_than_allowed_is_refused(http: httpx.Client) -> None:
+    # The test servers allow 1 000 lines (batch.max_file_lines; OpenAI allows 50 000).
+    content = b"\n".join(line(f"c{i}") for i in range(1001))
+    response = upload(http, content)
+    assert response.status_code == 400 and "more than 1000 lines" in response.json()["error"]["message"]
+
+
+def test_files_are_listed_newest_first_and_deleted(http: httpx.Client) -> None:
+    first = upload(http, line("a")).json()
+    second = upload(http, line("b")).json()
+    assert first["expires_at"] > first["created_at"]
+    listed = http.get("/v1/files", params={"purpose": "batch"}).json()
+    ids = [f["id"] for f in listed["data"]]
+    assert ids.index(second["id"]) < ids.index(first["id"]) and listed["object"] == "list"
+    deleted = http.delete(f"/v1/files/{first['id']}")
+    assert deleted.status_code == 200 and deleted.json() == {"id": first["id"], "object": "file", "deleted": True}
+    assert http.get(f"/v1/files/{first['id']}").status_code == 404
+    assert http.get(f"/v1/files/{first['id']}/content").status_code == 404
+    assert http.delete(f"/v1/files/{first['id']}").status_code == 404
+    assert http.get(f"/v1/files/{second['id']}/content").content == line("b") + b"\n"
