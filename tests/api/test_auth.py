@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from monolith.api.auth import ANONYMOUS, ApiKeys, is_public, key_id, warn_if_open
 from monolith.config import ServerSettings
+from tests.api.test_jobs import wait_for
 from tests.conftest import ManagedServer
 
 
@@ -90,8 +92,17 @@ KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ManagedServer]:
-    env = {"MONOLITH_SERVER__API_KEYS": json.dumps([KEY_A, KEY_B]), "MONOLITH_RAG__EXPAND": "false"}
+    secret = tmp_path_factory.mktemp("secret") / "api-keys"
+    secret.write_text(f"{KEY_B}\n")
+    env = {
+        "MONOLITH_SERVER__API_KEYS": json.dumps([KEY_A]),  # one from the environment,
+        "MONOLITH_SERVER__API_KEYS_FILE": str(secret),  # the other from a file, as a mounted Secret
+        "MONOLITH_RAG__EXPAND": "false",
+        "MONOLITH_JOBS__MAX_UNFINISHED_PER_OWNER": "3",
+        "MONOLITH_BATCH__MAX_FILES_PER_OWNER": "3",
+    }
     managed = ManagedServer(tmp_path_factory.mktemp("keyed"), model_dir, env)
+    managed.secret = secret  # type: ignore[attr-defined]
     try:
         yield managed
     finally:
@@ -200,3 +211,59 @@ def test_one_key_cannot_see_list_or_cancel_what_another_made(keyed: ManagedServe
         assert a.get(f"/v1/jobs/{job}").json()["status"] in {"queued", "running"}, "B's cancel did nothing"
         assert a.delete(f"/v1/jobs/{job}").json()["status"] == "cancelled"
         b.delete(f"/v1/jobs/{twin}")
+
+
+@pytest.mark.slow
+def test_keys_rotate_through_the_secret_file_without_a_restart(keyed: ManagedServer) -> None:
+    server = keyed.up()
+    secret: Path = keyed.secret  # type: ignore[attr-defined]
+    rotated = "key-c-rotated-1234"
+    try:
+        replacement = secret.with_name("api-keys.new")
+        replacement.write_text(f"{rotated}\n")
+        os.replace(replacement, secret)  # what a Secret update does: a new file under the same name
+        with as_key(keyed, rotated) as c, as_key(keyed, KEY_B) as b:
+            wait_for(lambda: c.get("/v1/models").status_code == 200, 10, "the new key to be read")
+            assert b.get("/v1/models").status_code == 401, "the old one is gone"
+        secret.write_text(f"{KEY_B}\n")
+        server.proc.send_signal(signal.SIGHUP)  # and a SIGHUP reads it at once
+        with as_key(keyed, KEY_B) as b:
+            wait_for(lambda: b.get("/v1/models").status_code == 200, 10, "SIGHUP to reload the keys")
+    finally:
+        secret.write_text(f"{KEY_B}\n")
+    assert server.proc.poll() is None, "SIGHUP reloads, it does not stop the server"
+
+
+@pytest.mark.slow
+def test_a_key_past_its_quota_gets_a_429_and_another_key_does_not(keyed: ManagedServer) -> None:
+    body = {"model": "twin", "messages": [{"role": "user", "content": "Tell a story"}], "max_tokens": 300}
+    with as_key(keyed, KEY_A) as a, as_key(keyed, KEY_B) as b:
+        jobs = [a.post("/v1/async/chat/completions", json={**body, "ignore_eos": True}).json()["id"] for _ in range(3)]
+        try:
+            refused = a.post("/v1/async/chat/completions", json=body)
+            assert refused.status_code == 429 and refused.json()["error"]["type"] == "insufficient_quota"
+            assert b.post("/v1/async/chat/completions", json={**body, "max_tokens": 2}).status_code == 202
+        finally:
+            for job in jobs:
+                a.delete(f"/v1/jobs/{job}")
+        line = json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/completions", "body": {"model": "twin"}})
+
+        def upload() -> httpx.Response:
+            return a.post("/v1/files", files={"file": ("in.jsonl", line.encode())}, data={"purpose": "batch"})
+
+        made = [upload().json()["id"] for _ in range(max(0, 3 - len(a.get("/v1/files").json()["data"])))]
+        try:
+            full = upload()
+            assert full.status_code == 429 and full.json()["error"]["type"] == "insufficient_quota"
+            other = b.post("/v1/files", files={"file": ("in.jsonl", line.encode())}, data={"purpose": "batch"})
+            assert other.status_code == 200, "another key's quota is its own"
+            # Batch outputs count too, and a running batch's input cannot go (409): delete what can go.
+            stored = [f["id"] for f in a.get("/v1/files").json()["data"]]
+            deleted = [f for f in stored if a.delete(f"/v1/files/{f}").status_code == 200][: len(stored) - 2]
+            assert len(stored) - len(deleted) <= 2, "enough files could be deleted"
+            again = upload()
+            assert again.status_code == 200, "deleting a file makes room"
+            made.append(again.json()["id"])
+        finally:
+            for file_id in made:
+                a.delete(f"/v1/files/{file_id}")

@@ -4,6 +4,9 @@ never a 5xx: request bodies, sampling fields, prompt lists, request ids, uploade
 from __future__ import annotations
 
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -142,3 +145,29 @@ def test_files_are_listed_newest_first_and_deleted(http: httpx.Client) -> None:
     assert http.get(f"/v1/files/{first['id']}/content").status_code == 404
     assert http.delete(f"/v1/files/{first['id']}").status_code == 404
     assert http.get(f"/v1/files/{second['id']}/content").content == line("b") + b"\n"
+
+
+def test_tokenising_long_prompts_does_not_stall_other_clients(http: httpx.Client) -> None:
+    """Three ~930 KB prompts take ~1.3 s to tokenise here; on the event loop that would stall every client."""
+    huge = {"model": "twin", "messages": [{"role": "user", "content": "serving large models on small boxes " * 25_000}]}
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=str(http.base_url), timeout=10) as client:
+            while not done.is_set():
+                started = time.monotonic()
+                assert client.get("/health/live").status_code == 200
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.02)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: http.post("/v1/chat/completions", json=huge), range(3)))
+    finally:
+        done.set()
+        prober.join()
+    assert all(a.status_code == 400 and a.json()["error"]["param"] == "messages" for a in answers)
+    assert len(latencies) >= 10 and max(latencies) < 0.3, sorted(latencies)[-5:]
