@@ -250,7 +250,10 @@ async def run_batch(
         for number, raw in read_lines(input_path):
             report.total += 1
             custom_id, request, error = parse_line(raw, number)
-            if request is not None and endpoint and request.url != endpoint:
+            if len(raw) > services.settings.server.max_body_bytes:  # the real-time routes' limit, per line
+                limit = services.settings.server.max_body_bytes
+                request, error = None, BadRequest(f"line {number} has more than {limit} bytes (server.max_body_bytes)")
+            elif request is not None and endpoint and request.url != endpoint:
                 request, error = None, BadRequest(f"line {number}: url must be this batch's {endpoint}", param="url")
             if custom_id in done:
                 report.skipped += 1

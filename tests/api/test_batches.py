@@ -29,7 +29,10 @@ def write_requests(path: Path, count: int) -> Path:
             json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
         )
     lines.append(json.dumps({"custom_id": "wrong-url", "method": "POST", "url": "/rag", "body": {"query": "q"}}))
-    lines.append("{broken")
+    # Well-formed, so the upload takes it (a malformed line is refused at upload, tests/api/test_bounds.py);
+    # invalid for the route, so its output line carries the 400.
+    bad = {"model": "twin", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}
+    lines.append(json.dumps({"custom_id": "zero-tokens", "method": "POST", "url": "/v1/chat/completions", "body": bad}))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -51,9 +54,9 @@ def test_openai_client_batch_flow_completes(openai_client: OpenAI, tmp_path: Pat
     assert (batch.request_counts.completed, batch.request_counts.failed) == (12, 2)
     lines = [json.loads(x) for x in openai_client.files.content(batch.output_file_id).text.splitlines()]
     by_id = {line["custom_id"]: line for line in lines}
-    assert set(by_id) == {f"req-{i}" for i in range(12)} | {"wrong-url", "line-14"}
+    assert set(by_id) == {f"req-{i}" for i in range(12)} | {"wrong-url", "zero-tokens"}
     assert by_id["req-0"]["response"]["body"]["object"] == "chat.completion"
-    assert by_id["wrong-url"]["error"]["message"] and by_id["line-14"]["response"]["status_code"] == 400
+    assert by_id["wrong-url"]["error"]["message"] and by_id["zero-tokens"]["response"]["status_code"] == 400
     assert batch.id in {b.id for b in openai_client.batches.list()}
 
 

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from monolith.api.app import create_app
 from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, start_server, stop_server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -139,3 +142,24 @@ def test_every_metric_the_readme_lists_is_exported_and_none_is_missing_from_it(h
         if f.name.startswith("monolith_") and not f.name.endswith("_created")  # prometheus_client's timestamps
     }
     assert exported <= documented, f"exported but not in the README: {exported - documented}"
+
+
+@pytest.mark.slow
+def test_a_failed_start_says_which_step_failed_but_not_the_exception_text(tmp_path: Path, model_dir: Path) -> None:
+    missing = tmp_path / "secret-customer-dir" / "model"
+    env = {"MONOLITH_ENGINE__MODEL": str(missing), "MONOLITH_ENGINE__PREPARE_FROM": "null"}
+    server = start_server(tmp_path / "data", model_dir, env)
+    try:
+        deadline = time.monotonic() + 300
+        body: dict = {}
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                body = httpx.get(f"{server.base_url}/health/ready", timeout=5).json()
+                if body.get("status") == "failed":
+                    break
+            time.sleep(0.5)
+        assert body.get("status") == "failed", body
+        assert "start-up failed during" in body["detail"] and "secret-customer-dir" not in json.dumps(body)
+        assert "secret-customer-dir" in server.log(), "the log keeps the reason"
+    finally:
+        stop_server(server)
