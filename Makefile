@@ -17,7 +17,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus postgres serve test test-quick lint prepare ingest image scale-demo bench clean
+.PHONY: install prometheus postgres serve test test-quick lint prepare ingest image scale-demo bench eval clean
 
 install: $(STAMP)
 
@@ -80,6 +80,10 @@ scale-demo: prepare prometheus
 BENCH_PROFILE ?= full
 bench: prepare
 	$(PY) -m monolith.bench.run --config $(CONFIG) --profile $(BENCH_PROFILE)
+
+# RAG retrieval on the labelled question set (corpus/eval.jsonl), every mode side by side: bench/results/eval.
+eval: prepare
+	$(VENV)/bin/monolith --config $(CONFIG) eval
 
 # The GPU image (Containerfile); pass e.g. IMAGE_ARGS="--build-arg CUDA_IMAGE=..." to change the base.
 image:

@@ -55,7 +55,7 @@ def batch_lines(count: int) -> list[str]:
                 json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
             )
         elif i % 10 == 3:
-            body = {"query": f"What is topic {i}?", "max_tokens": 4, "expand": False, "self_query": False, "k": 2}
+            body = {"query": f"How do I deploy an LLM? ({i})", "max_tokens": 4, "expand": False, "k": 2}
             lines.append(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/rag", "body": body}))
         else:
             message = {"role": "user", "content": f"Say {i}"}

@@ -1,52 +1,58 @@
-"""RAG pipeline pieces: strict parsing of the LLM's helper answers, and the token budget."""
+"""RAG pipeline pieces: strict parsing of the expansion, reciprocal-rank fusion, and the token budget."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
 from monolith.errors import BadRequest
 from monolith.generation import Generator
-from monolith.rag import EXPANSION_SEPARATOR, RagPipeline, Source, deduplicate, parse_author, parse_expansions
+from monolith.rag import RagPipeline, Source, fuse, parse_expansions
 from monolith.retrieval.store import Hit
 
 
-@pytest.mark.parametrize(
-    ("answer", "query", "expected"),
-    [
-        ("Tomás Reyes", "What does Tomás Reyes say about reranking?", "Tomás Reyes"),
-        ("The answer to this question is: Tomás Reyes.", "What does Tomás Reyes think?", "Tomás Reyes"),
-        ("Ada Lindqvist is a Swedish computer scientist", "How does Ada Lindqvist scale?", "Ada Lindqvist"),
-        ("NONE", "How do I deploy an LLM?", None),
-        ('The answer is: "Ladarda Lopez"', "How do I deploy an LLM?", None),  # invented name
-        ("How Do I", "How do I deploy an LLM?", None),
-        ("", "What does Ada Lindqvist say?", None),
-    ],
-)
-def test_self_query_accepts_only_names_the_query_contains(answer: str, query: str, expected: str | None) -> None:
-    assert parse_author(answer, query) == expected
-
-
-def test_expansions_keep_the_original_first_and_drop_junk() -> None:
-    sep = EXPANSION_SEPARATOR
-    answer = f"How to ship an LLM? {sep} how do i deploy an llm? {sep} {sep} Ways to put a model in production {sep} x"
-    queries = parse_expansions(answer, "How do I deploy an LLM?", wanted=2)
-    assert queries == ["How do I deploy an LLM?", "How to ship an LLM?", "Ways to put a model in production"]
-
-
-def test_expansions_without_separators_still_keep_the_original() -> None:
-    assert parse_expansions("", "q", wanted=2) == ["q"]
-    assert parse_expansions("a\n\nlong rambling answer", "q", wanted=2) == ["q"]
-
-
-def test_deduplicate_keeps_the_best_score_per_chunk() -> None:
-    hits = [
-        Hit("1", "c", 0.5, {"content": "a"}),
-        Hit("1", "c", 0.9, {"content": "a"}),
-        Hit("2", "c", 0.7, {"content": "b"}),
+def test_expansions_keep_the_original_first_and_drop_repeats() -> None:
+    query = "How do I deploy an LLM?"
+    answer = json.dumps(
+        [
+            "1. How do I deploy an LLM?",  # the original again, numbered: what the 135M model often writes
+            "How to ship an LLM to production",
+            "how to ship an llm to production!",  # the same, but for case and punctuation
+            "Deploying a large language model",
+            "ok",
+        ]
+    )
+    assert parse_expansions(answer, query, wanted=2) == [
+        query,
+        "How to ship an LLM to production",
+        "Deploying a large language model",
     ]
-    assert [(h.payload["content"], h.score) for h in deduplicate(hits)] == [("a", 0.9), ("b", 0.7)]
+    assert parse_expansions(answer, query, wanted=1) == [query, "How to ship an LLM to production"]
+
+
+@pytest.mark.parametrize("answer", ["", '["cut off by the token bud', '{"not": "a list"}', "[1, 2]", "[]"])
+def test_an_expansion_that_is_not_a_json_list_of_strings_leaves_the_original_alone(answer: str) -> None:
+    assert parse_expansions(answer, "q?", wanted=2) == ["q?"]
+
+
+def hit(key: str, score: float) -> Hit:
+    return Hit(key, "c", score, {"content": key})
+
+
+def test_fusion_ranks_by_reciprocal_rank_and_keeps_each_chunks_best_cosine() -> None:
+    original = [hit("a", 0.9), hit("b", 0.8), hit("c", 0.7)]
+    alternative = [hit("b", 0.85), hit("c", 0.6), hit("d", 0.5)]
+    fused = fuse([original, alternative])
+    # b: 1/62 + 1/61 beats a: 1/61 alone; c: 1/63 + 1/62 too; d comes last.
+    assert [h.payload["content"] for h in fused] == ["b", "c", "a", "d"]
+    assert {h.payload["content"]: h.score for h in fused} == {"a": 0.9, "b": 0.85, "c": 0.7, "d": 0.5}
+
+
+def test_fusion_of_one_query_is_its_own_order_and_counts_a_chunk_once() -> None:
+    only = [hit("a", 0.9), hit("a", 0.8), hit("b", 0.7)]  # one chunk found twice (two collections)
+    assert [h.payload["content"] for h in fuse([only])] == ["a", "b"]
 
 
 def _pipeline(tokenizer, settings, max_model_len: int) -> RagPipeline:
@@ -94,3 +100,14 @@ def test_a_question_that_cannot_fit_is_a_bad_request_naming_the_field(tokenizer,
     with pytest.raises(BadRequest) as err:
         pipeline.build_prompt(messages, _sources(2, 10), max_tokens=16, param="query")
     assert err.value.param == "query" and "context window" in err.value.message
+
+
+def test_answer_sampling_comes_from_the_request_then_the_model_then_the_config(settings) -> None:
+    from monolith.serving import rag_options
+
+    configured = rag_options(settings, None, 16, None, None, None)
+    assert (configured.temperature, configured.top_p, configured.repetition_penalty) == (0.3, 0.9, 1.15)
+    model = rag_options(settings, None, 16, None, None, None, defaults={"temperature": 0.6, "top_p": 0.95})
+    assert (model.temperature, model.top_p, model.repetition_penalty) == (0.6, 0.95, 1.15)
+    asked = rag_options(settings, None, 16, 0.0, None, None, defaults={"temperature": 0.6})
+    assert asked.temperature == 0.0 and not asked.expand and asked.self_query

@@ -164,7 +164,7 @@ async def answer(services: Services, request: RequestLine, request_id: str) -> A
     if getattr(body, "stream", False):
         raise BadRequest("batch requests cannot stream", param="stream")
     if request.url == "/rag":
-        return await run_rag(services, plan_rag(services.settings, body), request_id)
+        return await run_rag(services, plan_rag(services, body), request_id)
     off_loop = services.generator.off_loop
     if request.url == "/v1/completions":
         return await run_completion(services, await off_loop(plan_completion, services, body), request_id)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 from monolith.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
@@ -92,6 +93,51 @@ def _batch(settings: Settings, args: argparse.Namespace) -> None:
     asyncio.run(run())
 
 
+def _eval(settings: Settings, args: argparse.Namespace) -> None:
+    """The RAG evaluation, in a data dir of its own: the sample corpus alone, freshly ingested."""
+    import tempfile
+
+    from monolith.api.auth import ApiKeys
+    from monolith.api.loader import load_services
+    from monolith.api.state import ServerState
+    from monolith.evaluation import MODES, evaluate, load_questions, markdown, write
+    from monolith.model_prep import prepare_model
+
+    modes = args.modes.split(",")
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ConfigError(f"unknown eval modes {sorted(unknown)}; known: {', '.join(MODES)}")
+    questions = load_questions(args.questions)
+    corpus = Path(settings.ingest.sample_corpus or "corpus/sample.jsonl")
+    checkpoint = prepare_model(settings).resolve()
+    with tempfile.TemporaryDirectory(prefix="monolith-eval-") as workdir:
+        engine = settings.engine.model_copy(update={"model": str(checkpoint)})
+        qdrant = settings.qdrant.model_copy(update={"url": None})
+        ingest = settings.ingest.model_copy(update={"sample_corpus": str(corpus.resolve())})
+        isolated = settings.model_copy(
+            update={"data_dir": Path(workdir), "engine": engine, "qdrant": qdrant, "ingest": ingest}
+        )
+        state = ServerState(isolated, ApiKeys(isolated.server))
+
+        async def run() -> dict:
+            await load_services(state, with_jobs=False)
+            if state.services is None:
+                raise ConfigError(state.detail)
+            try:
+                return await evaluate(
+                    state.services, questions, corpus, modes, args.k, args.answers, args.answer_tokens
+                )
+            finally:
+                await state.services.aclose()
+
+        started = time.perf_counter()
+        report = asyncio.run(run())
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write(report, args.out)
+    print(markdown(report))
+    print(f"{len(questions)} questions x {len(modes)} modes in {report['seconds']} s; written to {args.out}/")
+
+
 def _health(settings: Settings, args: argparse.Namespace) -> None:
     """The container HEALTHCHECK: exit 0 only when the server says it is ready."""
     import urllib.error
@@ -159,6 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--profile", choices=["quick", "full"], default="full")
     bench.add_argument("--parts", default="completions,rag,batch", help="a comma-separated subset of these")
     bench.set_defaults(run=_bench)
+
+    evaluation = commands.add_parser("eval", parents=[config], help="RAG retrieval measured on a labelled question set")
+    evaluation.add_argument("--questions", type=Path, default=Path("corpus/eval.jsonl"))
+    evaluation.add_argument("--modes", default="plain,expand,default", help="of plain, self_query, expand, default")
+    evaluation.add_argument("--k", type=int, default=4)
+    evaluation.add_argument("--answers", type=int, default=12, help="answerable questions to answer in full")
+    evaluation.add_argument("--answer-tokens", type=int, default=128)
+    evaluation.add_argument("--out", type=Path, default=Path("bench/results/eval"))
+    evaluation.set_defaults(run=_eval)
 
     generate = commands.add_parser("generate", parents=[config], help="stream one answer to the terminal")
     generate.add_argument("prompt")

@@ -109,13 +109,28 @@ class IngestSettings(Section):
     sample_corpus: str | None = "corpus/sample.jsonl"
 
 
+class AnswerSampling(Section):
+    """How a RAG answer is sampled when the request does not say: the model's generation_config.json wins
+    where it sets a field (engine.model's own defaults), these otherwise."""
+
+    temperature: float = Field(0.3, ge=0, le=2)
+    top_p: float = Field(0.9, gt=0, le=1)
+    repetition_penalty: float = Field(1.15, gt=0, le=2)
+
+
 class RagSettings(Section):
     k: int = Field(4, ge=1, le=50)
-    expand: bool = True
+    expand: bool = False
     expand_queries: int = Field(3, ge=1, le=10)
     self_query: bool = True
     helper_max_tokens: int = Field(96, ge=8)
     max_query_chars: int = Field(2000, ge=16)
+    # Hits per query (and collection) before fusion and the top k; more lets fusion find chunks that
+    # several queries rank well.
+    candidates: int = Field(10, ge=1, le=200)
+    # Chunks whose cosine similarity to every query is below this are not context (0: no floor).
+    min_score: float = Field(0.18, ge=-1, le=1)
+    answer: AnswerSampling = AnswerSampling()
 
 
 class JobsSettings(Section):

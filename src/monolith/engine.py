@@ -23,7 +23,11 @@ class Sampling:
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
     ignore_eos: bool = False
+    # Structured output, as vLLM's StructuredOutputsParams takes it: {"choice": [...]}, {"json": schema},
+    # {"regex": ...} or {"grammar": ...}; the engine's grammar backend (xgrammar) constrains the tokens.
+    structured: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Engine(Protocol):
     tokenizer: Tokenizer
     max_model_len: int
     stats: EngineStats
+    # The model's own sampling defaults (its generation_config.json), as vLLM reads them.
+    sampling_defaults: dict[str, float]
 
     def stream(self, prompt_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]: ...
     async def abort(self, request_id: str) -> None: ...
@@ -102,10 +108,15 @@ class VllmEngine:
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stats_logger_factory(self.stats)])
         self.tokenizer: Tokenizer = self._llm.get_tokenizer()
         self.max_model_len: int = self._llm.model_config.max_model_len
+        self.sampling_defaults = {
+            name: float(value)
+            for name, value in self._llm.model_config.get_diff_sampling_param().items()
+            if name in ("temperature", "top_p", "repetition_penalty")
+        }
 
     async def stream(self, prompt_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
         from vllm import SamplingParams, TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
@@ -117,7 +128,9 @@ class VllmEngine:
                 seed=sampling.seed,
                 presence_penalty=sampling.presence_penalty,
                 frequency_penalty=sampling.frequency_penalty,
+                repetition_penalty=sampling.repetition_penalty,
                 ignore_eos=sampling.ignore_eos,
+                structured_outputs=StructuredOutputsParams(**sampling.structured) if sampling.structured else None,
                 output_kind=RequestOutputKind.DELTA,
             )
         except (ValueError, TypeError) as exc:  # vLLM's own checks: a client's values, so a 400

@@ -53,6 +53,10 @@ class Generator:
     def max_model_len(self) -> int:
         return self.engine.max_model_len
 
+    @property
+    def answer_defaults(self) -> dict[str, float]:
+        return getattr(self.engine, "sampling_defaults", {})
+
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenizer.encode(text, add_special_tokens=False))
 

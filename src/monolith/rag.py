@@ -3,38 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
+from collections import defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import BadRequest, NotReady
 from monolith.generation import Generator
 from monolith.metrics import RAG_STEP
+from monolith.retrieval.authors import AuthorIndex, fold
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import Hit, VectorStore
 
 T = TypeVar("T")
 
-EXPANSION_SEPARATOR = "#next-question#"
 SYSTEM_PROMPT = (
     "You are a writer answering in your own voice. Answer the user's question using the context below, "
     "which comes from your own articles, posts and code. If the context does not cover it, say so.\n\nContext:\n"
 )
-SELF_QUERY_PROMPT = (
-    "Does the question below name a person? If it does, answer with that person's full name only. "
-    "If it does not, answer NONE.\n\nQuestion: {query}"
+NO_CONTEXT = "(no sources: nothing you wrote is relevant to this question; say that you have not written about it)\n"
+AUTHOR_CHOICE_PROMPT = (
+    "Which of these people does the question below mean: {names}? Answer with one name, or none.\n\nQuestion: {query}"
 )
+NONE = "none"
 EXPANSION_PROMPT = (
     "Write {n} different versions of the question below, to help find relevant documents. "
-    f"Put '{EXPANSION_SEPARATOR}' between the versions and write nothing else.\n\nQuestion: {{query}}"
+    "Answer with a JSON array of {n} strings.\n\nQuestion: {query}"
 )
-# A name is a few tokens; a short budget also stops a chatty small model early.
+# A name is a few tokens.
 SELF_QUERY_MAX_TOKENS = 24
+# Reciprocal-rank fusion's constant (Cormack et al.): a chunk ranked r-th for one query adds 1 / (60 + r).
+RRF_K = 60
+# How long the authors the store holds are trusted before being read again (an ingest from another process).
+AUTHORS_REFRESH_S = 60.0
 # Room for the template's own tokens around the context, which per-chunk counts do not see.
 _TEMPLATE_MARGIN = 16
 
@@ -46,6 +53,8 @@ class RagOptions:
     temperature: float
     expand: bool
     self_query: bool
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
 
 
 @dataclass
@@ -54,7 +63,7 @@ class Source:
     author_full_name: str
     platform: str
     link: str
-    score: float
+    score: float  # the chunk's best cosine similarity to any of the queries
     content: str
 
 
@@ -65,58 +74,58 @@ class RagPrompt:
     queries: list[str]
     author: str | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    notice: str | None = None  # what the pipeline did that the caller should know (a dropped filter, no sources)
 
 
-# Two to four capitalised words: "Tomás Reyes", "Ada Lindqvist"; not "LLM" or a sentence's first word.
-_NAME = re.compile(r"\b[^\W\d_][^\W\d_]*(?:[-'’][^\W\d_]+)?(?:\s+[^\W\d_][^\W\d_]*(?:[-'’][^\W\d_]+)?){1,3}\b")
+def _normalised(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", fold(text)).split())
 
 
-def parse_author(answer: str, query: str) -> str | None:
-    """The longest capitalised name in the answer that the query itself contains, spelled as in the query.
-
-    Small models wrap the name in chatter ("The answer is: Tomás Reyes.") and invent names freely, so
-    only a name that really appears in the query is accepted.
-    """
-    if not answer.strip() or answer.strip().upper().startswith("NONE"):
-        return None
-    found: list[str] = []
-    for match in _NAME.finditer(answer):
-        words = match.group(0).split()
-        # every sub-run of 2+ capitalised words is a candidate
-        for i in range(len(words)):
-            for j in range(i + 2, len(words) + 1):
-                run = words[i:j]
-                if all(w[0].isupper() and any(c.islower() for c in w) for w in run):
-                    found.append(" ".join(run))
-    for name in sorted(set(found), key=len, reverse=True):
-        hit = re.search(r"\b" + r"\s+".join(map(re.escape, name.split())) + r"\b", query)
-        if hit:
-            return " ".join(hit.group(0).split())
-    return None
+_NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
 
 
 def parse_expansions(answer: str, query: str, wanted: int) -> list[str]:
-    """The original query first, then up to `wanted` distinct alternatives that follow the format."""
-    queries = [query]
-    for part in answer.split(EXPANSION_SEPARATOR):
-        candidate = part.strip()
-        if not candidate or len(candidate) > 2 * len(query) + 200 or "\n\n" in candidate:
+    """The original query first, then up to `wanted` alternatives from the JSON array the model wrote: none
+    that repeats the original or another one (case, accents, punctuation and a list number aside)."""
+    try:
+        items = json.loads(answer)
+    except ValueError:  # cut off by the token budget: the original alone
+        items = []
+    queries, seen = [query], {_normalised(query)}
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, str):
             continue
-        if candidate.lower() not in (q.lower() for q in queries):
-            queries.append(candidate)
+        text = _NUMBERING.sub("", item).strip()
+        key = _normalised(text)
+        if len(key) < 3 or key in seen:
+            continue
+        seen.add(key)
+        queries.append(text)
         if len(queries) > wanted:
             break
     return queries
 
 
-def deduplicate(hits: list[Hit]) -> list[Hit]:
-    """One hit per chunk (several queries find the same one), keeping its best score."""
+def chunk_key(hit: Hit) -> str:
+    return hit.payload.get("content", hit.id)
+
+
+def fuse(ranked: list[list[Hit]]) -> list[Hit]:
+    """Reciprocal-rank fusion of each query's hits (best first): a chunk several queries rank well beats one
+    a single query ranks first; ties go to the better cosine. Each chunk keeps its best cosine as its score."""
+    fused: dict[str, float] = defaultdict(float)
     best: dict[str, Hit] = {}
-    for hit in hits:
-        key = hit.payload.get("content", hit.id)
-        if key not in best or hit.score > best[key].score:
-            best[key] = hit
-    return sorted(best.values(), key=lambda h: h.score, reverse=True)
+    for hits in ranked:
+        seen: set[str] = set()
+        for rank, hit in enumerate(hits, start=1):
+            key = chunk_key(hit)
+            if key in seen:
+                continue
+            seen.add(key)
+            fused[key] += 1 / (RRF_K + rank)
+            if key not in best or hit.score > best[key].score:
+                best[key] = hit
+    return [best[key] for key in sorted(fused, key=lambda k: (-fused[k], -best[k].score))]
 
 
 class RagPipeline:
@@ -133,6 +142,8 @@ class RagPipeline:
         self.store = store
         self.reranker = reranker
         self.settings = settings
+        self._authors: AuthorIndex | None = None
+        self._authors_at = 0.0
 
     async def _timed(self, step: str, timings: dict[str, float], work: Awaitable[T]) -> T:
         started = time.perf_counter()
@@ -141,48 +152,90 @@ class RagPipeline:
         finally:
             elapsed = time.perf_counter() - started
             RAG_STEP.labels(step).observe(elapsed)
-            timings[step] = round(elapsed * 1000, 1)
+            timings[step] = round(timings.get(step, 0.0) + elapsed * 1000, 1)  # a step may run twice
 
-    async def _ask(self, prompt: str, request_id: str, max_tokens: int) -> str:
+    async def _ask(self, prompt: str, request_id: str, max_tokens: int, structured: dict[str, Any]) -> str:
+        """A helper generation, greedy and constrained by the engine to the shape its caller parses."""
         ids = await self.generator.off_loop(self.generator.chat_ids, [{"role": "user", "content": prompt}])
-        sampling = Sampling(max_tokens=max_tokens, temperature=0.0)
+        sampling = Sampling(max_tokens=max_tokens, temperature=0.0, structured=structured)
         return (await self.generator.complete(ids, sampling, request_id)).text
 
+    async def author_index(self) -> AuthorIndex:
+        """The authors the store holds, read again after AUTHORS_REFRESH_S (an ingest from another process)."""
+        if self._authors is None or time.monotonic() - self._authors_at > AUTHORS_REFRESH_S:
+            self._authors = AuthorIndex(await self.store.authors_async())
+            self._authors_at = time.monotonic()
+        return self._authors
+
     async def self_query(self, query: str, request_id: str) -> str | None:
-        return parse_author(
-            await self._ask(SELF_QUERY_PROMPT.format(query=query), f"{request_id}-sq", SELF_QUERY_MAX_TOKENS), query
+        """The known author the question names; the LLM only chooses when one name fits several authors, and
+        then only among them (or none)."""
+        match = (await self.author_index()).match(query)
+        if match.author or not match.candidates:
+            return match.author
+        prompt = AUTHOR_CHOICE_PROMPT.format(names=", ".join(match.candidates), query=query)
+        choice = await self._ask(
+            prompt, f"{request_id}-sq", SELF_QUERY_MAX_TOKENS, {"choice": [*match.candidates, NONE]}
         )
+        return choice if choice in match.candidates else None
 
     async def expand(self, query: str, request_id: str) -> list[str]:
         wanted = self.settings.rag.expand_queries - 1
         if wanted < 1:
             return [query]
+        schema = {
+            "type": "array",
+            "items": {"type": "string", "minLength": 3, "maxLength": 2 * len(query) + 100},
+            "minItems": 1,
+            "maxItems": wanted,
+        }
         prompt = EXPANSION_PROMPT.format(n=wanted, query=query)
-        return parse_expansions(
-            await self._ask(prompt, f"{request_id}-qe", self.settings.rag.helper_max_tokens), query, wanted
-        )
+        answer = await self._ask(prompt, f"{request_id}-qe", self.settings.rag.helper_max_tokens, {"json": schema})
+        return parse_expansions(answer, query, wanted)
 
-    async def retrieve(self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]):
-        """Self-query and expansion run side by side on the engine; then one embedding call, then search."""
-
-        async def nothing() -> None:
-            return None
-
-        author_task = (
-            self._timed("self_query", timings, self.self_query(query, request_id)) if opts.self_query else nothing()
-        )
-        expand_task = self._timed("expand", timings, self.expand(query, request_id)) if opts.expand else nothing()
-        author, expanded = await asyncio.gather(author_task, expand_task)
-        queries = expanded or [query]
+    async def _search(
+        self, queries: list[str], limit: int, author: str | None, timings: dict[str, float]
+    ) -> list[list[Hit]]:
         vectors = await self._timed("embed", timings, self.embedder.embed_async(queries))
-        limit = self.settings.rerank.candidates if self.reranker else opts.k
-        hits = deduplicate(await self._timed("search", timings, self.store.search_async(vectors, limit, author)))
-        if self.reranker and hits:
+        return await self._timed("search", timings, self.store.search_async(vectors, limit, author))
+
+    async def retrieve(
+        self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]
+    ) -> tuple[list[Source], list[str], str | None, str | None]:
+        """(sources, queries, author filter, notice). The original query is searched while the expansion is
+        still being generated; the alternatives' hits are fused with its own by reciprocal rank."""
+        author = (
+            await self._timed("self_query", timings, self.self_query(query, request_id)) if opts.self_query else None
+        )
+        expansion = (
+            asyncio.create_task(self._timed("expand", timings, self.expand(query, request_id))) if opts.expand else None
+        )
+        notice = None
+        try:
+            limit = self.settings.rerank.candidates if self.reranker else max(opts.k, self.settings.rag.candidates)
+            ranked = await self._search([query], limit, author, timings)
+            if author and not ranked[0]:
+                notice = f"nothing by {author} matched; searched every author instead"
+                author = None
+                ranked = await self._search([query], limit, None, timings)
+            queries = await expansion if expansion else [query]
+        except BaseException:
+            if expansion:
+                expansion.cancel()
+            raise
+        if len(queries) > 1:
+            ranked += await self._search(queries[1:], limit, author, timings)
+        hits = fuse(ranked)
+        floor = self.settings.rag.min_score
+        relevant = [h for h in hits if h.score >= floor]
+        if hits and not relevant:
+            notice = f"no source passed the relevance floor (rag.min_score {floor}); answered without sources"
+        if self.reranker and relevant:
             scores = await self._timed(
-                "rerank", timings, self.reranker.scores_async(query, [h.payload.get("content", "") for h in hits])
+                "rerank", timings, self.reranker.scores_async(query, [chunk_key(h) for h in relevant])
             )
-            hits = [Hit(h.id, h.collection, s, h.payload) for h, s in zip(hits, scores, strict=True)]
-            hits.sort(key=lambda h: h.score, reverse=True)
+            order = sorted(zip(relevant, scores, strict=True), key=lambda pair: pair[1], reverse=True)
+            relevant = [h for h, _ in order]
         sources = [
             Source(
                 collection=h.collection,
@@ -192,9 +245,9 @@ class RagPipeline:
                 score=round(h.score, 4),
                 content=h.payload.get("content", ""),
             )
-            for h in hits[: opts.k]
+            for h in relevant[: opts.k]
         ]
-        return sources, queries, author
+        return sources, queries, author, notice
 
     def build_prompt(
         self, messages: list[dict[str, str]], sources: list[Source], max_tokens: int, param: str
@@ -228,16 +281,16 @@ class RagPipeline:
         if not query:
             raise BadRequest("the query is empty", param=param)
         timings: dict[str, float] = {}
-        sources, queries, author = await self.retrieve(query, opts, request_id, timings)
+        sources, queries, author, notice = await self.retrieve(query, opts, request_id, timings)
         started = time.perf_counter()
         ids, used = await self.generator.off_loop(self.build_prompt, messages, sources, opts.max_tokens, param)
         timings["prompt"] = round((time.perf_counter() - started) * 1000, 1)
-        return RagPrompt(ids, used, queries, author, timings)
+        return RagPrompt(ids, used, queries, author, timings, notice)
 
 
 def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str, str]]:
     """The retrieved context goes into the system message, ahead of any system text the caller sent."""
-    system = SYSTEM_PROMPT + (context or "(no context found)\n")
+    system = SYSTEM_PROMPT + (context or NO_CONTEXT)
     if messages and messages[0]["role"] == "system":
         return [{"role": "system", "content": f"{system}\n{messages[0]['content']}"}, *messages[1:]]
     return [{"role": "system", "content": system}, *messages]

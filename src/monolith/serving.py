@@ -91,15 +91,35 @@ def wire_sampling(data: ChatCompletionRequest | CompletionRequest, max_tokens: i
 
 
 def rag_options(
-    settings: Settings, k: int | None, max_tokens: int, temperature: float, expand: bool | None, self_query: bool | None
+    settings: Settings,
+    k: int | None,
+    max_tokens: int,
+    temperature: float | None,
+    expand: bool | None,
+    self_query: bool | None,
+    defaults: dict[str, float] | None = None,
 ) -> RagOptions:
+    """The request's choices over the answer defaults (`defaults`: the model's generation config, then
+    rag.answer) and the configured RAG switches."""
     cfg = settings.rag
+    answer = {**cfg.answer.model_dump(), **(defaults or {})}
     return RagOptions(
         k=k or cfg.k,
         max_tokens=max_tokens,
-        temperature=temperature,
+        temperature=answer["temperature"] if temperature is None else temperature,
         expand=cfg.expand if expand is None else expand,
         self_query=cfg.self_query if self_query is None else self_query,
+        top_p=answer["top_p"],
+        repetition_penalty=answer["repetition_penalty"],
+    )
+
+
+def answer_sampling(opts: RagOptions) -> Sampling:
+    return Sampling(
+        max_tokens=opts.max_tokens,
+        temperature=opts.temperature,
+        top_p=opts.top_p,
+        repetition_penalty=opts.repetition_penalty,
     )
 
 
@@ -134,14 +154,17 @@ DONE = b"data: [DONE]\n\n"
 class RagPlan:
     messages: list[dict[str, str]]
     opts: RagOptions
+    return_token_ids: bool = False
 
 
-def plan_rag(settings: Settings, data: RagRequest) -> RagPlan:
+def plan_rag(services: Services, data: RagRequest) -> RagPlan:
+    settings = services.settings
     check_query(settings, data.query, "query")
     max_tokens = data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
-    opts = rag_options(settings, data.k, max_tokens, data.temperature, data.expand, data.self_query)
-    return RagPlan([{"role": "user", "content": data.query.strip()}], opts)
+    defaults = services.generator.answer_defaults
+    opts = rag_options(settings, data.k, max_tokens, data.temperature, data.expand, data.self_query, defaults)
+    return RagPlan([{"role": "user", "content": data.query.strip()}], opts, data.return_token_ids)
 
 
 def sources_out(prepared: RagPrompt) -> list[SourceOut]:
@@ -150,8 +173,7 @@ def sources_out(prepared: RagPrompt) -> list[SourceOut]:
 
 async def run_rag(services: Services, plan: RagPlan, request_id: str) -> RagResponse:
     prepared = await services.rag.prepare(plan.messages, plan.opts, request_id)
-    sampling = Sampling(max_tokens=plan.opts.max_tokens, temperature=plan.opts.temperature)
-    done = await services.generator.complete(prepared.prompt_ids, sampling, request_id)
+    done = await services.generator.complete(prepared.prompt_ids, answer_sampling(plan.opts), request_id)
     return RagResponse(
         answer=done.text,
         sources=sources_out(prepared),
@@ -161,6 +183,8 @@ async def run_rag(services: Services, plan: RagPlan, request_id: str) -> RagResp
         author_filter=prepared.author,
         timings_ms=prepared.timings_ms,
         finish_reason=done.finish_reason,
+        notice=prepared.notice,
+        prompt_token_ids=prepared.prompt_ids if plan.return_token_ids else None,
     )
 
 
@@ -168,9 +192,8 @@ async def rag_events(
     services: Services, prepared: RagPrompt, opts: RagOptions, request_id: str
 ) -> AsyncIterator[bytes]:
     """Token deltas, then one final event with sources, usage and timings, then [DONE]."""
-    sampling = Sampling(max_tokens=opts.max_tokens, temperature=opts.temperature)
     completion_tokens, finish_reason = 0, None
-    async for delta in services.generator.stream(prepared.prompt_ids, sampling, request_id):
+    async for delta in services.generator.stream(prepared.prompt_ids, answer_sampling(opts), request_id):
         completion_tokens, finish_reason = delta.completion_tokens, delta.finish_reason
         if delta.text:
             yield frame({"type": "delta", "text": delta.text})
@@ -184,6 +207,7 @@ async def rag_events(
             "author_filter": prepared.author,
             "timings_ms": prepared.timings_ms,
             "finish_reason": finish_reason,
+            "notice": prepared.notice,
         }
     )
     yield DONE
@@ -247,6 +271,8 @@ async def retrieve_for_chat(services: Services, plan: ChatPlan, request_id: str)
         prepared = await services.rag.prepare(plan.messages, plan.rag, request_id, param="messages")
         plan.prompt_ids = prepared.prompt_ids
         plan.extra = {"sources": msgspec.to_builtins(sources_out(prepared))}
+        if prepared.notice:
+            plan.extra["rag_notice"] = prepared.notice
     return plan
 
 

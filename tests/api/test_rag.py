@@ -74,3 +74,23 @@ def test_rag_streams_deltas_then_a_final_event_with_sources_and_usage(http: http
     assert final["type"] == "final"
     assert final["sources"] and {s["link"] for s in final["sources"]} <= CORPUS_LINKS
     assert 0 < final["usage"]["completion_tokens"] <= 24
+
+
+def test_a_question_the_corpus_cannot_answer_gets_no_sources_and_says_so(http: httpx.Client) -> None:
+    body = http.post("/rag", json={"query": "What is the best recipe for sourdough bread?", "max_tokens": 8}).json()
+    assert body["sources"] == [] and "relevance floor" in body["notice"]
+    assert body["answer"].strip() and body["author_filter"] is None
+    chat = http.post(
+        "/v1/chat/completions",
+        json={"model": "twin-rag", "messages": [{"role": "user", "content": "How do I repot an orchid?"}]},
+    ).json()
+    assert chat["sources"] == [] and "relevance floor" in chat["rag_notice"]
+
+
+def test_expansion_is_off_by_default_and_on_when_asked(http: httpx.Client) -> None:
+    query = "How should I autoscale LLM servers?"
+    default = http.post("/rag", json={"query": query, "max_tokens": 2}).json()
+    assert default["queries"] == [query] and "expand" not in default["timings_ms"]
+    asked = http.post("/rag", json={"query": query, "max_tokens": 2, "expand": True}).json()
+    assert asked["queries"][0] == query and "expand" in asked["timings_ms"]
+    assert len({q.lower() for q in asked["queries"]}) == len(asked["queries"]), "no alternative repeats another"

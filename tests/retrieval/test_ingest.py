@@ -33,7 +33,7 @@ def test_reingesting_the_same_file_adds_nothing(embedder: Embedder, store: Vecto
 def test_documents_land_in_the_collection_of_their_type(embedder: Embedder, store: VectorStore) -> None:
     ingest_file(SAMPLE, embedder, store, IngestSettings())
     vector = embedder.embed(["pip install and run the loadtest script"])
-    hits = store.search(vector, limit=3)
+    [hits] = store.search(vector, limit=3)
     by_collection = {h.collection for h in hits}
     assert by_collection == {"embedded_articles", "embedded_posts", "embedded_repositories"}
     repo_hit = next(h for h in hits if h.collection == "embedded_repositories")

@@ -54,9 +54,10 @@ async def test_retrieve_orders_sources_by_reranker_score(
     opts = RagOptions(k=3, max_tokens=16, temperature=0.0, expand=False, self_query=False)
     timings: dict[str, float] = {}
     query = "How do I scale replicas on queue depth?"
-    sources, queries, author = await pipeline.retrieve(query, opts, "req-test", timings)
+    sources, queries, author, _ = await pipeline.retrieve(query, opts, "req-test", timings)
     assert len(sources) == 3 and queries == [query] and author is None
-    expected = reranker.scores(query, [s.content for s in sources])
-    assert [s.score for s in sources] == [round(e, 4) for e in expected]
-    assert [s.score for s in sources] == sorted((s.score for s in sources), reverse=True)
+    # In the cross-encoder's order; each keeps its cosine as its score (the relevance floor's scale).
+    reranked = reranker.scores(query, [s.content for s in sources])
+    assert reranked == sorted(reranked, reverse=True)
+    assert all(0 < s.score <= 1 for s in sources) and [s.score for s in sources] != [round(r, 4) for r in reranked]
     assert "rerank" in timings

@@ -41,7 +41,23 @@ def test_unreachable_qdrant_server_raises_dependency_down(tmp_path: Path) -> Non
 def test_author_filter_restricts_every_hit(embedder: Embedder, store: VectorStore) -> None:
     ingest_file(SAMPLE, embedder, store, IngestSettings())
     vectors = embedder.embed(["how to deploy and scale a model"])
-    unfiltered = store.search(vectors, limit=5)
+    [unfiltered] = store.search(vectors, limit=5)
     assert len({h.payload["author_full_name"] for h in unfiltered}) > 1
-    filtered = store.search(vectors, limit=5, author="Jonas Weber")
+    [filtered] = store.search(vectors, limit=5, author="Jonas Weber")
     assert filtered and {h.payload["author_full_name"] for h in filtered} == {"Jonas Weber"}
+
+
+def test_each_query_gets_its_own_hits_best_first(embedder: Embedder, store: VectorStore) -> None:
+    ingest_file(SAMPLE, embedder, store, IngestSettings())
+    per_query = store.search(embedder.embed(["PagedAttention and continuous batching", "DPO preference pairs"]), 3)
+    assert len(per_query) == 2
+    for hits in per_query:
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert per_query[0][0].payload["document_id"] == "jonas-vllm"
+    assert per_query[1][0].payload["document_id"] == "priya-dpo"
+
+
+def test_the_store_lists_its_authors(embedder: Embedder, store: VectorStore) -> None:
+    assert store.authors() == []
+    ingest_file(SAMPLE, embedder, store, IngestSettings())
+    assert store.authors() == ["Ada Lindqvist", "Jonas Weber", "Priya Natarajan", "Tomás Reyes"]

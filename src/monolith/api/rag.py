@@ -22,7 +22,7 @@ class RagController(Controller):
     async def answer(self, request: Request, data: RagRequest, services: Services) -> Response[RagResponse] | Stream:
         request_id = request.state.request_id
         with admitted(request, services.settings) as ticket:
-            plan = plan_rag(services.settings, data)
+            plan = plan_rag(services, data)
             if data.stream:
                 # Retrieval before the first byte: its errors (400, 503) still get a proper status.
                 prepared = await unless_disconnected(

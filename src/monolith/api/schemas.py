@@ -32,10 +32,11 @@ class RagRequest(msgspec.Struct, forbid_unknown_fields=True):
     query: Query
     k: TopK | None = None
     max_tokens: MaxTokens | None = None
-    temperature: Temperature = 0.7
+    temperature: Temperature | None = None  # the model's generation config, else rag.answer
     stream: bool = False
     expand: bool | None = None
     self_query: bool | None = None
+    return_token_ids: bool = False  # vLLM's name: the answer's prompt as token ids (the RAG tax benchmark)
 
 
 class SourceOut(msgspec.Struct):
@@ -62,6 +63,8 @@ class RagResponse(msgspec.Struct):
     author_filter: str | None
     timings_ms: dict[str, float]
     finish_reason: str | None
+    notice: str | None = None  # a dropped author filter, no source past the relevance floor
+    prompt_token_ids: list[int] | None = None  # with return_token_ids
 
 
 class RagOverrides(msgspec.Struct, forbid_unknown_fields=True):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from monolith.bench import tax
 from monolith.bench.batch import compare as batch_compare
 from monolith.bench.load import closed_loop, open_loop, summarize
 from monolith.bench.peers import ROOT, Server, start_monolith, start_split, start_vllm
@@ -53,14 +54,19 @@ class Profile:
     batch_lines: int  # 0 skips part 3 (four engine loads)
     batch_small: int
     batch_max_tokens: int
+    tax_rounds: int  # part 4: /rag against a plain completion of its own final prompt
+    tax_max_tokens: int
 
 
 # Sized for a 2-core CPU box: full fits `make bench` in ~16 minutes, quick in ~3 (no batch part).
 PROFILES = {
-    "quick": Profile((1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0),
-    "full": Profile((1, 2, 4, 8, 16), 3, 8, 64, 1.0, 40, (1, 2, 4, 8), 6, 64, 96, 32, 16),
+    "quick": Profile((1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0, 2, 16),
+    "full": Profile((1, 2, 4, 8, 16), 3, 8, 64, 1.0, 40, (1, 2, 4, 8), 6, 64, 96, 32, 16, 6, 32),
 }
-PARTS = ("completions", "rag", "batch")
+PARTS = ("completions", "rag", "batch", "rag_tax")
+# Part 4's modes: the server's defaults, and the helper steps (self-query by the LLM's choice where needed,
+# expansion) all on.
+TAX_MODES = {"defaults": {}, "expand + self_query": {"expand": True, "self_query": True}}
 
 
 def rag_body(max_tokens: int):
@@ -193,7 +199,26 @@ def markdown(result: dict) -> str:
         f"| {r['compare']} | {r['load']} | {r['throughput_ratio']} | {r['ttft_p50_ratio']} | {r['e2e_p50_ratio']} |"
         for r in result["ratios"]
     ]
-    return "\n".join(lines + batch_markdown(result.get("batch"))) + "\n"
+    return "\n".join(lines + batch_markdown(result.get("batch")) + tax_markdown(result.get("rag_tax"))) + "\n"
+
+
+def tax_markdown(tax: dict | None) -> list[str]:
+    if not tax:
+        return []
+    lines = [
+        "",
+        "RAG tax: /rag end to end at concurrency 1 over a plain completion of its own final prompt, as many tokens.",
+        "",
+        "| /rag mode | rounds | answer tokens at most | /rag mean s | plain mean s | tax | /rag steps, mean ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mode, t in tax.items():
+        steps = ", ".join(f"{step} {ms:.0f}" for step, ms in t["step_ms_mean"].items())
+        lines.append(
+            f"| {mode} | {t['rounds']} | {t['max_tokens']} | {t['rag_mean_s']} | {t['plain_mean_s']} | {t['tax']} "
+            f"| {steps} |"
+        )
+    return lines
 
 
 def batch_markdown(batch: dict | None) -> list[str]:
@@ -268,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     load_s: dict[str, float] = {}
     if parts & {"completions", "rag"}:
         rows, load_s = measure_servers(args.config, settings, model_dir, work, profile, parts)
+    tax = measure_tax(args.config, settings, model_dir, work, profile) if "rag_tax" in parts else None
     batch = None
     if "batch" in parts and profile.batch_lines:
         lines, small, tokens = profile.batch_lines, profile.batch_small, profile.batch_max_tokens
@@ -282,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "ratios": ratios(rows),
         "batch": batch,
+        "rag_tax": tax,
         "wall_s": round(time.monotonic() - started, 1),
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
@@ -289,6 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     plots(result, args.out)
     print(markdown(result))
     return 0
+
+
+def measure_tax(config: Path, settings: Settings, model_dir: Path, work: Path, profile: Profile) -> dict:
+    server = start_monolith(config, settings, model_dir, work / "tax")
+    try:
+        server.wait_ready("/health/ready")
+        name = settings.engine.served_model_name
+        return {
+            mode: tax.measure(server.base_url, name, profile.tax_max_tokens, profile.tax_rounds, fields)
+            for mode, fields in TAX_MODES.items()
+        }
+    finally:
+        server.stop()
 
 
 def measure_servers(

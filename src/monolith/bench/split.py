@@ -53,10 +53,13 @@ class HttpEngine:
             "seed": sampling.seed,
             "presence_penalty": sampling.presence_penalty,
             "frequency_penalty": sampling.frequency_penalty,
+            "repetition_penalty": sampling.repetition_penalty,  # vLLM's extension
             "ignore_eos": sampling.ignore_eos,
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if sampling.structured:  # vLLM's own request field: the same constraint as in process
+            body["structured_outputs"] = sampling.structured
         produced = 0
         try:
             # Leaving this block early closes the connection, which aborts the request in vLLM.

@@ -18,7 +18,7 @@ async def validate(services: Services, kind: str, body: RagRequest | ChatComplet
     if body.stream:
         raise BadRequest("an async job cannot stream; poll the job or give a callback_url", param="stream")
     if kind == "rag":
-        plan_rag(services.settings, body)  # type: ignore[arg-type]
+        plan_rag(services, body)  # type: ignore[arg-type]
     else:
         await services.generator.off_loop(plan_chat, services, body)
     return msgspec.json.encode(body)
@@ -27,5 +27,5 @@ async def validate(services: Services, kind: str, body: RagRequest | ChatComplet
 async def execute(services: Services, kind: str, request: bytes, request_id: str) -> Any:
     body = msgspec.json.decode(request, type=KINDS[kind])
     if kind == "rag":
-        return await run_rag(services, plan_rag(services.settings, body), request_id)
+        return await run_rag(services, plan_rag(services, body), request_id)
     return await run_chat(services, await services.generator.off_loop(plan_chat, services, body), request_id)

@@ -88,21 +88,36 @@ class VectorStore:
         if missing:
             raise DependencyDown(f"vector store collection(s) missing: {', '.join(missing)}; run `monolith ingest`")
 
-    def search(self, vectors: list[list[float]], limit: int, author: str | None = None) -> list[Hit]:
-        """Every vector against every collection, in one batch request per collection."""
+    def authors(self) -> list[str]:
+        """Every author_full_name the collections hold (a facet over the payload: indexed on a server)."""
+        names: set[str] = set()
+        for name in self.collections:
+            if not self._call("collection check", self._client.collection_exists, name):
+                continue
+            facet = self._call("authors", self._client.facet, name, "author_full_name", limit=10_000, exact=True)
+            names.update(str(hit.value) for hit in facet.hits)
+        return sorted(names)
+
+    async def authors_async(self) -> list[str]:
+        return await asyncio.to_thread(self.authors)
+
+    def search(self, vectors: list[list[float]], limit: int, author: str | None = None) -> list[list[Hit]]:
+        """Every vector against every collection, in one batch request per collection; one list of hits per
+        vector, best first (the fusion ranks each query's hits on their own)."""
         flt = None
         if author:
             flt = models.Filter(
                 must=[models.FieldCondition(key="author_full_name", match=models.MatchValue(value=author))]
             )
         requests = [models.QueryRequest(query=v, filter=flt, limit=limit, with_payload=True) for v in vectors]
-        hits: list[Hit] = []
+        per_query: list[list[Hit]] = [[] for _ in vectors]
         for name in self.collections:
             if not self._call("collection check", self._client.collection_exists, name):
                 raise DependencyDown(f"vector store collection {name} is missing; run `monolith ingest`")
-            for response in self._call("search", self._client.query_batch_points, name, requests=requests):
+            responses = self._call("search", self._client.query_batch_points, name, requests=requests)
+            for hits, response in zip(per_query, responses, strict=True):
                 hits.extend(Hit(str(p.id), name, p.score, p.payload or {}) for p in response.points)
-        return hits
+        return [sorted(hits, key=lambda h: h.score, reverse=True) for hits in per_query]
 
-    async def search_async(self, vectors: list[list[float]], limit: int, author: str | None = None) -> list[Hit]:
+    async def search_async(self, vectors: list[list[float]], limit: int, author: str | None = None) -> list[list[Hit]]:
         return await asyncio.to_thread(self.search, vectors, limit, author)
