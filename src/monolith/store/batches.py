@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import and_, func, or_, select, update
 
 from monolith.errors import Conflict
-from monolith.store.database import Database, epoch_now
+from monolith.store.database import Database, epoch_now, oldest_unlocked
 from monolith.store.files import copy_lines_atomically
 from monolith.store.tables import batches, files
 
@@ -274,14 +274,7 @@ class BatchStore:
                     lease_expires_at=None,
                 )
             )
-            candidate = (
-                select(batches.c.seq)
-                .where(batches.c.status.in_(ACTIVE), free)
-                .order_by(batches.c.seq)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
+            candidate = oldest_unlocked(batches, batches.c.status.in_(ACTIVE), free)
             row = (
                 await conn.execute(
                     update(batches)

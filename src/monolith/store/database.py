@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import URL, Connection, Float, Table, event, make_url, text
+from sqlalchemy import URL, Connection, Float, Table, event, make_url, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
@@ -43,6 +43,14 @@ def _pg_now(element: epoch_now, compiler: Any, **kw: Any) -> str:
 @compiles(epoch_now, "sqlite")
 def _sqlite_now(element: epoch_now, compiler: Any, **kw: Any) -> str:
     return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def oldest_unlocked(table: Table, *where: Any) -> Any:
+    """The oldest row (by `seq`) matching `where`, as a subquery to claim it in one UPDATE: rows another
+    replica is claiming right now are skipped (PostgreSQL's FOR UPDATE SKIP LOCKED; SQLite has one writer)."""
+    return (
+        select(table.c.seq).where(*where).order_by(table.c.seq).limit(1).with_for_update(skip_locked=True)
+    ).scalar_subquery()
 
 
 def database_url(database: str, data_dir: Path) -> URL:

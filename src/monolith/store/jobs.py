@@ -14,7 +14,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from monolith.errors import Conflict
-from monolith.store.database import Database, epoch_now
+from monolith.store.database import Database, epoch_now, oldest_unlocked
 from monolith.store.tables import jobs
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -168,14 +168,7 @@ class JobStore:
                     **_finished_values(),
                 )
             )
-            candidate = (
-                select(jobs.c.seq)
-                .where(or_(jobs.c.status == "queued", lapsed))
-                .order_by(jobs.c.seq)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-                .scalar_subquery()
-            )
+            candidate = oldest_unlocked(jobs, or_(jobs.c.status == "queued", lapsed))
             row = (
                 await conn.execute(
                     update(jobs)
