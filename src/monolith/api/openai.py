@@ -13,6 +13,9 @@ from monolith.api.deps import provide_services, provide_state
 from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from monolith.api.state import ServerState
 from monolith.api.streaming import sse, unless_disconnected
+from monolith.config import Settings
+from monolith.embeddings import EmbeddingRequest, embeddings
+from monolith.errors import NotFound
 from monolith.serving import (
     Services,
     chat_chunks,
@@ -27,6 +30,12 @@ from monolith.serving import (
 )
 
 
+def model_cards(settings: Settings) -> list[ModelCard]:
+    limit = settings.engine.max_model_len
+    cards = [ModelCard(name, max_model_len=limit) for name in model_names(settings)]
+    return [*cards, ModelCard(settings.embedder.served_model_name)]
+
+
 class OpenAIController(Controller):
     path = "/v1"
     dependencies = {
@@ -35,10 +44,20 @@ class OpenAIController(Controller):
     }
     tags = ["openai"]
 
-    @get("/models", summary="The served model, and its RAG alias")
+    @get("/models", summary="The served model, its RAG alias, and the embedding model")
     async def models(self, server: ServerState) -> ModelList:
-        limit = server.settings.engine.max_model_len
-        return ModelList([ModelCard(name, max_model_len=limit) for name in model_names(server.settings)])
+        return ModelList(model_cards(server.settings))
+
+    @get("/models/{model_id:str}", summary="One model")
+    async def model(self, model_id: str, server: ServerState) -> ModelCard:
+        card = next((c for c in model_cards(server.settings) if c.id == model_id), None)
+        if card is None:
+            raise NotFound(f"the model '{model_id}' does not exist", param="model")
+        return card
+
+    @post("/embeddings", status_code=200, summary="Embeddings from the RAG embedder (float or base64)")
+    async def embeddings(self, data: EmbeddingRequest, services: Services) -> dict[str, Any]:
+        return await embeddings(services, data)
 
     @post("/chat/completions", status_code=200)
     async def chat(

@@ -28,9 +28,14 @@ class Embedder:
         self._batch_size = settings.batch_size
         self._model = SentenceTransformer(resolve_model_dir(settings.model), device=settings.device)
         self.dimension: int = self._model.get_embedding_dimension()
+        self.max_tokens: int = self._model.max_seq_length  # longer inputs are cut by sentence-transformers
         self._waiting: list[tuple[list[str], asyncio.Future[list[list[float]]]]] = []
         self._encoding = False
         self.batches = 0  # encode calls made by embed_async, for tests and curiosity
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Each text's length in this model's tokenizer, special tokens included (as the model reads it)."""
+        return [len(ids) for ids in self._model.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         vectors = self._model.encode(
