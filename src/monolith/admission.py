@@ -158,7 +158,7 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
     deadline = ticket.deadline
     submitted = time.monotonic()
     started = False
-    produced = 0
+    produced: dict[int, int] = {}  # per choice: a request of n choices streams n running counts
     try:
         async with aclosing(stream) as deltas:
             while True:
@@ -179,8 +179,8 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
                     ADMISSION._started(ticket._slot)
                     TIME_TO_FIRST_TOKEN.observe(time.monotonic() - submitted)
                     PROMPT_TOKENS.inc(delta.prompt_tokens)
-                GENERATED_TOKENS.inc(delta.completion_tokens - produced)
-                produced = delta.completion_tokens
+                GENERATED_TOKENS.inc(delta.completion_tokens - produced.get(delta.index, 0))
+                produced[delta.index] = delta.completion_tokens
                 yield delta
     finally:
         if started:

@@ -16,10 +16,12 @@ import msgspec
 from tqdm import tqdm
 
 from monolith.admission import LANE
-from monolith.api.errors import field_of
-from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, RagRequest
 from monolith.config import Settings
 from monolith.errors import BadRequest, MonolithError
+from monolith.protocol.chat import ChatCompletionRequest
+from monolith.protocol.completions import CompletionRequest
+from monolith.protocol.errors import field_of
+from monolith.protocol.rag import RagRequest
 from monolith.serving import (
     Services,
     model_names,

@@ -5,26 +5,13 @@ a silent truncation."""
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import msgspec
 import numpy as np
-from msgspec import Meta
 
 from monolith.errors import BadRequest, NotFound, NotReady
+from monolith.protocol.embeddings import MAX_INPUTS, EmbeddingRequest
 from monolith.serving import Services
-
-# OpenAI's own limit on inputs in one request.
-MAX_INPUTS = 2048
-
-
-class EmbeddingRequest(msgspec.Struct, kw_only=True):
-    model: Annotated[str, Meta(max_length=256)]
-    # Text or a list of texts; OpenAI's token-id forms are refused (the ids would be another model's).
-    input: str | list[Any]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Annotated[int, Meta(ge=1)] | None = None
-    user: Annotated[str, Meta(max_length=256)] | None = None
 
 
 def texts_of(data: EmbeddingRequest) -> list[str]:

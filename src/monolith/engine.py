@@ -26,8 +26,27 @@ class Sampling:
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
     # Structured output, as vLLM's StructuredOutputsParams takes it: {"choice": [...]}, {"json": schema},
-    # {"regex": ...} or {"grammar": ...}; the engine's grammar backend (xgrammar) constrains the tokens.
+    # {"regex": ...}, {"grammar": ...} or {"json_object": True}; the engine's grammar backend (xgrammar)
+    # constrains the tokens.
     structured: dict[str, Any] | None = None
+    n: int = 1
+    top_k: int = 0  # 0: every token
+    min_p: float = 0.0
+    min_tokens: int = 0
+    stop_token_ids: list[int] = field(default_factory=list)
+    logit_bias: dict[int, float] | None = None
+    logprobs: int | None = None  # top alternatives per generated token (0: the chosen token's only)
+    prompt_logprobs: int | None = None  # the same for each prompt token (echo with logprobs)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token with its log probability, and the `top` alternatives (id, text, logprob) best first."""
+
+    token_id: int
+    token: str
+    logprob: float | None  # None for a prompt's first token, which nothing predicts
+    top: list[tuple[int, str, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,9 @@ class Delta:
     completion_tokens: int
     prompt_tokens: int
     finish_reason: str | None = None
+    index: int = 0  # which of the request's n choices
+    logprobs: list[TokenLogprob] | None = None  # the new tokens', with sampling.logprobs
+    prompt_logprobs: list[TokenLogprob] | None = None  # on the first delta, with sampling.prompt_logprobs
 
 
 @dataclass
@@ -50,7 +72,7 @@ class EngineStats:
 class Tokenizer(Protocol):
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
     def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
-    def apply_chat_template(self, messages: list[dict[str, str]], **kw: Any) -> Any: ...
+    def apply_chat_template(self, messages: list[dict[str, Any]], **kw: Any) -> Any: ...
 
 
 class Engine(Protocol):
@@ -73,9 +95,15 @@ def sampling_field(message: str) -> str | None:
     return first if first in Sampling.__dataclass_fields__ else None
 
 
-def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> list[int]:
-    """The model's own chat template, with the assistant turn opened."""
-    out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> list[int]:
+    """The model's own chat template, with the assistant turn opened. A template that refuses the turns (roles
+    that do not alternate, a role it does not know) raises from its own code: the client's messages, a 400."""
+    from jinja2 import TemplateError
+
+    try:
+        out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    except TemplateError as exc:
+        raise BadRequest(f"the model's chat template refused the messages: {exc}", param="messages") from None
     ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
     return list(ids)
 
@@ -114,39 +142,105 @@ class VllmEngine:
             if name in ("temperature", "top_p", "repetition_penalty")
         }
 
-    async def stream(self, prompt_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
-        from vllm import SamplingParams, TokensPrompt
+    def _params(self, sampling: Sampling) -> Any:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-        from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            params = SamplingParams(
+            return SamplingParams(
+                n=sampling.n,
                 max_tokens=sampling.max_tokens,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                min_p=sampling.min_p,
+                min_tokens=sampling.min_tokens,
                 stop=sampling.stop or None,
+                stop_token_ids=sampling.stop_token_ids or None,
                 seed=sampling.seed,
                 presence_penalty=sampling.presence_penalty,
                 frequency_penalty=sampling.frequency_penalty,
                 repetition_penalty=sampling.repetition_penalty,
                 ignore_eos=sampling.ignore_eos,
+                logit_bias=sampling.logit_bias,
+                logprobs=sampling.logprobs,
+                prompt_logprobs=sampling.prompt_logprobs,
                 structured_outputs=StructuredOutputsParams(**sampling.structured) if sampling.structured else None,
                 output_kind=RequestOutputKind.DELTA,
             )
-        except (ValueError, TypeError) as exc:  # vLLM's own checks: a client's values, so a 400
-            raise BadRequest(f"invalid sampling parameters: {exc}", param=sampling_field(str(exc))) from None
-        produced = 0
+        except (ValueError, TypeError, VLLMClientError) as exc:  # vLLM's own checks: a client's values, a 400
+            param = getattr(exc, "parameter", None) or sampling_field(str(exc))
+            raise BadRequest(f"invalid sampling parameters: {exc}", param=param) from None
+
+    def check(self, sampling: Sampling, param: str = "response_format") -> None:
+        """What vLLM checks when a request arrives, done before it is queued (an async job's submit): the
+        sampling values, and that the grammar backend can compile the structured-output constraint."""
+        params = self._params(sampling)
+        if params.structured_outputs is None:
+            return
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.structured_output.backend_xgrammar import validate_xgrammar_grammar
+
+        try:
+            validate_xgrammar_grammar(params)
+        except (ValueError, TypeError, RuntimeError, VLLMClientError) as exc:
+            raise BadRequest(f"the structured-output constraint is invalid: {exc}", param=param) from None
+
+    def _logprobs(self, ids: Any, entries: Any, limit: int) -> list[TokenLogprob]:
+        """vLLM's per-position {token id: Logprob(logprob, rank, decoded_token)} as TokenLogprobs."""
+        out = []
+        for token_id, entry in zip(ids, entries, strict=False):
+            if entry is None:  # a prompt's first token
+                out.append(TokenLogprob(token_id, self._piece(token_id, None), None))
+                continue
+            chosen = entry.get(token_id)
+            ranked = sorted((lp.rank, i, lp) for i, lp in entry.items() if lp.rank is not None and lp.rank <= limit)
+            top = [(i, self._piece(i, lp.decoded_token), float(lp.logprob)) for _, i, lp in ranked]
+            logprob = float(chosen.logprob) if chosen is not None else None
+            out.append(TokenLogprob(token_id, self._piece(token_id, chosen and chosen.decoded_token), logprob, top))
+        return out
+
+    def _piece(self, token_id: int, decoded: str | None) -> str:
+        return decoded if decoded is not None else self.tokenizer.decode([token_id])
+
+    async def stream(self, prompt_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
+        from vllm import TokensPrompt
+        from vllm.exceptions import VLLMClientError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        params = self._params(sampling)
+        produced: dict[int, int] = {}
+        first = True
         try:
             # aclosing: when our caller leaves early, vLLM's generator sees GeneratorExit and aborts.
             outputs = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id)
             async with aclosing(outputs):
                 async for out in outputs:
-                    choice = out.outputs[0]
-                    produced += len(choice.token_ids)
-                    finish = choice.finish_reason if out.finished else None
-                    yield Delta(choice.text, produced, len(prompt_ids), finish)
+                    prompt_logprobs = None
+                    if first and sampling.prompt_logprobs is not None and out.prompt_logprobs is not None:
+                        prompt_logprobs = self._logprobs(prompt_ids, out.prompt_logprobs, sampling.prompt_logprobs)
+                    first = False
+                    for choice in out.outputs:
+                        produced[choice.index] = produced.get(choice.index, 0) + len(choice.token_ids)
+                        logprobs = None
+                        if sampling.logprobs is not None and choice.logprobs is not None:
+                            logprobs = self._logprobs(choice.token_ids, choice.logprobs, sampling.logprobs)
+                        yield Delta(
+                            choice.text,
+                            produced[choice.index],
+                            len(prompt_ids),
+                            choice.finish_reason,
+                            choice.index,
+                            logprobs,
+                            prompt_logprobs,
+                        )
         except EngineDeadError as exc:
             raise DependencyDown("the inference engine has stopped") from exc
+        except (ValueError, VLLMClientError) as exc:  # refused by vLLM's input processor before it ran
+            if not first:
+                raise
+            raise BadRequest(f"the engine refused the request: {exc}") from None
 
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)

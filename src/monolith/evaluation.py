@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monolith.api.schemas import RagRequest
 from monolith.generation import new_request_id
+from monolith.protocol.rag import RagRequest
 from monolith.serving import Services, plan_rag, run_rag
 
 KINDS = ("paraphrase", "keyword", "author", "multihop", "unanswerable")

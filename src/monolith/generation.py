@@ -11,18 +11,23 @@ from typing import Any, TypeVar
 
 from monolith.admission import tracked
 from monolith.config import Settings
-from monolith.engine import Delta, Engine, Sampling, chat_prompt_ids
+from monolith.engine import Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Completion:
+    """One finished choice; `logprobs` with sampling.logprobs, `prompt_logprobs` with sampling.prompt_logprobs."""
+
     text: str
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    index: int = 0
+    logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 def new_request_id(prefix: str = "req") -> str:
@@ -60,7 +65,7 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenizer.encode(text, add_special_tokens=False))
 
-    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+    def chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         return chat_prompt_ids(self.engine.tokenizer, messages)
 
     def text_ids(self, text: str) -> list[int]:
@@ -94,12 +99,33 @@ class Generator:
         timeout = timeout_s or self.settings.server.request_timeout_s
         return tracked(self.engine.stream(prompt_ids, sampling, request_id), timeout)
 
+    def check_sampling(self, sampling: Sampling, param: str) -> None:
+        """The engine's own checks (values, a structured-output grammar), before anything is queued."""
+        check = getattr(self.engine, "check", None)
+        if check is not None:
+            check(sampling, param)
+
+    async def complete_all(
+        self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
+    ) -> list[Completion]:
+        """The request's `sampling.n` choices, in index order."""
+        choices = [Completion("", None, len(prompt_ids), 0, i) for i in range(sampling.n)]
+        parts: list[list[str]] = [[] for _ in choices]
+        prompt_logprobs = None
+        async for delta in self.stream(prompt_ids, sampling, request_id, timeout_s):
+            choice = choices[delta.index]
+            parts[delta.index].append(delta.text)
+            choice.completion_tokens = delta.completion_tokens
+            choice.finish_reason = delta.finish_reason or choice.finish_reason
+            if delta.logprobs is not None:
+                choice.logprobs = [*(choice.logprobs or []), *delta.logprobs]
+            prompt_logprobs = prompt_logprobs or delta.prompt_logprobs
+        for choice, texts in zip(choices, parts, strict=True):
+            choice.text = "".join(texts)
+            choice.prompt_logprobs = prompt_logprobs
+        return choices
+
     async def complete(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
     ) -> Completion:
-        parts: list[str] = []
-        last = Delta("", 0, len(prompt_ids))
-        async for delta in self.stream(prompt_ids, sampling, request_id, timeout_s):
-            parts.append(delta.text)
-            last = delta
-        return Completion("".join(parts), last.finish_reason, len(prompt_ids), last.completion_tokens)
+        return (await self.complete_all(prompt_ids, sampling, request_id, timeout_s))[0]

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from monolith.api.schemas import MAX_PROMPTS
+from monolith.protocol.completions import MAX_PROMPTS
 
 CHAT = {"model": "twin", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 

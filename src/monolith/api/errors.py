@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import msgspec
@@ -11,14 +10,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import Send
 
-from monolith.api.schemas import ErrorBody, ErrorResponse
 from monolith.errors import MonolithError
+from monolith.protocol.errors import ErrorBody, ErrorResponse, field_of
 
 log = logging.getLogger(__name__)
 
 _HTTP_TYPES = {404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large"}
-_FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
-_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 
 
 def error_response(
@@ -37,13 +34,6 @@ async def send_error(
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def field_of(message: str) -> str | None:
-    """msgspec says "... - at `$.messages[0].role`" or "... field `query`": the field path, if any."""
-    path, named = _FIELD_PATH.search(message), _NAMED_FIELD.search(message)
-    parts = [m.group(1) for m in (path, named) if m and m.group(1)]
-    return ".".join(parts) or None
 
 
 def _param_of(detail: Any) -> str | None:

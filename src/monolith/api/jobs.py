@@ -11,11 +11,12 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from monolith.api.deps import provide_jobs, provide_owner, provide_services
-from monolith.api.schemas import ChatCompletionRequest, RagRequest
 from monolith.errors import BadRequest, NotFound, QuotaExceeded
 from monolith.jobs.destinations import shown
 from monolith.jobs.kinds import validate
 from monolith.jobs.worker import JobRunner
+from monolith.protocol.chat import ChatCompletionRequest
+from monolith.protocol.rag import RagRequest
 from monolith.serving import Services
 from monolith.store.jobs import STATUSES, Job
 

@@ -10,12 +10,14 @@ from litestar.response import Stream
 
 from monolith.api.admit import admitted, admitted_many
 from monolith.api.deps import provide_services, provide_state
-from monolith.api.schemas import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from monolith.api.state import ServerState
 from monolith.api.streaming import sse, unless_disconnected
 from monolith.config import Settings
 from monolith.embeddings import EmbeddingRequest, embeddings
 from monolith.errors import NotFound
+from monolith.protocol.chat import ChatCompletionRequest
+from monolith.protocol.completions import CompletionRequest
+from monolith.protocol.models import ModelCard, ModelList
 from monolith.serving import (
     Services,
     chat_chunks,

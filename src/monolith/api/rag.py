@@ -8,8 +8,8 @@ from litestar.response import Stream
 
 from monolith.api.admit import admitted
 from monolith.api.deps import provide_services
-from monolith.api.schemas import RagRequest, RagResponse
 from monolith.api.streaming import sse, unless_disconnected
+from monolith.protocol.rag import RagRequest, RagResponse
 from monolith.serving import Services, plan_rag, rag_events, run_rag
 
 

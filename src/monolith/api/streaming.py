@@ -12,8 +12,8 @@ from litestar import Request
 from litestar.response import Stream
 
 from monolith.admission import TICKET, Ticket
-from monolith.api.schemas import ErrorBody, ErrorResponse
 from monolith.errors import ClientGone, MonolithError
+from monolith.protocol.errors import ErrorBody, ErrorResponse
 from monolith.serving import frame
 
 log = logging.getLogger(__name__)

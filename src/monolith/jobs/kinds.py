@@ -6,8 +6,9 @@ from typing import Any
 
 import msgspec
 
-from monolith.api.schemas import ChatCompletionRequest, RagRequest
 from monolith.errors import BadRequest
+from monolith.protocol.chat import ChatCompletionRequest
+from monolith.protocol.rag import RagRequest
 from monolith.serving import Services, plan_chat, plan_rag, run_chat, run_rag
 
 KINDS = {"rag": RagRequest, "chat": ChatCompletionRequest}

@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from monolith.admission import ADMISSION, LANE, TICKET, realtime_waiting
-from monolith.api.schemas import ErrorBody
 from monolith.errors import MonolithError
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.kinds import execute
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
+from monolith.protocol.errors import ErrorBody
 from monolith.serving import Services
 from monolith.store.jobs import Job, JobStore
 from monolith.store.leases import Lease

@@ -1,0 +1,85 @@
+"""/v1/chat/completions: messages, tools and the request."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from monolith.protocol.common import (
+    MaxTokens,
+    Name,
+    Schema,
+    Temperature,
+    TopLogprobs,
+)
+from monolith.protocol.rag import RagOverrides
+from monolith.protocol.sampling import GenerationOptions
+
+
+class ToolCallFunction(msgspec.Struct):
+    name: Name
+    arguments: Annotated[str, Meta(max_length=1_000_000)]  # a JSON object, as a string
+
+
+class ToolCall(msgspec.Struct):
+    id: Name
+    function: ToolCallFunction
+    type: Literal["function"] = "function"
+
+
+class ChatMessage(msgspec.Struct):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    # OpenAI allows a list of content parts; text parts are joined, others rejected.
+    content: str | Annotated[list[dict[str, Any]], Meta(max_length=1000)] | None = None
+    name: Name | None = None
+    tool_calls: Annotated[list[ToolCall], Meta(max_length=128)] | None = None  # an assistant's earlier calls
+    tool_call_id: Name | None = None  # a tool message: the call it answers
+
+
+class FunctionDefinition(msgspec.Struct):
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern="^[a-zA-Z0-9_-]+$")]
+    description: Annotated[str, Meta(max_length=10_000)] | None = None
+    parameters: Schema | None = None  # a JSON schema; none: no arguments
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(msgspec.Struct):
+    name: Name
+
+
+class NamedToolChoice(msgspec.Struct):
+    type: Literal["function"]
+    function: FunctionName
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class ChatCompletionRequest(GenerationOptions):
+    model: Name
+    messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=10_000)]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    temperature: Temperature = 0.7
+    rag: bool | RagOverrides | None = None
+    logprobs: bool = False
+    top_logprobs: TopLogprobs | None = None
+    tools: Annotated[list[Tool], Meta(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    # Recognised and refused (serving.refuse_unsupported): no audio, images, web search or stored completions.
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    functions: Any = None
+    function_call: Any = None
+    store: Any = None
+    reasoning_effort: Any = None

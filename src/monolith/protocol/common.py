@@ -1,0 +1,49 @@
+"""Bounds every API shares, declared once (vLLM's own where it has them, so a bad value is a 400 naming the
+field, never an engine error), and the small shapes more than one API uses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+# Hard caps on the wire; the configured limits (rag.max_query_chars, engine.max_tokens_limit) are
+# checked in the serving code, where the settings are known.
+MaxTokens = Annotated[int, Meta(ge=1, le=1_000_000)]
+Temperature = Annotated[float, Meta(ge=0.0, le=2.0)]
+TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+TopK = Annotated[int, Meta(ge=1, le=50)]
+Query = Annotated[str, Meta(min_length=1, max_length=100_000)]
+# vLLM's own bounds, checked here so that a bad value is a 400 naming the field, never an engine error.
+StopString = Annotated[str, Meta(min_length=1, max_length=1000)]
+Stop = StopString | Annotated[list[StopString], Meta(max_length=4)] | None
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # a 64-bit signed integer, as torch seeds are
+Name = Annotated[str, Meta(max_length=256)]
+# Choices per request (`n`): vLLM runs them as one request of n sequences.
+MAX_N = 16
+N = Annotated[int, Meta(ge=1, le=MAX_N)]
+# vLLM's sampling extensions, with its own bounds (top_k -1 or 0: every token).
+SamplingTopK = Annotated[int, Meta(ge=-1, le=1_000_000)]
+MinP = Annotated[float, Meta(ge=0.0, le=1.0)]
+RepetitionPenalty = Annotated[float, Meta(gt=0.0, le=2.0)]
+MinTokens = Annotated[int, Meta(ge=0, le=1_000_000)]
+TokenId = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+StopTokenIds = Annotated[list[TokenId], Meta(max_length=64)]
+# OpenAI's shape: token ids as strings, a bias of -100 to 100 each; checked against the vocabulary in serving.
+Bias = Annotated[float, Meta(ge=-100, le=100)]
+LogitBias = Annotated[dict[Annotated[str, Meta(max_length=16)], Bias], Meta(max_length=300)]
+# vLLM's default --max-logprobs.
+TopLogprobs = Annotated[int, Meta(ge=0, le=20)]
+Schema = Annotated[dict[str, Any], Meta(max_length=1000)]
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int

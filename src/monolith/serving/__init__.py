@@ -1,0 +1,59 @@
+"""Wire requests -> engine calls -> wire responses, shared by the HTTP routes, async jobs and batch; one
+module per API (chat, completions, rag), and what they share in `common`.
+
+Each API has a `plan_*` step that validates and builds the prompt (every 4xx is raised there, so async jobs
+and batch lines are rejected at submit time) and a `run_*` / `*_chunks` step that generates.
+"""
+
+from monolith.serving.chat import ChatPlan, chat_chunks, message_dicts, plan_chat, retrieve_for_chat, run_chat
+from monolith.serving.common import (
+    DONE,
+    RAG_SUFFIX,
+    Services,
+    answer_sampling,
+    check_query,
+    frame,
+    model_names,
+    rag_options,
+    resolve_model,
+    usage,
+)
+from monolith.serving.completions import (
+    CompletionPlan,
+    completion_chunks,
+    plan_completion,
+    prompt_count,
+    prompt_inputs,
+    run_completion,
+)
+from monolith.serving.rag import RagPlan, plan_rag, rag_events, run_rag, sources_out
+
+__all__ = [
+    "DONE",
+    "RAG_SUFFIX",
+    "ChatPlan",
+    "CompletionPlan",
+    "RagPlan",
+    "Services",
+    "answer_sampling",
+    "chat_chunks",
+    "check_query",
+    "completion_chunks",
+    "frame",
+    "message_dicts",
+    "model_names",
+    "plan_chat",
+    "plan_completion",
+    "plan_rag",
+    "prompt_count",
+    "prompt_inputs",
+    "rag_events",
+    "rag_options",
+    "resolve_model",
+    "retrieve_for_chat",
+    "run_chat",
+    "run_completion",
+    "run_rag",
+    "sources_out",
+    "usage",
+]

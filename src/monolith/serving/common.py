@@ -1,0 +1,217 @@
+"""What every API of serving shares: the loaded services, model names, sampling from the wire, SSE frames."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from monolith.config import Settings
+from monolith.engine import Sampling
+from monolith.errors import BadRequest, NotFound
+from monolith.generation import Generator
+from monolith.protocol.chat import ChatCompletionRequest
+from monolith.protocol.completions import CompletionRequest
+from monolith.rag import RagOptions, Retrieval
+
+RAG_SUFFIX = "-rag"
+
+
+@dataclass
+class Services:
+    """What a loaded server hands to its routes, jobs and batches."""
+
+    generator: Generator
+    rag: Retrieval  # RagPipeline, or RetrievalOff where none was loaded
+    store: Any
+    embedder: Any = None  # the RAG embedder, which /v1/embeddings serves too (None where none was loaded)
+
+    @property
+    def settings(self) -> Settings:
+        return self.generator.settings
+
+    async def aclose(self) -> None:
+        await self.generator.engine.aclose()
+        await asyncio.to_thread(self.store.close)
+
+
+# --- shared checks -------------------------------------------------------------------------------
+
+
+def model_names(settings: Settings) -> tuple[str, str]:
+    served = settings.engine.served_model_name
+    return served, served + RAG_SUFFIX
+
+
+def resolve_model(settings: Settings, model: str) -> bool:
+    """Whether the model name itself asks for RAG; an unknown name is a 404 like OpenAI's."""
+    served, rag = model_names(settings)
+    if model not in (served, rag):
+        raise NotFound(f"the model '{model}' does not exist; this server serves '{served}' and '{rag}'", param="model")
+    return model == rag
+
+
+def check_query(settings: Settings, query: str, param: str) -> None:
+    limit = settings.rag.max_query_chars
+    if not query.strip():
+        raise BadRequest("the query is empty", param=param)
+    if len(query) > limit:
+        raise BadRequest(f"the query has {len(query)} characters; the limit is {limit}", param=param)
+
+
+def wire_sampling(
+    generator: Generator,
+    data: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int,
+    structured: dict[str, Any] | None = None,
+    logprobs: int | None = None,
+    prompt_logprobs: int | None = None,
+) -> Sampling:
+    """The OpenAI routes' sampling fields (and vLLM's extensions), as the engine takes them."""
+    if data.best_of not in (None, 1):
+        raise BadRequest("best_of is not supported (vLLM's engine dropped it); use n", param="best_of")
+    if data.stop_token_ids:
+        generator.check_token_ids(data.stop_token_ids, "stop_token_ids")
+    if data.min_tokens > max_tokens:
+        raise BadRequest(f"min_tokens is {data.min_tokens}, above max_tokens ({max_tokens})", param="min_tokens")
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=data.temperature,
+        top_p=data.top_p,
+        stop=stop_list(data.stop),
+        seed=data.seed,
+        presence_penalty=data.presence_penalty,
+        frequency_penalty=data.frequency_penalty,
+        repetition_penalty=1.0 if data.repetition_penalty is None else data.repetition_penalty,
+        ignore_eos=data.ignore_eos,
+        structured=structured,
+        n=data.n,
+        top_k=data.top_k or 0,
+        min_p=data.min_p,
+        min_tokens=data.min_tokens,
+        stop_token_ids=list(data.stop_token_ids or []),
+        logit_bias=token_biases(generator, data.logit_bias),
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+    )
+
+
+def token_biases(generator: Generator, bias: dict[str, float] | None) -> dict[int, float] | None:
+    """OpenAI's {"token id as a string": bias}, each id checked against the vocabulary."""
+    if not bias:
+        return None
+    out = {}
+    for key, value in bias.items():
+        if not key.strip().isdigit():
+            raise BadRequest(f"logit_bias key '{key}' is not a token id", param="logit_bias")
+        out[int(key)] = value
+    generator.check_token_ids(list(out), "logit_bias")
+    return out
+
+
+def structured_constraint(data: ChatCompletionRequest | CompletionRequest) -> tuple[dict[str, Any] | None, str]:
+    """response_format or vLLM's structured_outputs as the engine's constraint, and the field it came from."""
+    fmt, extension = data.response_format, data.structured_outputs
+    asked = fmt is not None and fmt.type != "text"
+    if asked and extension is not None:
+        raise BadRequest(
+            "response_format and structured_outputs both constrain the output; set one", param="structured_outputs"
+        )
+    if extension is not None:
+        fields = {k: v for k, v in msgspec.structs.asdict(extension).items() if v is not None and v is not False}
+        kinds = [k for k in ("json", "regex", "choice", "grammar", "json_object") if k in fields]
+        if len(kinds) != 1:
+            raise BadRequest(
+                "structured_outputs takes exactly one of json, regex, choice, grammar, json_object",
+                param="structured_outputs",
+            )
+        return fields, "structured_outputs"
+    if fmt is None or fmt.type == "text":
+        return None, "response_format"
+    if fmt.type == "json_object":
+        return {"json_object": True}, "response_format"
+    if fmt.json_schema is None or fmt.json_schema.schema is None:
+        raise BadRequest("a json_schema response format needs json_schema.schema", param="response_format.json_schema")
+    return {"json": fmt.json_schema.schema}, "response_format.json_schema"
+
+
+# Fields of OpenAI's that this server recognises and cannot honour: a 400 naming each, never a silent 200.
+UNSUPPORTED = {
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "functions": "the deprecated functions field is not supported; use tools",
+    "function_call": "the deprecated function_call field is not supported; use tool_choice",
+    "reasoning_effort": "the served model does not reason; reasoning_effort is not supported",
+    "suffix": "suffix (fill in the middle) is not supported",
+}
+
+
+def refuse_unsupported(data: ChatCompletionRequest | CompletionRequest) -> None:
+    for name, why in UNSUPPORTED.items():
+        if getattr(data, name, None) is not None:
+            raise BadRequest(why, param=name)
+    modalities = getattr(data, "modalities", None)
+    if modalities is not None and modalities != ["text"]:
+        raise BadRequest("only text output is supported", param="modalities")
+    if getattr(data, "store", None):
+        raise BadRequest("stored completions are not supported; store must be false", param="store")
+
+
+def rag_options(
+    settings: Settings,
+    k: int | None,
+    max_tokens: int,
+    temperature: float | None,
+    expand: bool | None,
+    self_query: bool | None,
+    defaults: dict[str, float] | None = None,
+) -> RagOptions:
+    """The request's choices over the answer defaults (`defaults`: the model's generation config, then
+    rag.answer) and the configured RAG switches."""
+    cfg = settings.rag
+    answer = {**cfg.answer.model_dump(), **(defaults or {})}
+    return RagOptions(
+        k=k or cfg.k,
+        max_tokens=max_tokens,
+        temperature=answer["temperature"] if temperature is None else temperature,
+        expand=cfg.expand if expand is None else expand,
+        self_query=cfg.self_query if self_query is None else self_query,
+        top_p=answer["top_p"],
+        repetition_penalty=answer["repetition_penalty"],
+    )
+
+
+def answer_sampling(opts: RagOptions) -> Sampling:
+    return Sampling(
+        max_tokens=opts.max_tokens,
+        temperature=opts.temperature,
+        top_p=opts.top_p,
+        repetition_penalty=opts.repetition_penalty,
+    )
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def finish(reason: str | None) -> str | None:
+    return "stop" if reason == "abort" else reason
+
+
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def frame(payload: Any) -> bytes:
+    data = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+    return b"data: " + data + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"

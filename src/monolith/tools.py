@@ -1,0 +1,173 @@
+"""Tool calling on any model: the tools go into the prompt (through the chat template where it knows tools,
+else as a system message), and the answer is constrained by a JSON schema built from them, so that even a
+135M model returns calls whose arguments satisfy their tool's schema (TGI's approach).
+
+- `required`: a JSON array of one or more calls (one only with parallel_tool_calls false).
+- a named function: that function's arguments object.
+- `auto`: one object, either {"tool_calls": [...]} or {"content": "..."}: the "no tool" alternative.
+- `none`: no tools offered, plain text.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from monolith.errors import BadRequest
+from monolith.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool
+
+# Calls in one answer at most (parallel_tool_calls), so a small model cannot loop on calls until max_tokens.
+MAX_PARALLEL_CALLS = 8
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+@dataclass
+class ToolPlan:
+    """How one chat request uses its tools; `mode` is "required", "auto" or "named"."""
+
+    mode: str
+    tools: list[Tool]
+    schema: dict[str, Any]
+    named: str | None = None
+    parallel: bool = True
+
+
+@dataclass
+class ParsedAnswer:
+    content: str | None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def arguments_schema(tool: Tool) -> dict[str, Any]:
+    return tool.function.parameters or {"type": "object", "properties": {}}
+
+
+def calls_schema(tools: list[Tool], parallel: bool) -> dict[str, Any]:
+    one = {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {"name": {"const": t.function.name}, "arguments": arguments_schema(t)},
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for t in tools
+        ]
+    }
+    return {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS if parallel else 1}
+
+
+def auto_schema(tools: list[Tool], parallel: bool) -> dict[str, Any]:
+    reply = {
+        "type": "object",
+        "properties": {"content": {"type": "string"}},
+        "required": ["content"],
+        "additionalProperties": False,
+    }
+    call = {
+        "type": "object",
+        "properties": {"tool_calls": calls_schema(tools, parallel)},
+        "required": ["tool_calls"],
+        "additionalProperties": False,
+    }
+    return {"anyOf": [call, reply]}
+
+
+def plan_tools(data: ChatCompletionRequest) -> ToolPlan | None:
+    """None: answer in plain text (no tools, or tool_choice "none")."""
+    tools, choice = data.tools or [], data.tool_choice
+    if not tools:
+        if choice not in (None, "none", "auto"):
+            raise BadRequest("tool_choice needs tools", param="tool_choice")
+        return None
+    names = [t.function.name for t in tools]
+    if len(set(names)) != len(names):
+        raise BadRequest("two tools have the same name", param="tools")
+    if choice == "none":
+        return None
+    if isinstance(choice, NamedToolChoice):
+        tool = next((t for t in tools if t.function.name == choice.function.name), None)
+        if tool is None:
+            raise BadRequest(f"tool_choice names '{choice.function.name}', which is not in tools", param="tool_choice")
+        return ToolPlan("named", [tool], arguments_schema(tool), named=tool.function.name)
+    parallel = data.parallel_tool_calls
+    if choice == "required":
+        return ToolPlan("required", tools, calls_schema(tools, parallel), parallel=parallel)
+    return ToolPlan("auto", tools, auto_schema(tools, parallel), parallel=parallel)
+
+
+def instructions(plan: ToolPlan) -> str:
+    """The system text that tells a model without a tool-aware template what it may call and how to answer
+    (the grammar enforces the shape; this tells the model what the shape means)."""
+    described = [
+        {"name": t.function.name, "description": t.function.description or "", "parameters": arguments_schema(t)}
+        for t in plan.tools
+    ]
+    listing = json.dumps(described, ensure_ascii=False)
+    if plan.mode == "named":
+        return f"Call the function {plan.named}. Answer with its arguments as one JSON object.\nFunction: {listing}"
+    calls = '[{"name": <function name>, "arguments": {<arguments>}}]'
+    if plan.mode == "required":
+        return f"You have these functions: {listing}\nCall one or more of them. Answer with JSON: {calls}"
+    return (
+        f"You have these functions: {listing}\nTo call functions, answer with JSON: "
+        f'{{"tool_calls": {calls}}}. To answer without a function, answer with JSON: {{"content": <your answer>}}'
+    )
+
+
+def history_message(message: ChatMessage, content: str) -> dict[str, Any]:
+    """An earlier turn as the template takes it: an assistant's calls as the JSON it would have written, a
+    tool's result under role "tool" (templates that know tools render it their way)."""
+    if message.role == "assistant" and message.tool_calls:
+        calls = [
+            {"name": c.function.name, "arguments": parsed_arguments(c.function.arguments)} for c in message.tool_calls
+        ]
+        text = json.dumps({"tool_calls": calls}, ensure_ascii=False)
+        return {"role": "assistant", "content": f"{content}\n{text}" if content else text}
+    if message.role == "tool":
+        turn = {"role": "tool", "content": content}
+        return {**turn, "tool_call_id": message.tool_call_id} if message.tool_call_id else turn
+    return {"role": message.role, "content": content}
+
+
+def parsed_arguments(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+def with_tools(messages: list[dict[str, Any]], plan: ToolPlan) -> list[dict[str, Any]]:
+    """The tool instructions joined to the system message, or as a new one first."""
+    text = instructions(plan)
+    if messages and messages[0]["role"] == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def as_call(name: str, arguments: Any) -> dict[str, Any]:
+    encoded = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return {"id": call_id(), "type": "function", "function": {"name": name, "arguments": encoded}}
+
+
+def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
+    """The constrained answer as content or calls; one cut short (max_tokens) stays text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ParsedAnswer(text)
+    if plan.mode == "named":
+        return ParsedAnswer(None, [as_call(plan.named or "", value)])
+    if plan.mode == "auto":
+        if isinstance(value, dict) and "content" in value:
+            return ParsedAnswer(str(value["content"]))
+        value = value.get("tool_calls") if isinstance(value, dict) else None
+    if not isinstance(value, list):
+        return ParsedAnswer(text)
+    return ParsedAnswer(None, [as_call(c["name"], c["arguments"]) for c in value if isinstance(c, dict)])
