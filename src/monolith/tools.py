@@ -113,13 +113,15 @@ def instructions(plan: ToolPlan) -> str:
         return f"You have these functions: {listing}\nCall one or more of them. Answer with JSON: {calls}"
     return (
         f"You have these functions: {listing}\nTo call functions, answer with JSON: "
-        f'{{"tool_calls": {calls}}}. To answer without a function, answer with JSON: {{"content": <your answer>}}'
+        f'{{"tool_calls": {calls}}}. To answer the user, answer with JSON: {{"content": <your answer>}}. '
+        "Once a function's result is in the conversation, do not call it again: answer the user with it."
     )
 
 
-def history_message(message: ChatMessage, content: str) -> dict[str, Any]:
-    """An earlier turn as the template takes it: an assistant's calls as the JSON it would have written, a
-    tool's result under role "tool" (templates that know tools render it their way)."""
+def history_message(message: ChatMessage, content: str, names: dict[str, str], native: bool) -> dict[str, Any]:
+    """An earlier turn as the template takes it: an assistant's calls as the JSON it would have written. A tool's
+    result goes under role "tool" to a template that knows tools (`native`), else as a user turn that says which
+    function answered (a template without tools has never seen a "tool" role). `names`: call id -> function."""
     if message.role == "assistant" and message.tool_calls:
         calls = [
             {"name": c.function.name, "arguments": parsed_arguments(c.function.arguments)} for c in message.tool_calls
@@ -127,9 +129,20 @@ def history_message(message: ChatMessage, content: str) -> dict[str, Any]:
         text = json.dumps({"tool_calls": calls}, ensure_ascii=False)
         return {"role": "assistant", "content": f"{content}\n{text}" if content else text}
     if message.role == "tool":
+        if not native:
+            name = names.get(message.tool_call_id or "", "a function")
+            return {"role": "user", "content": f"The result of {name}: {content}\nUse it to answer."}
         turn = {"role": "tool", "content": content}
         return {**turn, "tool_call_id": message.tool_call_id} if message.tool_call_id else turn
     return {"role": message.role, "content": content}
+
+
+def call_names(messages: list[ChatMessage]) -> dict[str, str]:
+    return {c.id: c.function.name for m in messages for c in (m.tool_calls or [])}
+
+
+def template_knows_tools(template: Any) -> bool:
+    return isinstance(template, str) and "tools" in template
 
 
 def parsed_arguments(arguments: str) -> Any:
@@ -161,7 +174,7 @@ def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
     try:
         value = json.loads(text)
     except ValueError:
-        return ParsedAnswer(text)
+        return cut_short(plan, text)
     if plan.mode == "named":
         return ParsedAnswer(None, [as_call(plan.named or "", value)])
     if plan.mode == "auto":
@@ -171,3 +184,30 @@ def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
     if not isinstance(value, list):
         return ParsedAnswer(text)
     return ParsedAnswer(None, [as_call(c["name"], c["arguments"]) for c in value if isinstance(c, dict)])
+
+
+def cut_short(plan: ToolPlan, text: str) -> ParsedAnswer:
+    """An answer that max_tokens cut: the calls it finished (a small model may repeat calls until the budget
+    ends), or the text so far of an `auto` {"content": "..."}; else the raw text."""
+    start = text.find("[")
+    if plan.mode != "named" and start >= 0:
+        calls, decoder, at = [], json.JSONDecoder(), start + 1
+        while True:
+            try:
+                call, at = decoder.raw_decode(text, at)
+            except ValueError:
+                break
+            if isinstance(call, dict) and "name" in call and "arguments" in call:
+                calls.append(as_call(call["name"], call["arguments"]))
+            at += 1 if text[at : at + 1] == "," else 0
+        if calls:
+            return ParsedAnswer(None, calls)
+    if plan.mode == "auto":
+        for ending in ('"}', '\\"}', "}"):
+            try:
+                value = json.loads(text + ending)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and isinstance(value.get("content"), str):
+                return ParsedAnswer(value["content"])
+    return ParsedAnswer(text)

@@ -25,6 +25,7 @@ from monolith.api.middleware import metrics_middleware
 from monolith.api.openai import OpenAIController
 from monolith.api.rag import RagController
 from monolith.api.state import Phase, ServerState
+from monolith.api.tokenize import TokenizeController
 from monolith.config import Settings
 from monolith.metrics import READY
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
         route_handlers=[
             RagController,
             OpenAIController,
+            TokenizeController,
             JobsController,
             files_controller(settings),
             BatchesController,

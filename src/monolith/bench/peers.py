@@ -104,6 +104,9 @@ def vllm_engine_args(settings: Settings, model_dir: Path) -> list[str]:
     args += ["--max-model-len", str(cfg.max_model_len), "--max-num-seqs", str(cfg.max_num_seqs)]
     args += ["--seed", str(cfg.seed), "--gpu-memory-utilization", str(cfg.gpu_memory_utilization)]
     args += ["--tensor-parallel-size", str(cfg.tensor_parallel_size)]
+    if cfg.compact_json:  # engine.compact_json, as vLLM's own flags say it
+        args += ["--structured-outputs-config.backend", "xgrammar"]
+        args += ["--structured-outputs-config.disable_any_whitespace", "true"]
     if cfg.max_num_batched_tokens:
         args += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
     return args + (["--enforce-eager"] if cfg.enforce_eager else [])

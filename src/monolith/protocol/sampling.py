@@ -45,9 +45,8 @@ class StructuredOutputs(msgspec.Struct, forbid_unknown_fields=True):
     choice: Annotated[list[Annotated[str, Meta(max_length=1000)]], Meta(min_length=1, max_length=1000)] | None = None
     grammar: Annotated[str, Meta(min_length=1, max_length=100_000)] | None = None
     json_object: bool | None = None
-    disable_any_whitespace: bool = False
-    disable_additional_properties: bool = False
-    whitespace_pattern: Annotated[str, Meta(max_length=1000)] | None = None
+    # vLLM's per-request whitespace options are not taken: its engine applies one setting to every request
+    # (engine.compact_json here), so a request that sets them is refused as an unknown field.
 
 
 class GenerationOptions(msgspec.Struct, kw_only=True):

@@ -31,7 +31,15 @@ from monolith.serving.common import (
     wire_sampling,
 )
 from monolith.serving.rag import sources_out
-from monolith.tools import ToolPlan, history_message, parse_answer, plan_tools, with_tools
+from monolith.tools import (
+    ToolPlan,
+    call_names,
+    history_message,
+    parse_answer,
+    plan_tools,
+    template_knows_tools,
+    with_tools,
+)
 
 
 @dataclass
@@ -58,14 +66,15 @@ def message_text(i: int, message: ChatMessage) -> str:
     return "".join(texts)
 
 
-def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    out = []
+def message_dicts(messages: list[ChatMessage], native_tools: bool = False) -> list[dict[str, Any]]:
+    """The turns as the chat template takes them; `native_tools`: the template renders tool turns itself."""
+    out, names = [], call_names(messages)
     for i, m in enumerate(messages):
         if m.role == "tool" and not m.tool_call_id:
             raise BadRequest("a tool message needs the tool_call_id it answers", param=f"messages[{i}].tool_call_id")
         if m.tool_calls and m.role != "assistant":
             raise BadRequest("only an assistant message carries tool_calls", param=f"messages[{i}].tool_calls")
-        turn = history_message(m, message_text(i, m))
+        turn = history_message(m, message_text(i, m), names, native_tools)
         out.append({**turn, "role": "system"} if m.role == "developer" else turn)
     return out
 
@@ -81,7 +90,9 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
     settings, generator = services.settings, services.generator
     refuse_unsupported(data)
     use_rag = resolve_model(settings, data.model) or bool(data.rag)
-    messages = message_dicts(data.messages)
+    messages = message_dicts(
+        data.messages, template_knows_tools(getattr(generator.engine.tokenizer, "chat_template", None))
+    )
     max_tokens = data.max_completion_tokens or data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
     tools = plan_tools(data)
@@ -91,8 +102,7 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
             raise BadRequest("tools constrain the answer already; drop response_format", param=param)
         if use_rag:
             raise BadRequest("tools cannot be combined with RAG", param="tools")
-        # Compact JSON: a small model spends no tokens on whitespace between the calls.
-        structured, param = {"json": tools.schema, "disable_any_whitespace": True}, "tools"
+        structured, param = {"json": tools.schema}, "tools"
         messages = with_tools(messages, tools)
     top_logprobs = chat_logprob_count(data)
     sampling = wire_sampling(generator, data, max_tokens, structured, top_logprobs)

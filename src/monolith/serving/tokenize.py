@@ -1,0 +1,36 @@
+"""/tokenize and /detokenize: the served model's tokenizer and chat template, as the engine sees a prompt."""
+
+from __future__ import annotations
+
+from monolith.errors import BadRequest
+from monolith.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from monolith.serving.chat import message_dicts
+from monolith.serving.common import Services, resolve_model
+
+
+def tokenize(services: Services, data: TokenizeRequest) -> TokenizeResponse:
+    generator = services.generator
+    if data.model is not None:
+        resolve_model(services.settings, data.model)
+    if (data.prompt is None) == (data.messages is None):
+        raise BadRequest("give either prompt or messages", param="prompt")
+    tokenizer = generator.engine.tokenizer
+    if data.messages is not None:
+        messages = message_dicts(data.messages)
+        if data.add_generation_prompt:
+            ids = generator.chat_ids(messages)
+        else:
+            out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
+            ids = list(out["input_ids"] if hasattr(out, "keys") else out)
+    else:
+        special = True if data.add_special_tokens is None else data.add_special_tokens
+        ids = list(tokenizer.encode(data.prompt or "", add_special_tokens=special))
+    strs = [tokenizer.decode([i]) for i in ids] if data.return_token_strs else None
+    return TokenizeResponse(len(ids), generator.max_model_len, ids, strs)
+
+
+def detokenize(services: Services, data: DetokenizeRequest) -> DetokenizeResponse:
+    if data.model is not None:
+        resolve_model(services.settings, data.model)
+    services.generator.check_token_ids(data.tokens, "tokens")
+    return DetokenizeResponse(services.generator.decode(data.tokens))
