@@ -95,13 +95,16 @@ def sampling_field(message: str) -> str | None:
     return first if first in Sampling.__dataclass_fields__ else None
 
 
-def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> list[int]:
-    """The model's own chat template, with the assistant turn opened. A template that refuses the turns (roles
-    that do not alternate, a role it does not know) raises from its own code: the client's messages, a 400."""
+def chat_prompt_ids(
+    tokenizer: Tokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+) -> list[int]:
+    """The model's own chat template, the assistant turn opened unless `add_generation_prompt` is false. A template
+    that refuses the turns (roles that do not alternate, a role it does not know) raises from its own code: the
+    client's messages, a 400."""
     from jinja2 import TemplateError
 
     try:
-        out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
     except TemplateError as exc:
         raise BadRequest(f"the model's chat template refused the messages: {exc}", param="messages") from None
     ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out

@@ -49,6 +49,8 @@ class Generator:
         # Tokenising a long prompt takes long enough to stall every other client (and /health/live): it runs
         # on one thread of its own, one call at a time, as vLLM's own server does it.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+        # Whether the chat template renders tool turns itself (Llama 3.1) or not (SmolLM2): read once.
+        self.template_knows_tools = "tools" in str(getattr(engine.tokenizer, "chat_template", None) or "")
 
     async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Runs `work` (anything that tokenises: the plan_* steps, a RAG prompt) on the tokenizer thread."""
@@ -65,8 +67,8 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenizer.encode(text, add_special_tokens=False))
 
-    def chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        return chat_prompt_ids(self.engine.tokenizer, messages)
+    def chat_ids(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+        return chat_prompt_ids(self.engine.tokenizer, messages, add_generation_prompt)
 
     def text_ids(self, text: str) -> list[int]:
         return list(self.engine.tokenizer.encode(text))

@@ -141,10 +141,6 @@ def call_names(messages: list[ChatMessage]) -> dict[str, str]:
     return {c.id: c.function.name for m in messages for c in (m.tool_calls or [])}
 
 
-def template_knows_tools(template: Any) -> bool:
-    return isinstance(template, str) and "tools" in template
-
-
 def parsed_arguments(arguments: str) -> Any:
     try:
         return json.loads(arguments)

@@ -37,7 +37,6 @@ from monolith.tools import (
     history_message,
     parse_answer,
     plan_tools,
-    template_knows_tools,
     with_tools,
 )
 
@@ -90,9 +89,7 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
     settings, generator = services.settings, services.generator
     refuse_unsupported(data)
     use_rag = resolve_model(settings, data.model) or bool(data.rag)
-    messages = message_dicts(
-        data.messages, template_knows_tools(getattr(generator.engine.tokenizer, "chat_template", None))
-    )
+    messages = message_dicts(data.messages, generator.template_knows_tools)
     max_tokens = data.max_completion_tokens or data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
     tools = plan_tools(data)

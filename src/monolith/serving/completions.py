@@ -46,8 +46,7 @@ def prompt_inputs(generator: Generator, prompt: str | list[str | int | list[int]
         return [prompt], [generator.text_ids(prompt)]
     if not prompt:
         raise BadRequest("the prompt list is empty", param="prompt")
-    if not isinstance(prompt[0], int) and len(prompt) > MAX_PROMPTS:
-        raise BadRequest(f"{len(prompt)} prompts in one request; the limit is {MAX_PROMPTS}", param="prompt")
+    count_prompts(prompt)
     if all(isinstance(p, str) for p in prompt):
         texts = [str(p) for p in prompt]
         return texts, [generator.text_ids(t) for t in texts]
@@ -67,15 +66,19 @@ def prompt_inputs(generator: Generator, prompt: str | list[str | int | list[int]
     return [generator.decode(one) for one in ids], ids
 
 
-def prompt_count(data: CompletionRequest) -> int:
-    """How many generations a completions request makes: one per prompt of a list of texts or of token-id
-    lists (a list of token ids is one prompt)."""
-    prompt = data.prompt
+def count_prompts(prompt: str | list[str | int | list[int]]) -> int:
+    """How many generations a prompt makes: one per prompt of a list of texts or of token-id lists (a list of
+    token ids is one prompt); a list past MAX_PROMPTS is a 400."""
     if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
         return 1
     if len(prompt) > MAX_PROMPTS:
         raise BadRequest(f"{len(prompt)} prompts in one request; the limit is {MAX_PROMPTS}", param="prompt")
     return len(prompt)
+
+
+def prompt_count(data: CompletionRequest) -> int:
+    """A completions request's generations, each admitted as a request of its own."""
+    return count_prompts(data.prompt)
 
 
 def plan_completion(services: Services, data: CompletionRequest) -> CompletionPlan:

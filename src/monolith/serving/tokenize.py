@@ -16,12 +16,8 @@ def tokenize(services: Services, data: TokenizeRequest) -> TokenizeResponse:
         raise BadRequest("give either prompt or messages", param="prompt")
     tokenizer = generator.engine.tokenizer
     if data.messages is not None:
-        messages = message_dicts(data.messages)
-        if data.add_generation_prompt:
-            ids = generator.chat_ids(messages)
-        else:
-            out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
-            ids = list(out["input_ids"] if hasattr(out, "keys") else out)
+        messages = message_dicts(data.messages, generator.template_knows_tools)
+        ids = generator.chat_ids(messages, data.add_generation_prompt)
     else:
         special = True if data.add_special_tokens is None else data.add_special_tokens
         ids = list(tokenizer.encode(data.prompt or "", add_special_tokens=special))
