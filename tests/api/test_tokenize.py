@@ -29,5 +29,8 @@ def test_bad_tokenize_requests_are_400s_naming_the_field(http: httpx.Client) -> 
     assert both.status_code == 400 and both.json()["error"]["param"] == "prompt"
     outside = http.post("/detokenize", json={"tokens": [1, 10**9]})
     assert outside.status_code == 400 and outside.json()["error"]["param"] == "tokens"
+    # Not honoured for a chat (its template writes the special tokens): refused, not ignored.
+    special = http.post("/tokenize", json={"messages": MESSAGES, "add_special_tokens": True})
+    assert special.status_code == 400 and special.json()["error"]["param"] == "add_special_tokens"
     unknown = http.post("/tokenize", json={"model": "gpt-4o", "prompt": "x"})
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "model"

@@ -16,6 +16,8 @@ def tokenize(services: Services, data: TokenizeRequest) -> TokenizeResponse:
         raise BadRequest("give either prompt or messages", param="prompt")
     tokenizer = generator.engine.tokenizer
     if data.messages is not None:
+        if data.add_special_tokens:  # the chat template writes the special tokens itself
+            raise BadRequest("add_special_tokens applies to a prompt, not to messages", param="add_special_tokens")
         messages = message_dicts(data.messages, generator.template_knows_tools)
         ids = generator.chat_ids(messages, data.add_generation_prompt)
     else:
