@@ -287,6 +287,18 @@ def test_completion_logprobs_with_echo_cover_prompt_then_answer(client: OpenAI) 
     assert all(len(top) <= 3 for top in lp.top_logprobs[1:])  # the chosen token and 2 alternatives
 
 
+def test_streamed_completion_logprobs_continue_across_chunks(client: OpenAI) -> None:
+    kwargs = {"model": MODEL, "prompt": "One, two,", "max_tokens": 6, "echo": True, "logprobs": 1, "temperature": 0}
+    whole = client.completions.create(**kwargs).choices[0].logprobs
+    tokens, offsets = [], []
+    for chunk in client.completions.create(**kwargs, stream=True):
+        for choice in chunk.choices:
+            if choice.logprobs is not None:
+                tokens += choice.logprobs.tokens
+                offsets += choice.logprobs.text_offset
+    assert tokens == whole.tokens and offsets == whole.text_offset
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_n_choices_for_chat(client: OpenAI, stream: bool) -> None:
     kwargs = {"model": MODEL, "messages": user("Name an animal."), "n": 3, "max_tokens": 8, "temperature": 1.0}

@@ -159,8 +159,14 @@ async def completion_chunks(services: Services, plan: CompletionPlan, request_id
     head = {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": plan.model}
     prompt_ids = plan.prompt_ids[0]
 
+    offsets: dict[int, int] = {}  # per choice: where its next token starts in its whole text
+
     def chunk(index: int, text: str, reason: str | None, tokens: list[TokenLogprob] | None) -> bytes:
-        logprobs = None if plan.logprobs is None else completion_logprobs(tokens or [], plan.logprobs)
+        logprobs = None
+        if plan.logprobs is not None:
+            start = offsets.get(index, 0)
+            logprobs = completion_logprobs(tokens or [], plan.logprobs, start)
+            offsets[index] = start + sum(len(t.token) for t in tokens or [])
         return frame(
             {**head, "choices": [{"index": index, "text": text, "finish_reason": reason, "logprobs": logprobs}]}
         )
