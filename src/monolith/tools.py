@@ -11,6 +11,7 @@ else as a system message), and the answer is constrained by a JSON schema built 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,10 @@ from monolith.protocol.chat import ChatCompletionRequest, ChatMessage, NamedTool
 
 # Calls in one answer at most (parallel_tool_calls), so a small model cannot loop on calls until max_tokens.
 MAX_PARALLEL_CALLS = 8
-ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# Where the array of calls opens in a constrained answer, per mode (a named choice has no array).
+CALLS_OPENING = {"required": re.compile(r"\s*\[\s*"), "auto": re.compile(r'\s*\{\s*"tool_calls"\s*:\s*\[\s*')}
+NEVER = re.compile(r"(?!)")
+BETWEEN_CALLS = re.compile(r"\s*,?\s*")
 
 
 @dataclass
@@ -166,7 +170,7 @@ def as_call(name: str, arguments: Any) -> dict[str, Any]:
 
 
 def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
-    """The constrained answer as content or calls; one cut short (max_tokens) stays text."""
+    """The constrained answer as content or calls (one cut short by max_tokens: see cut_short)."""
     try:
         value = json.loads(text)
     except ValueError:
@@ -185,9 +189,9 @@ def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
 def cut_short(plan: ToolPlan, text: str) -> ParsedAnswer:
     """An answer that max_tokens cut: the calls it finished (a small model may repeat calls until the budget
     ends), or the text so far of an `auto` {"content": "..."}; else the raw text."""
-    start = text.find("[")
-    if plan.mode != "named" and start >= 0:
-        calls, decoder, at = [], json.JSONDecoder(), start + 1
+    opening = CALLS_OPENING.get(plan.mode, NEVER).match(text)
+    if opening is not None:
+        calls, decoder, at = [], json.JSONDecoder(), opening.end()
         while True:
             try:
                 call, at = decoder.raw_decode(text, at)
@@ -195,7 +199,7 @@ def cut_short(plan: ToolPlan, text: str) -> ParsedAnswer:
                 break
             if isinstance(call, dict) and "name" in call and "arguments" in call:
                 calls.append(as_call(call["name"], call["arguments"]))
-            at += 1 if text[at : at + 1] == "," else 0
+            at = BETWEEN_CALLS.match(text, at).end()  # type: ignore[union-attr]
         if calls:
             return ParsedAnswer(None, calls)
     if plan.mode == "auto":
