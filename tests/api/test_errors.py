@@ -32,6 +32,21 @@ def test_rag_rejects_bad_input_naming_the_field(http: httpx.Client, body: dict, 
     assert error["message"]
 
 
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": [{"content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "hi"}], "rag": {"kk": 1}}, "rag.kk"),
+        ({"messages": [{"role": "user", "content": "hi"}], "response_format": {}}, "response_format.type"),
+        ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools[0].function"),
+    ],
+)
+def test_a_nested_missing_or_unknown_field_is_named_by_its_path(http: httpx.Client, body: dict, param: str) -> None:
+    response = http.post("/v1/chat/completions", json={"model": "twin", **body})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
 def test_malformed_json_is_a_400(http: httpx.Client) -> None:
     response = http.post("/rag", content=b'{"query": ', headers={"content-type": "application/json"})
     assert response.status_code == 400

@@ -132,7 +132,7 @@ def test_vllm_structured_outputs_on_completions(client: OpenAI, constraint: dict
         ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs"),
         (
             {"structured_outputs": {"regex": "a", "disable_any_whitespace": True}},
-            "disable_any_whitespace",
+            "structured_outputs.disable_any_whitespace",
         ),
         ({"structured_outputs": {"choice": ["a"]}, "response_format": {"type": "json_object"}}, "structured_outputs"),
     ],

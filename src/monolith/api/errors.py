@@ -37,14 +37,16 @@ async def send_error(
 
 
 def _param_of(detail: Any) -> str | None:
-    """Litestar passes msgspec's message on in the first entry of `extra`."""
+    """Litestar passes msgspec's message on in the first entry of `extra`, cut before " - at `$.path`", and the
+    path as `key`: an unknown or missing field inside an object is named by both (`structured_outputs.regexp`)."""
     if not (isinstance(detail, list) and detail and isinstance(detail[0], dict)):
         return None
     field = field_of(str(detail[0].get("message", "")))
-    if field:
-        return field
     key = detail[0].get("key")
-    return None if key in (None, "data") else str(key)
+    where = None if key in (None, "data") else str(key)
+    if field and where and not field.startswith(where):
+        return f"{where}.{field}"
+    return field or where
 
 
 def handle_validation(request: Request, exc: ValidationException) -> Response[ErrorResponse]:
