@@ -18,6 +18,7 @@ from monolith.errors import NotFound
 from monolith.protocol.chat import ChatCompletionRequest
 from monolith.protocol.completions import CompletionRequest
 from monolith.protocol.models import ModelCard, ModelList
+from monolith.protocol.responses import ResponsesRequest
 from monolith.serving import (
     Services,
     chat_chunks,
@@ -30,6 +31,7 @@ from monolith.serving import (
     run_chat,
     run_completion,
 )
+from monolith.serving.responses import plan_response, response_events, run_response
 
 
 def model_cards(settings: Settings) -> list[ModelCard]:
@@ -85,3 +87,15 @@ class OpenAIController(Controller):
                 return sse(completion_chunks(services, plan, request_id), request_id, tickets[0])
             run = run_completion(services, plan, request_id, tickets)
             return Response(await unless_disconnected(request, run))
+
+    @post("/responses", status_code=200, summary="Responses API, stateless: the whole conversation in input")
+    async def responses(
+        self, request: Request, data: ResponsesRequest, services: Services
+    ) -> Response[dict[str, Any]] | Stream:
+        response_id = "resp_" + request.state.request_id.removeprefix("req-")
+        with admitted(request, services.settings) as ticket:
+            plan = await services.generator.off_loop(plan_response, services, data, response_id)
+            if data.stream:
+                await unless_disconnected(request, retrieve_for_chat(services, plan.chat, response_id))
+                return sse(response_events(services, plan), response_id, ticket)
+            return Response(await unless_disconnected(request, run_response(services, plan)))

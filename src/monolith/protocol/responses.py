@@ -1,0 +1,107 @@
+"""/v1/responses, stateless: input as text or items (messages, function calls and their outputs), function
+tools, text formats. Fields of OpenAI's that need state or features this server lacks are declared so that
+setting one is a 400 naming it (serving.responses.refuse_unsupported)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from monolith.protocol.common import MaxTokens, Name, Schema, Temperature, TopP
+from monolith.protocol.rag import RagOverrides
+
+Text = Annotated[str, Meta(max_length=1_000_000)]
+
+
+class ContentPart(msgspec.Struct):
+    """A text part of a message: `input_text` in what a client writes, `output_text` in an earlier answer it
+    sends back. Images, files and audio are not taken (the served models read text)."""
+
+    type: Literal["input_text", "output_text"]
+    text: Text
+    annotations: Any = None
+
+
+class InputItem(msgspec.Struct):
+    """One item of `input`: a message (with or without `type`), a function call the model made earlier, or the
+    output of one. Which fields an item needs depends on its type (checked in serving)."""
+
+    type: Literal["message", "function_call", "function_call_output"] = "message"
+    role: Literal["user", "assistant", "system", "developer"] | None = None
+    content: Text | Annotated[list[ContentPart], Meta(max_length=1000)] | None = None
+    call_id: Name | None = None
+    name: Name | None = None
+    arguments: Text | None = None
+    output: Text | Annotated[list[ContentPart], Meta(max_length=1000)] | None = None
+    id: Name | None = None
+    status: Literal["in_progress", "completed", "incomplete"] | None = None
+
+
+class FunctionTool(msgspec.Struct):
+    """Responses' flat function tool (chat nests the same fields under `function`)."""
+
+    type: Literal["function"]
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern="^[a-zA-Z0-9_-]+$")]
+    description: Annotated[str, Meta(max_length=10_000)] | None = None
+    parameters: Schema | None = None
+    strict: bool | None = None
+
+
+class FunctionChoice(msgspec.Struct):
+    type: Literal["function"]
+    name: Name
+
+
+class TextFormat(msgspec.Struct):
+    type: Literal["text", "json_object", "json_schema"]
+    name: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    schema: Schema | None = None
+    strict: bool | None = None
+    description: Annotated[str, Meta(max_length=10_000)] | None = None
+
+
+class TextConfig(msgspec.Struct):
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ResponsesStreamOptions(msgspec.Struct):
+    include_obfuscation: bool | None = None
+
+
+class ResponsesRequest(msgspec.Struct, kw_only=True):
+    model: Name
+    input: Text | Annotated[list[InputItem], Meta(min_length=1, max_length=10_000)]
+    instructions: Text | None = None
+    max_output_tokens: MaxTokens | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    text: TextConfig | None = None
+    tools: Annotated[list[FunctionTool], Meta(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | FunctionChoice | None = None
+    parallel_tool_calls: bool | None = None
+    stream: bool = False
+    stream_options: ResponsesStreamOptions | None = None
+    metadata: (
+        Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]], Meta(max_length=16)]
+        | None
+    ) = None
+    user: Name | None = None
+    safety_identifier: Name | None = None
+    prompt_cache_key: Name | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    rag: bool | RagOverrides | None = None  # this server's extension, as on chat
+    # Recognised and refused: they need stored state, background work, reasoning or features not served here.
+    store: bool | None = None
+    previous_response_id: Any = None
+    conversation: Any = None
+    background: bool | None = None
+    prompt: Any = None
+    reasoning: Any = None
+    include: Any = None
+    top_logprobs: Any = None
+    max_tool_calls: Any = None
+    context_management: Any = None
