@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from tqdm import tqdm
@@ -36,6 +36,8 @@ from monolith.store.files import write_atomically
 
 log = logging.getLogger(__name__)
 
+# The routes a batch line may name (OpenAI's `url`, a batch's `endpoint`).
+BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/rag"]
 ROUTES: dict[str, type] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,

@@ -75,7 +75,7 @@ def test_text_content_parts_are_joined_and_other_parts_refused(http: httpx.Clien
     image = [{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]
     body = {"model": "twin", "messages": [{"role": "user", "content": image}]}
     refused = http.post("/v1/chat/completions", json=body)
-    assert refused.status_code == 400 and refused.json()["error"]["param"] == "messages[0].content"
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "messages[0].content[0].type"
 
 
 def test_the_developer_role_is_a_system_message(http: httpx.Client) -> None:

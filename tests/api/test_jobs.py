@@ -112,6 +112,15 @@ def test_idempotency_key_returns_the_first_job(http: httpx.Client) -> None:
     assert wait_for_job(http, first["id"])["status"] == "succeeded"  # leaves the shared server idle
 
 
+def test_an_empty_idempotency_key_is_a_400_each_time(http: httpx.Client) -> None:
+    """An empty key was taken as none by the lookup and stored as a key: the second submit hit the unique
+    constraint and answered 500 (found by the positive-mode fuzzer)."""
+    body = {"query": "What is DPO?", "max_tokens": 4}
+    for _ in range(2):
+        response = http.post("/v1/async/rag", json=body, headers={"Idempotency-Key": ""})
+        assert response.status_code == 400 and response.json()["error"]["param"] == "Idempotency-Key"
+
+
 @pytest.mark.parametrize(
     ("route", "body", "param"),
     [

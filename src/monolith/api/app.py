@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
 
 from monolith import __version__
 from monolith.admission import ADMISSION
@@ -23,6 +24,7 @@ from monolith.api.jobs import JobsController
 from monolith.api.loader import load_services
 from monolith.api.middleware import metrics_middleware
 from monolith.api.openai import OpenAIController
+from monolith.api.openapi import TruthfulJsonSchema
 from monolith.api.rag import RagController
 from monolith.api.state import Phase, ServerState
 from monolith.api.tokenize import TokenizeController
@@ -85,5 +87,10 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
         middleware=[metrics_middleware, auth_middleware_factory(keys, settings.server)],
         cors_config=cors,
         request_max_body_size=settings.server.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="monolith", version=__version__, description="LLM Twin inference server"),
+        openapi_config=OpenAPIConfig(
+            title="monolith",
+            version=__version__,
+            description="LLM Twin inference server",
+            render_plugins=[ScalarRenderPlugin(path="/"), TruthfulJsonSchema(settings)],
+        ),
     )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 
 from monolith.api.deps import provide_batches, provide_owner
-from monolith.batch import ROUTES
-from monolith.errors import BadRequest, NotFound
+from monolith.api.openapi import SERVED, errors
+from monolith.batch import BatchEndpoint
+from monolith.errors import NotFound
 from monolith.jobs.batches import BatchRunner
 from monolith.store.batches import BatchRecord
 
@@ -20,8 +21,8 @@ from monolith.store.batches import BatchRecord
 @dataclass
 class BatchCreate:
     input_file_id: str
-    endpoint: str
-    completion_window: str = "24h"
+    endpoint: BatchEndpoint
+    completion_window: Literal["24h"] = "24h"
     metadata: dict[str, str] | None = None
 
 
@@ -40,12 +41,13 @@ class BatchesController(Controller):
     }
     tags = ["batch"]
 
-    @post("/batches", status_code=200, summary="Run an uploaded file of requests as a batch")
+    @post(
+        "/batches",
+        status_code=200,
+        summary="Run an uploaded file of requests as a batch",
+        responses=errors(*SERVED, 404, 413, 429),
+    )
     async def create(self, data: BatchCreate, runner: BatchRunner, owner: str) -> dict[str, Any]:
-        if data.endpoint not in ROUTES:
-            raise BadRequest(f"endpoint must be one of {', '.join(ROUTES)}", param="endpoint")
-        if data.completion_window != "24h":
-            raise BadRequest("completion_window must be '24h'", param="completion_window")
         source = await runner.store.get_file(data.input_file_id, owner)
         if source is None or source.purpose != "batch":
             raise NotFound(f"no batch input file {data.input_file_id}", param="input_file_id")
@@ -56,17 +58,22 @@ class BatchesController(Controller):
         runner.wake()
         return batch.to_wire()
 
-    @get("/batches/{batch_id:str}", summary="A batch's status and request counts")
+    @get("/batches/{batch_id:str}", summary="A batch's status and request counts", responses=errors(*SERVED, 404))
     async def retrieve(self, batch_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
         return (await batch_or_404(runner, batch_id, owner)).to_wire()
 
-    @post("/batches/{batch_id:str}/cancel", status_code=200, summary="Cancel a batch; finished lines are kept")
+    @post(
+        "/batches/{batch_id:str}/cancel",
+        status_code=200,
+        summary="Cancel a batch; finished lines are kept",
+        responses=errors(*SERVED, 404),
+    )
     async def cancel(self, batch_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
         await batch_or_404(runner, batch_id, owner)
         await runner.cancel(batch_id)
         return (await batch_or_404(runner, batch_id, owner)).to_wire()
 
-    @get("/batches", summary="Batches, oldest first")
+    @get("/batches", summary="Batches, oldest first", responses=errors(*SERVED))
     async def list_batches(
         self,
         runner: BatchRunner,

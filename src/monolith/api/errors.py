@@ -44,6 +44,8 @@ def _param_of(detail: Any) -> str | None:
     field = field_of(str(detail[0].get("message", "")))
     key = detail[0].get("key")
     where = None if key in (None, "data") else str(key)
+    if where and detail[0].get("source") == "header":  # the header as the client sent it, not the argument
+        where = "-".join(part.capitalize() for part in where.split("_"))
     if field and where and not field.startswith(where):
         return f"{where}.{field}"
     return field or where

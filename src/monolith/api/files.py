@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import UploadFile
@@ -15,6 +15,7 @@ from litestar.params import Body, Parameter
 from litestar.response import File
 
 from monolith.api.deps import provide_batches, provide_owner, provide_state
+from monolith.api.openapi import SERVED, errors
 from monolith.api.state import ServerState
 from monolith.batch import LineChecker
 from monolith.errors import BadRequest, NotFound, QuotaExceeded
@@ -28,7 +29,7 @@ MULTIPART_OVERHEAD = 64 * 1024
 @dataclass
 class FileUpload:
     file: UploadFile
-    purpose: str
+    purpose: Literal["batch"]  # what uploads are for here: batch input
 
 
 async def file_or_404(runner: BatchRunner, file_id: str, owner: str) -> FileRecord:
@@ -58,7 +59,12 @@ class FilesController(Controller):
     }
     tags = ["batch"]
 
-    @post("", status_code=200, summary="Upload a batch input file (JSONL, one request a line)")
+    @post(
+        "",
+        status_code=200,
+        summary="Upload a batch input file (JSONL, one request a line)",
+        responses=errors(*SERVED, 413, 429, 507),
+    )
     async def upload(
         self,
         data: Annotated[FileUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
@@ -67,8 +73,6 @@ class FilesController(Controller):
         server: ServerState,
     ) -> dict[str, Any]:
         cfg = server.settings.batch
-        if data.purpose != "batch":
-            raise BadRequest("purpose must be 'batch'", param="purpose")
         size = upload_size(data.file)
         if size == 0:
             raise BadRequest("the file is empty", param="file")
@@ -93,13 +97,13 @@ class FilesController(Controller):
         )
         return record.to_wire(cfg.file_ttl_s)
 
-    @get("", summary="This key's files, newest first")
+    @get("", summary="This key's files, newest first", responses=errors(*SERVED))
     async def list_files(
         self,
         runner: BatchRunner,
         owner: str,
         server: ServerState,
-        purpose: str | None = None,
+        purpose: Literal["batch", "batch_output"] | None = None,
         limit: Annotated[int, Parameter(ge=1, le=10_000)] = 10_000,
         after: Annotated[str | None, Parameter(max_length=128)] = None,
     ) -> dict[str, Any]:
@@ -107,16 +111,26 @@ class FilesController(Controller):
         ttl = server.settings.batch.file_ttl_s
         return {"object": "list", "data": [r.to_wire(ttl) for r in records], "has_more": has_more}
 
-    @get("/{file_id:str}", summary="A file's metadata")
+    @get("/{file_id:str}", summary="A file's metadata", responses=errors(*SERVED, 404))
     async def file_info(self, file_id: str, runner: BatchRunner, owner: str, server: ServerState) -> dict[str, Any]:
         return (await file_or_404(runner, file_id, owner)).to_wire(server.settings.batch.file_ttl_s)
 
-    @get("/{file_id:str}/content", summary="A file's content (JSONL)")
+    @get(
+        "/{file_id:str}/content",
+        media_type="application/jsonl",
+        summary="A file's content (JSONL)",
+        responses=errors(*SERVED, 404),
+    )
     async def file_content(self, file_id: str, runner: BatchRunner, owner: str) -> File:
         await file_or_404(runner, file_id, owner)
         return File(runner.store.path_of(file_id), media_type="application/jsonl", content_disposition_type="inline")
 
-    @delete("/{file_id:str}", status_code=200, summary="Delete a file (409 while a running batch reads it)")
+    @delete(
+        "/{file_id:str}",
+        status_code=200,
+        summary="Delete a file (409 while a running batch reads it)",
+        responses=errors(*SERVED, 404, 409),
+    )
     async def delete_file(self, file_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
         if not await runner.store.delete_file(file_id, owner):
             raise NotFound(f"no file {file_id}", param="file_id")

@@ -11,17 +11,22 @@ from litestar.di import Provide
 from litestar.params import Parameter
 
 from monolith.api.deps import provide_jobs, provide_owner, provide_services
-from monolith.errors import BadRequest, NotFound, QuotaExceeded
+from monolith.api.openapi import SERVED, errors
+from monolith.errors import NotFound, QuotaExceeded
 from monolith.jobs.destinations import shown
 from monolith.jobs.kinds import validate
 from monolith.jobs.worker import JobRunner
 from monolith.protocol.chat import ChatCompletionRequest
 from monolith.protocol.rag import RagRequest
 from monolith.serving import Services
-from monolith.store.jobs import STATUSES, Job
+from monolith.store.jobs import Job, JobStatus
 
-IdempotencyKey = Annotated[str | None, Parameter(header="Idempotency-Key", required=False, max_length=255)]
-CallbackUrl = Annotated[str | None, Parameter(query="callback_url", required=False, max_length=2048)]
+IdempotencyKey = Annotated[
+    str | None, Parameter(header="Idempotency-Key", required=False, min_length=1, max_length=255)
+]
+CallbackUrl = Annotated[
+    str | None, Parameter(query="callback_url", required=False, max_length=2048, pattern=r"^https?://[^\s/?#]+")
+]
 
 
 def status_url(job_id: str) -> str:
@@ -74,7 +79,12 @@ class JobsController(Controller):
     }
     tags = ["async"]
 
-    @post("/async/rag", status_code=202, summary="Queue a /rag request; 202 with the job id at once")
+    @post(
+        "/async/rag",
+        status_code=202,
+        summary="Queue a /rag request; 202 with the job id at once",
+        responses=errors(*SERVED, 409, 413, 429),
+    )
     async def submit_rag(
         self,
         data: RagRequest,
@@ -86,7 +96,12 @@ class JobsController(Controller):
     ) -> Response[dict[str, Any]]:
         return await accepted(runner, "rag", services, data, callback_url, idempotency_key, owner)
 
-    @post("/async/chat/completions", status_code=202, summary="Queue a chat completion; 202 with the job id")
+    @post(
+        "/async/chat/completions",
+        status_code=202,
+        summary="Queue a chat completion; 202 with the job id",
+        responses=errors(*SERVED, 404, 409, 413, 429),
+    )
     async def submit_chat(
         self,
         data: ChatCompletionRequest,
@@ -98,14 +113,20 @@ class JobsController(Controller):
     ) -> Response[dict[str, Any]]:
         return await accepted(runner, "chat", services, data, callback_url, idempotency_key, owner)
 
-    @get("/jobs/{job_id:str}", summary="A job's status, timestamps, and its result or error when done")
+    @get(
+        "/jobs/{job_id:str}",
+        summary="A job's status, timestamps, and its result or error when done",
+        responses=errors(*SERVED, 404),
+    )
     async def get_job(self, job_id: str, runner: JobRunner, owner: str) -> Response[bytes]:
         job = await runner.store.get(job_id, owner)
         if job is None:
             raise NotFound(f"no job {job_id} (finished jobs are deleted after their retention time)", param="job_id")
         return Response(render(job), media_type="application/json")
 
-    @delete("/jobs/{job_id:str}", status_code=200, summary="Cancel a queued or running job")
+    @delete(
+        "/jobs/{job_id:str}", status_code=200, summary="Cancel a queued or running job", responses=errors(*SERVED, 404)
+    )
     async def cancel_job(self, job_id: str, runner: JobRunner, owner: str) -> Response[bytes]:
         if await runner.store.get(job_id, owner) is None:
             raise NotFound(f"no job {job_id}", param="job_id")
@@ -114,17 +135,15 @@ class JobsController(Controller):
         assert job is not None
         return Response(render(job), media_type="application/json")
 
-    @get("/jobs", summary="Jobs, oldest first; filter by status, page with `after`")
+    @get("/jobs", summary="Jobs, oldest first; filter by status, page with `after`", responses=errors(*SERVED))
     async def list_jobs(
         self,
         runner: JobRunner,
         owner: str,
-        status: str | None = None,
+        status: JobStatus | None = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
         after: str | None = None,
     ) -> dict[str, Any]:
-        if status is not None and status not in STATUSES:
-            raise BadRequest(f"status must be one of {', '.join(STATUSES)}", param="status")
         jobs, has_more = await runner.store.list(status, limit, after, owner)
         data = [job_body(job) for job in jobs]
         return {"object": "list", "data": data, "has_more": has_more, "last_id": jobs[-1].id if jobs else None}

@@ -10,6 +10,7 @@ from litestar.response import Stream
 
 from monolith.api.admit import admitted, admitted_many
 from monolith.api.deps import provide_services, provide_state
+from monolith.api.openapi import GENERATION, SERVED, errors
 from monolith.api.state import ServerState
 from monolith.api.streaming import sse, unless_disconnected
 from monolith.config import Settings
@@ -48,22 +49,27 @@ class OpenAIController(Controller):
     }
     tags = ["openai"]
 
-    @get("/models", summary="The served model, its RAG alias, and the embedding model")
+    @get("/models", summary="The served model, its RAG alias, and the embedding model", responses=errors(401))
     async def models(self, server: ServerState) -> ModelList:
         return ModelList(model_cards(server.settings))
 
-    @get("/models/{model_id:str}", summary="One model")
+    @get("/models/{model_id:str}", summary="One model", responses=errors(400, 401, 404))
     async def model(self, model_id: str, server: ServerState) -> ModelCard:
         card = next((c for c in model_cards(server.settings) if c.id == model_id), None)
         if card is None:
             raise NotFound(f"the model '{model_id}' does not exist", param="model")
         return card
 
-    @post("/embeddings", status_code=200, summary="Embeddings from the RAG embedder (float or base64)")
+    @post(
+        "/embeddings",
+        status_code=200,
+        summary="Embeddings from the RAG embedder (float or base64)",
+        responses=errors(*SERVED, 404, 413),
+    )
     async def embeddings(self, data: EmbeddingRequest, services: Services) -> dict[str, Any]:
         return await embeddings(services, data)
 
-    @post("/chat/completions", status_code=200)
+    @post("/chat/completions", status_code=200, responses=errors(*GENERATION))
     async def chat(
         self, request: Request, data: ChatCompletionRequest, services: Services
     ) -> Response[dict[str, Any]] | Stream:
@@ -75,7 +81,7 @@ class OpenAIController(Controller):
                 return sse(chat_chunks(services, plan, request_id), request_id, ticket)
             return Response(await unless_disconnected(request, run_chat(services, plan, request_id)))
 
-    @post("/completions", status_code=200)
+    @post("/completions", status_code=200, responses=errors(*GENERATION))
     async def completions(
         self, request: Request, data: CompletionRequest, services: Services
     ) -> Response[dict[str, Any]] | Stream:
@@ -88,7 +94,12 @@ class OpenAIController(Controller):
             run = run_completion(services, plan, request_id, tickets)
             return Response(await unless_disconnected(request, run))
 
-    @post("/responses", status_code=200, summary="Responses API, stateless: the whole conversation in input")
+    @post(
+        "/responses",
+        status_code=200,
+        summary="Responses API, stateless: the whole conversation in input",
+        responses=errors(*GENERATION),
+    )
     async def responses(
         self, request: Request, data: ResponsesRequest, services: Services
     ) -> Response[dict[str, Any]] | Stream:

@@ -8,6 +8,7 @@ from litestar.response import Stream
 
 from monolith.api.admit import admitted
 from monolith.api.deps import provide_services
+from monolith.api.openapi import SERVED, errors
 from monolith.api.streaming import sse, unless_disconnected
 from monolith.protocol.rag import RagRequest, RagResponse
 from monolith.serving import Services, plan_rag, rag_events, run_rag
@@ -18,7 +19,12 @@ class RagController(Controller):
     dependencies = {"services": Provide(provide_services, sync_to_thread=False)}
     tags = ["rag"]
 
-    @post("", status_code=200, summary="Answer a question from the twin's own writing")
+    @post(
+        "",
+        status_code=200,
+        summary="Answer a question from the twin's own writing",
+        responses=errors(*SERVED, 413, 429, 504),
+    )
     async def answer(self, request: Request, data: RagRequest, services: Services) -> Response[RagResponse] | Stream:
         request_id = request.state.request_id
         with admitted(request, services.settings) as ticket:

@@ -6,6 +6,7 @@ from litestar import Controller, post
 from litestar.di import Provide
 
 from monolith.api.deps import provide_services
+from monolith.api.openapi import SERVED, errors
 from monolith.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from monolith.serving import Services
 from monolith.serving.tokenize import detokenize, tokenize
@@ -16,10 +17,15 @@ class TokenizeController(Controller):
     dependencies = {"services": Provide(provide_services, sync_to_thread=False)}
     tags = ["vllm"]
 
-    @post("/tokenize", status_code=200, summary="A prompt or chat as the served model's token ids")
+    @post(
+        "/tokenize",
+        status_code=200,
+        summary="A prompt or chat as the served model's token ids",
+        responses=errors(*SERVED, 404, 413),
+    )
     async def tokenize(self, data: TokenizeRequest, services: Services) -> TokenizeResponse:
         return await services.generator.off_loop(tokenize, services, data)
 
-    @post("/detokenize", status_code=200, summary="Token ids back to text")
+    @post("/detokenize", status_code=200, summary="Token ids back to text", responses=errors(*SERVED, 404, 413))
     async def detokenize(self, data: DetokenizeRequest, services: Services) -> DetokenizeResponse:
         return await services.generator.off_loop(detokenize, services, data)

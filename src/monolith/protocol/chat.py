@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -10,6 +10,9 @@ from msgspec import Meta
 from monolith.protocol.common import (
     MaxTokens,
     Name,
+    Refused,
+    RefusedUnlessFalse,
+    RefusedUnlessText,
     Schema,
     Temperature,
     TopLogprobs,
@@ -29,10 +32,30 @@ class ToolCall(msgspec.Struct):
     type: Literal["function"] = "function"
 
 
+class TextPart(msgspec.Struct):
+    """A content part; only text is taken (the served models read text), so an image part is a 400 naming it."""
+
+    type: Literal["text"]
+    text: Annotated[str, Meta(max_length=1_000_000)]
+
+
 class ChatMessage(msgspec.Struct):
+    # A tool message answers a call; only an assistant message carries calls.
+    __schema_rules__: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            {
+                "if": {"properties": {"role": {"const": "tool"}}},
+                "then": {"required": ["tool_call_id"], "properties": {"tool_call_id": {"minLength": 1}}},
+            },
+            {
+                "if": {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},
+                "then": {"properties": {"role": {"const": "assistant"}}},
+            },
+        ]
+    }
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    # OpenAI allows a list of content parts; text parts are joined, others rejected.
-    content: str | Annotated[list[dict[str, Any]], Meta(max_length=1000)] | None = None
+    # OpenAI allows a list of content parts; text parts are joined.
+    content: str | Annotated[list[TextPart], Meta(max_length=1000)] | None = None
     name: Name | None = None
     tool_calls: Annotated[list[ToolCall], Meta(max_length=128)] | None = None  # an assistant's earlier calls
     tool_call_id: Name | None = None  # a tool message: the call it answers
@@ -75,11 +98,11 @@ class ChatCompletionRequest(GenerationOptions):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
     # Recognised and refused (serving.refuse_unsupported): no audio, images, web search or stored completions.
-    audio: Any = None
-    modalities: Any = None
-    prediction: Any = None
-    web_search_options: Any = None
-    functions: Any = None
-    function_call: Any = None
-    store: Any = None
-    reasoning_effort: Any = None
+    audio: Refused = None
+    modalities: RefusedUnlessText = None
+    prediction: Refused = None
+    web_search_options: Refused = None
+    functions: Refused = None
+    function_call: Refused = None
+    store: RefusedUnlessFalse = None
+    reasoning_effort: Refused = None

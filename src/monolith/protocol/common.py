@@ -29,7 +29,9 @@ SamplingTopK = Annotated[int, Meta(ge=-1, le=1_000_000)]
 MinP = Annotated[float, Meta(ge=0.0, le=1.0)]
 RepetitionPenalty = Annotated[float, Meta(gt=0.0, le=2.0)]
 MinTokens = Annotated[int, Meta(ge=0, le=1_000_000)]
-TokenId = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+# The largest token id the wire takes; the served schema lowers it to the model's vocabulary (api.openapi).
+TOKEN_ID_MAX = 2**31 - 1
+TokenId = Annotated[int, Meta(ge=0, le=TOKEN_ID_MAX)]
 StopTokenIds = Annotated[list[TokenId], Meta(max_length=64)]
 # OpenAI's shape: token ids as strings, a bias of -100 to 100 each; checked against the vocabulary in serving.
 Bias = Annotated[float, Meta(ge=-100, le=100)]
@@ -37,6 +39,16 @@ LogitBias = Annotated[dict[Annotated[str, Meta(max_length=16)], Bias], Meta(max_
 # vLLM's default --max-logprobs.
 TopLogprobs = Annotated[int, Meta(ge=0, le=20)]
 Schema = Annotated[dict[str, Any], Meta(max_length=1000)]
+
+# Fields of OpenAI's or vLLM's that are recognised and not honoured. msgspec takes any value, so that serving can
+# refuse it with a 400 that says why; the served schema admits only the values that are honoured (null and,
+# for some, the one value that means "off").
+_REFUSED = "Not supported here: any other value is a 400 naming this field"
+Refused = Annotated[Any, Meta(description=_REFUSED, extra_json_schema={"enum": [None]})]
+RefusedUnlessFalse = Annotated[Any, Meta(description=_REFUSED, extra_json_schema={"enum": [None, False]})]
+RefusedUnlessOne = Annotated[Any, Meta(description=_REFUSED, extra_json_schema={"enum": [None, 1]})]
+RefusedUnlessText = Annotated[Any, Meta(description=_REFUSED, extra_json_schema={"enum": [None, ["text"]]})]
+RefusedUnlessEmpty = Annotated[Any, Meta(description=_REFUSED, extra_json_schema={"enum": [None, []]})]
 
 
 class StreamOptions(msgspec.Struct):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from msgspec import Meta
 
 from monolith.protocol.common import (
     Name,
+    Refused,
     Temperature,
     TopLogprobs,
 )
@@ -27,4 +28,4 @@ class CompletionRequest(GenerationOptions):
     temperature: Temperature = 1.0
     echo: bool = False
     logprobs: TopLogprobs | None = None
-    suffix: Any = None  # refused: no fill-in-the-middle
+    suffix: Refused = None  # no fill-in-the-middle

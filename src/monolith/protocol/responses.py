@@ -4,15 +4,28 @@ setting one is a 400 naming it (serving.responses.refuse_unsupported)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
 
-from monolith.protocol.common import MaxTokens, Name, Schema, Temperature, TopP
+from monolith.protocol.common import (
+    MaxTokens,
+    Name,
+    Refused,
+    RefusedUnlessEmpty,
+    RefusedUnlessFalse,
+    Schema,
+    Temperature,
+    TopP,
+)
 from monolith.protocol.rag import RagOverrides
 
 Text = Annotated[str, Meta(max_length=1_000_000)]
+
+
+def not_null(*fields: str) -> dict[str, Any]:
+    return {"properties": {name: {"not": {"type": "null"}} for name in fields}}
 
 
 class ContentPart(msgspec.Struct):
@@ -26,7 +39,27 @@ class ContentPart(msgspec.Struct):
 
 class InputItem(msgspec.Struct):
     """One item of `input`: a message (with or without `type`), a function call the model made earlier, or the
-    output of one. Which fields an item needs depends on its type (checked in serving)."""
+    output of one. Which fields an item needs depends on its type (checked in serving, and said in the schema)."""
+
+    __schema_rules__: ClassVar[dict[str, Any]] = {
+        "allOf": [
+            {
+                "if": {"required": ["type"], "properties": {"type": {"const": "function_call"}}},
+                "then": {"required": ["call_id", "name", "arguments"], **not_null("call_id", "name", "arguments")},
+            },
+            {
+                "if": {"required": ["type"], "properties": {"type": {"const": "function_call_output"}}},
+                "then": {"required": ["call_id", "output"], **not_null("call_id", "output")},
+            },
+            {
+                "if": {
+                    "required": ["type"],
+                    "properties": {"type": {"enum": ["function_call", "function_call_output"]}},
+                },
+                "else": {"required": ["role", "content"], **not_null("role", "content")},
+            },
+        ]
+    }
 
     type: Literal["message", "function_call", "function_call_output"] = "message"
     role: Literal["user", "assistant", "system", "developer"] | None = None
@@ -64,11 +97,11 @@ class TextFormat(msgspec.Struct):
 
 class TextConfig(msgspec.Struct):
     format: TextFormat | None = None
-    verbosity: Literal["low", "medium", "high"] | None = None
+    verbosity: Literal["medium"] | None = None  # the served model has one
 
 
 class ResponsesStreamOptions(msgspec.Struct):
-    include_obfuscation: bool | None = None
+    include_obfuscation: RefusedUnlessFalse = None
 
 
 class ResponsesRequest(msgspec.Struct, kw_only=True):
@@ -91,17 +124,17 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     user: Name | None = None
     safety_identifier: Name | None = None
     prompt_cache_key: Name | None = None
-    truncation: Literal["auto", "disabled"] | None = None
-    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
+    truncation: Literal["disabled"] | None = None  # input over the context is a 400
+    service_tier: Literal["auto", "default"] | None = None
     rag: bool | RagOverrides | None = None  # this server's extension, as on chat
     # Recognised and refused: they need stored state, background work, reasoning or features not served here.
-    store: bool | None = None
-    previous_response_id: Any = None
-    conversation: Any = None
-    background: bool | None = None
-    prompt: Any = None
-    reasoning: Any = None
-    include: Any = None
-    top_logprobs: Any = None
-    max_tool_calls: Any = None
-    context_management: Any = None
+    store: RefusedUnlessFalse = None
+    previous_response_id: Refused = None
+    conversation: Refused = None
+    background: RefusedUnlessFalse = None
+    prompt: Refused = None
+    reasoning: Refused = None
+    include: RefusedUnlessEmpty = None
+    top_logprobs: Refused = None
+    max_tool_calls: Refused = None
+    context_management: Refused = None

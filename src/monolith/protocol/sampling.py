@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -14,6 +14,7 @@ from monolith.protocol.common import (
     N,
     Name,
     Penalty,
+    RefusedUnlessOne,
     RepetitionPenalty,
     SamplingTopK,
     Schema,
@@ -56,7 +57,7 @@ class GenerationOptions(msgspec.Struct, kw_only=True):
 
     top_p: TopP = 1.0
     n: N = 1
-    best_of: Any = None  # vLLM dropped it; refused unless 1 or n
+    best_of: RefusedUnlessOne = None  # vLLM dropped it
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: Stop = None

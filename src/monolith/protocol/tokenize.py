@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from msgspec import Meta
@@ -13,6 +13,20 @@ from monolith.protocol.common import Name, TokenId
 
 class TokenizeRequest(msgspec.Struct, kw_only=True):
     """A text (`prompt`) or a chat (`messages`, through the model's template), as vLLM takes either."""
+
+    __schema_rules__: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"required": ["prompt"], "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
+            {
+                "required": ["messages"],
+                "properties": {  # the chat template writes the special tokens itself
+                    "messages": {"type": "array"},
+                    "prompt": {"type": "null"},
+                    "add_special_tokens": {"enum": [False, None]},
+                },
+            },
+        ]
+    }
 
     model: Name | None = None
     prompt: Annotated[str, Meta(max_length=1_000_000)] | None = None

@@ -54,15 +54,10 @@ class ChatPlan:
     tools: ToolPlan | None = None
 
 
-def message_text(i: int, message: ChatMessage) -> str:
-    if not isinstance(message.content, list):
-        return message.content or ""
-    texts = []
-    for part in message.content:
-        if part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise BadRequest("only text content parts are supported", param=f"messages[{i}].content")
-        texts.append(part["text"])
-    return "".join(texts)
+def message_text(message: ChatMessage) -> str:
+    if isinstance(message.content, list):
+        return "".join(part.text for part in message.content)
+    return message.content or ""
 
 
 def message_dicts(messages: list[ChatMessage], native_tools: bool = False) -> list[dict[str, Any]]:
@@ -73,7 +68,7 @@ def message_dicts(messages: list[ChatMessage], native_tools: bool = False) -> li
             raise BadRequest("a tool message needs the tool_call_id it answers", param=f"messages[{i}].tool_call_id")
         if m.tool_calls and m.role != "assistant":
             raise BadRequest("only an assistant message carries tool_calls", param=f"messages[{i}].tool_calls")
-        turn = history_message(m, message_text(i, m), names, native_tools)
+        turn = history_message(m, message_text(m), names, native_tools)
         out.append({**turn, "role": "system"} if m.role == "developer" else turn)
     return out
 

@@ -69,12 +69,6 @@ def refuse_unsupported(data: ResponsesRequest) -> None:
         raise BadRequest("the served model does not reason; reasoning is not supported", param="reasoning")
     if data.include:
         raise BadRequest("no extra output can be included", param="include")
-    if data.truncation == "auto":
-        raise BadRequest("truncation 'auto' is not supported: input over the context is a 400", param="truncation")
-    if data.service_tier not in (None, "auto", "default"):
-        raise BadRequest(f"service tier '{data.service_tier}' is not offered; use 'default'", param="service_tier")
-    if data.text is not None and data.text.verbosity not in (None, "medium"):
-        raise BadRequest("verbosity cannot be set for the served model", param="text.verbosity")
     if data.stream_options is not None and data.stream_options.include_obfuscation:
         raise BadRequest("stream obfuscation is not supported", param="stream_options.include_obfuscation")
 

@@ -7,7 +7,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import msgspec
 from sqlalchemy import and_, case, func, or_, select, update
@@ -17,8 +17,9 @@ from monolith.errors import Conflict
 from monolith.store.database import Database, epoch_now, oldest_unlocked
 from monolith.store.tables import jobs
 
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL = ("succeeded", "failed", "cancelled")
-STATUSES = ("queued", "running", *TERMINAL)
+STATUSES: tuple[str, ...] = get_args(JobStatus)
 UNFINISHED = ("queued", "running")
 
 
