@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.config_path = getattr(args, "config", DEFAULT_CONFIG)
         settings = load_settings(args.config_path)
+        logging.getLogger("monolith").setLevel(settings.server.log_level.upper())
         args.run(settings, args)
     except ConfigError as exc:
         print(f"monolith: {exc}", file=sys.stderr)

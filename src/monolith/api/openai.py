@@ -13,6 +13,7 @@ from monolith.api.deps import provide_services, provide_state
 from monolith.api.openapi import GENERATION, SERVED, errors
 from monolith.api.state import ServerState
 from monolith.api.streaming import sse, unless_disconnected
+from monolith.api.unknown_fields import log_unknown_fields
 from monolith.config import Settings
 from monolith.embeddings import EmbeddingRequest, embeddings
 from monolith.errors import NotFound
@@ -48,6 +49,7 @@ class OpenAIController(Controller):
         "server": Provide(provide_state, sync_to_thread=False),
     }
     tags = ["openai"]
+    before_request = log_unknown_fields
 
     @get("/models", summary="The served model, its RAG alias, and the embedding model", responses=errors(401))
     async def models(self, server: ServerState) -> ModelList:
