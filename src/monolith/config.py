@@ -85,8 +85,16 @@ class EmbedderSettings(Section):
 
 class RerankSettings(Section):
     model: str | None = None
+    # The model id /v1/rerank answers to (and /v1/models lists); by default the model folder's or hub id's name.
+    served_model_name: str | None = None
     device: str = "cpu"
     candidates: int = Field(20, ge=1)
+
+    @property
+    def served_name(self) -> str | None:
+        if self.model is None:
+            return None
+        return self.served_model_name or self.model.rstrip("/").rsplit("/", 1)[-1]
 
 
 class QdrantSettings(Section):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,32 +41,14 @@ CHECKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ManagedServer]:
-    env = {
-        # Short generations: a fuzzer asks for max_tokens up to the limit on every operation.
-        "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "16",
-        "MONOLITH_ENGINE__DEFAULT_MAX_TOKENS": "16",
-        "MONOLITH_SERVER__REQUEST_TIMEOUT_S": "20",
-        "MONOLITH_RAG__EXPAND": "false",
-        "MONOLITH_ADMISSION__MAX_WAITING": "64",
-        "MONOLITH_JOBS__MAX_UNFINISHED_PER_OWNER": "50",
-    }
-    managed = ManagedServer(tmp_path_factory.mktemp("fuzzed"), model_dir, env)
-    try:
-        yield managed
-    finally:
-        managed.stop()
-
-
 # schemathesis 4.32's coverage phase crashes in negative mode inside hypothesis (a SystemError while it prints
 # a strategy, before any request); its fuzzing phase generates the invalid requests all the same.
 PHASES = {"positive": "examples,coverage,fuzzing", "negative": "examples,fuzzing"}
 
 
 @pytest.mark.parametrize("mode", ["positive", "negative"])
-def test_the_fuzzer_finds_no_server_error(fuzzed: ManagedServer, tmp_path: Path, mode: str) -> None:
-    server = fuzzed.up()
+def test_the_fuzzer_finds_no_server_error(small_server: ManagedServer, tmp_path: Path, mode: str) -> None:
+    server = small_server.up()
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     report = tmp_path / "requests.har"

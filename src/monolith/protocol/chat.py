@@ -45,7 +45,10 @@ class ChatMessage(msgspec.Struct):
         "allOf": [
             {
                 "if": {"properties": {"role": {"const": "tool"}}},
-                "then": {"required": ["tool_call_id"], "properties": {"tool_call_id": {"minLength": 1}}},
+                "then": {
+                    "required": ["tool_call_id"],
+                    "properties": {"tool_call_id": {"type": "string", "minLength": 1}},
+                },
             },
             {
                 "if": {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array"}}},

@@ -13,6 +13,12 @@ class Reranker:
 
         assert settings.model is not None
         self._model = CrossEncoder(settings.model, device=settings.device)
+        self.max_tokens: int = self._model.max_length  # longer pairs are cut by sentence-transformers
+
+    def pair_token_counts(self, query: str, passages: list[str]) -> list[int]:
+        """Each (query, passage) pair's length as the model reads it, special tokens included."""
+        encoded = self._model.tokenizer([query] * len(passages), passages, add_special_tokens=True)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def scores(self, query: str, passages: list[str]) -> list[float]:
         if not passages:

@@ -27,6 +27,7 @@ class Services:
     rag: Retrieval  # RagPipeline, or RetrievalOff where none was loaded
     store: Any
     embedder: Any = None  # the RAG embedder, which /v1/embeddings serves too (None where none was loaded)
+    reranker: Any = None  # the RAG cross-encoder, which /v1/rerank serves too (None where none is configured)
 
     @property
     def settings(self) -> Settings:

@@ -1,0 +1,28 @@
+"""/v1/rerank, and vLLM's /rerank and Cohere's /v2/rerank spellings of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, post
+from litestar.di import Provide
+
+from monolith.api.deps import provide_services
+from monolith.api.openapi import SERVED, errors
+from monolith.protocol.rerank import RerankRequest
+from monolith.serving import Services
+from monolith.serving.rerank import rerank
+
+
+class RerankController(Controller):
+    dependencies = {"services": Provide(provide_services, sync_to_thread=False)}
+    tags = ["openai"]
+
+    @post(
+        ["/v1/rerank", "/rerank", "/v2/rerank"],
+        status_code=200,
+        summary="Documents ordered by relevance to a query, by the RAG reranker (when rerank.model is set)",
+        responses=errors(*SERVED, 404, 413),
+    )
+    async def rerank(self, data: RerankRequest, services: Services) -> dict[str, Any]:
+        return await rerank(services, data)

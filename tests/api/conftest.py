@@ -1,0 +1,41 @@
+"""A second real server for the API tests that need other settings than the session's: short generations for
+the fuzzer, and a (tiny, random-weight) reranker, which /v1/rerank serves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ManagedServer
+from tests.helpers import save_tiny_cross_encoder
+
+RERANK_MODEL = "tiny-reranker"
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+
+
+@pytest.fixture(scope="session")
+def small_server(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, tiny_cross_encoder: Path
+) -> Iterator[ManagedServer]:
+    env = {
+        # Short generations: a fuzzer asks for max_tokens up to the limit on every operation.
+        "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "16",
+        "MONOLITH_ENGINE__DEFAULT_MAX_TOKENS": "16",
+        "MONOLITH_SERVER__REQUEST_TIMEOUT_S": "20",
+        "MONOLITH_RAG__EXPAND": "false",
+        "MONOLITH_ADMISSION__MAX_WAITING": "64",
+        "MONOLITH_JOBS__MAX_UNFINISHED_PER_OWNER": "50",
+        "MONOLITH_RERANK__MODEL": str(tiny_cross_encoder),
+        "MONOLITH_RERANK__SERVED_MODEL_NAME": RERANK_MODEL,
+    }
+    managed = ManagedServer(tmp_path_factory.mktemp("small"), model_dir, env)
+    try:
+        yield managed
+    finally:
+        managed.stop()
