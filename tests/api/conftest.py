@@ -1,5 +1,6 @@
-"""A second real server for the API tests that need other settings than the session's: short generations for
-the fuzzer, and a (tiny, random-weight) reranker, which /v1/rerank serves."""
+"""What the API tests share: the official `openai` client on the session's server, a shape to parse answers
+into, and a second real server for the tests that need other settings than the session's (short generations
+for the fuzzer, and a tiny random-weight reranker, which /v1/rerank serves)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai import OpenAI
+from pydantic import BaseModel
 
-from tests.conftest import ManagedServer
+from tests.conftest import ManagedServer, ServerProcess
 from tests.helpers import save_tiny_cross_encoder
 
 RERANK_MODEL = "tiny-reranker"
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+@pytest.fixture(scope="session")
+def openai_client(server: ServerProcess) -> Iterator[OpenAI]:
+    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

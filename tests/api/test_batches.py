@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from openai import BadRequestError, NotFoundError, OpenAI
-
-from tests.conftest import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def openai_client(server: ServerProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
-    yield client
-    client.close()
 
 
 def write_requests(path: Path, count: int) -> Path:

@@ -4,7 +4,6 @@ float; GET /v1/models/{id}; bad input is a 4xx naming the field."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -13,17 +12,9 @@ from openai import NotFoundError, OpenAI
 
 from monolith.config import EmbedderSettings
 from monolith.retrieval.embedder import Embedder
-from tests.conftest import ServerProcess
 
 MODEL = "all-MiniLM-L6-v2"
 TEXTS = ["How do I deploy an LLM?", "PagedAttention stores the KV cache in blocks."]
-
-
-@pytest.fixture(scope="module")
-def openai_client(server: ServerProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from openai import NotFoundError, OpenAI
-
-from tests.conftest import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def openai_client(server: ServerProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
-    yield client
-    client.close()
 
 
 def test_models_lists_the_served_model_and_its_rag_alias(openai_client: OpenAI) -> None:

@@ -5,44 +5,21 @@ every field that needs state or features the server lacks is a 400 naming it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import jsonschema
 import pytest
 from openai import OpenAI
-from pydantic import BaseModel
 
-from tests.conftest import ServerProcess
+from monolith.bench.structured import WEATHER as CHAT_WEATHER
+from tests.api.conftest import Person
 
 MODEL = "twin"
-WEATHER = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
-        "required": ["city", "unit"],
-        "additionalProperties": False,
-    },
-}
+WEATHER = {"type": "function", **CHAT_WEATHER["function"]}  # Responses' flat shape
 
 
-class Person(BaseModel):
-    name: str
-    age: int
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()
-
-
-def test_text_input_gives_a_completed_message(client: OpenAI) -> None:
-    done = client.responses.create(model=MODEL, input="Say hello.", max_output_tokens=40, temperature=0)
+def test_text_input_gives_a_completed_message(openai_client: OpenAI) -> None:
+    done = openai_client.responses.create(model=MODEL, input="Say hello.", max_output_tokens=40, temperature=0)
     assert done.id.startswith("resp_") and done.object == "response" and done.model == MODEL
     assert done.output[0].type == "message" and done.output[0].role == "assistant"
     assert done.output_text.strip()
@@ -53,11 +30,13 @@ def test_text_input_gives_a_completed_message(client: OpenAI) -> None:
     assert done.store is False
 
 
-def test_instructions_and_messages_reach_the_prompt(client: OpenAI, http: httpx.Client) -> None:
+def test_instructions_and_messages_reach_the_prompt(openai_client: OpenAI, http: httpx.Client) -> None:
     """The instructions become the system turn: the prompt is longer by them, and they are echoed."""
     messages = [{"role": "user", "content": "What is 2+2?"}]
-    plain = client.responses.create(model=MODEL, input=messages, max_output_tokens=1)
-    told = client.responses.create(model=MODEL, input=messages, instructions="Answer in French.", max_output_tokens=1)
+    plain = openai_client.responses.create(model=MODEL, input=messages, max_output_tokens=1)
+    told = openai_client.responses.create(
+        model=MODEL, input=messages, instructions="Answer in French.", max_output_tokens=1
+    )
     tokens = http.post(
         "/tokenize", json={"model": MODEL, "messages": [{"role": "system", "content": "Answer in French."}, *messages]}
     )
@@ -65,16 +44,18 @@ def test_instructions_and_messages_reach_the_prompt(client: OpenAI, http: httpx.
     assert told.instructions == "Answer in French."
 
 
-def test_max_output_tokens_ends_an_incomplete_response(client: OpenAI) -> None:
-    done = client.responses.create(
+def test_max_output_tokens_ends_an_incomplete_response(openai_client: OpenAI) -> None:
+    done = openai_client.responses.create(
         model=MODEL, input="Write a long story.", max_output_tokens=3, extra_body={"ignore_eos": False}
     )
     assert done.status == "incomplete" and done.incomplete_details.reason == "max_output_tokens"
     assert done.usage.output_tokens == 3
 
 
-def test_streamed_events_build_the_same_text(client: OpenAI) -> None:
-    events = list(client.responses.create(model=MODEL, input="Count to five.", max_output_tokens=24, stream=True))
+def test_streamed_events_build_the_same_text(openai_client: OpenAI) -> None:
+    events = list(
+        openai_client.responses.create(model=MODEL, input="Count to five.", max_output_tokens=24, stream=True)
+    )
     kinds = [e.type for e in events]
     assert kinds[:4] == [
         "response.created",
@@ -91,22 +72,24 @@ def test_streamed_events_build_the_same_text(client: OpenAI) -> None:
     assert final.usage.output_tokens > 0
 
 
-def test_text_format_json_schema_parses(client: OpenAI) -> None:
-    done = client.responses.parse(
+def test_text_format_json_schema_parses(openai_client: OpenAI) -> None:
+    done = openai_client.responses.parse(
         model=MODEL, input="Invent a person.", text_format=Person, max_output_tokens=80, temperature=0
     )
     assert isinstance(done.output_parsed, Person) and done.output_parsed.name
     assert done.text.format.type == "json_schema"
 
 
-def test_streamed_text_format_parses(client: OpenAI) -> None:
-    with client.responses.stream(model=MODEL, input="Invent a person.", text_format=Person, max_output_tokens=80) as s:
+def test_streamed_text_format_parses(openai_client: OpenAI) -> None:
+    with openai_client.responses.stream(
+        model=MODEL, input="Invent a person.", text_format=Person, max_output_tokens=80
+    ) as s:
         final = s.get_final_response()
     assert isinstance(final.output_parsed, Person)
 
 
-def test_json_object_format_parses(client: OpenAI) -> None:
-    done = client.responses.create(
+def test_json_object_format_parses(openai_client: OpenAI) -> None:
+    done = openai_client.responses.create(
         model=MODEL,
         input="Describe a cat as JSON.",
         text={"format": {"type": "json_object"}},
@@ -117,13 +100,13 @@ def test_json_object_format_parses(client: OpenAI) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_required_tool_is_called_with_valid_arguments(client: OpenAI, stream: bool) -> None:
+def test_a_required_tool_is_called_with_valid_arguments(openai_client: OpenAI, stream: bool) -> None:
     kwargs = {"model": MODEL, "input": "Weather in Paris?", "tools": [WEATHER], "max_output_tokens": 120}
     if stream:
-        with client.responses.stream(**kwargs, tool_choice="required") as s:
+        with openai_client.responses.stream(**kwargs, tool_choice="required") as s:
             done = s.get_final_response()
     else:
-        done = client.responses.create(**kwargs, tool_choice="required")
+        done = openai_client.responses.create(**kwargs, tool_choice="required")
     calls = [item for item in done.output if item.type == "function_call"]
     assert calls and len(calls) == len(done.output)
     for call in calls:
@@ -131,8 +114,8 @@ def test_a_required_tool_is_called_with_valid_arguments(client: OpenAI, stream: 
         jsonschema.validate(json.loads(call.arguments), WEATHER["parameters"])
 
 
-def test_a_named_tool_and_parallel_false_give_one_call(client: OpenAI) -> None:
-    done = client.responses.create(
+def test_a_named_tool_and_parallel_false_give_one_call(openai_client: OpenAI) -> None:
+    done = openai_client.responses.create(
         model=MODEL,
         input="Weather in Oslo?",
         tools=[WEATHER],
@@ -144,7 +127,7 @@ def test_a_named_tool_and_parallel_false_give_one_call(client: OpenAI) -> None:
     assert done.parallel_tool_calls is False and done.tool_choice.name == "get_weather"
 
 
-def test_a_conversation_with_a_function_output_goes_on(client: OpenAI) -> None:
+def test_a_conversation_with_a_function_output_goes_on(openai_client: OpenAI) -> None:
     """The earlier call and its output go back in `input`; `none` makes the model answer in text."""
     history = [
         {"role": "user", "content": "Weather in Paris?"},
@@ -156,22 +139,24 @@ def test_a_conversation_with_a_function_output_goes_on(client: OpenAI) -> None:
         },
         {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 21 C"},
     ]
-    done = client.responses.create(
+    done = openai_client.responses.create(
         model=MODEL, input=history, tools=[WEATHER], tool_choice="none", max_output_tokens=30
     )
     assert done.output[0].type == "message" and done.output_text.strip()
     assert done.usage.input_tokens > 20  # the call and its output are in the prompt
 
 
-def test_the_rag_alias_answers_with_sources(client: OpenAI) -> None:
-    done = client.responses.create(
+def test_the_rag_alias_answers_with_sources(openai_client: OpenAI) -> None:
+    done = openai_client.responses.create(
         model=f"{MODEL}-rag", input="What do posts say about RAG sources?", max_output_tokens=20
     )
     assert done.output_text.strip() and done.model_extra["sources"]
 
 
-def test_a_streamed_rag_answer_carries_sources_from_the_start(client: OpenAI) -> None:
-    events = iter(client.responses.create(model=f"{MODEL}-rag", input="RAG sources?", max_output_tokens=8, stream=True))
+def test_a_streamed_rag_answer_carries_sources_from_the_start(openai_client: OpenAI) -> None:
+    events = iter(
+        openai_client.responses.create(model=f"{MODEL}-rag", input="RAG sources?", max_output_tokens=8, stream=True)
+    )
     assert next(events).response.model_extra["sources"]
 
 

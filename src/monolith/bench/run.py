@@ -5,6 +5,8 @@
 2. monolith `/rag` against the microservice split (`split.py`: the same RAG code in a business
    service that calls `vllm serve` over HTTP for self-query, expansion and generation).
 3. `monolith batch` against `vllm run-batch` on the same JSONL (`batch.py`).
+4. The RAG tax: /rag against a plain completion of its own final prompt (`tax.py`).
+5. Structured output and tool calls against plain chat, monolith and `vllm serve` side by side (`structured.py`).
 All servers load together and are measured in turns, one at a time, step by step (see `interleaved`).
 Writes bench.json, bench.md, throughput.png, latency.png and rag.png under bench/results/.
 """
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monolith.bench import tax
+from monolith.bench import structured, tax
 from monolith.bench.batch import compare as batch_compare
 from monolith.bench.load import closed_loop, open_loop, summarize
 from monolith.bench.peers import ROOT, Server, start_monolith, start_split, start_vllm
@@ -56,14 +58,17 @@ class Profile:
     batch_max_tokens: int
     tax_rounds: int  # part 4: /rag against a plain completion of its own final prompt
     tax_max_tokens: int
+    structured_concurrency: tuple[int, ...]  # part 5: a level sends max(this minimum, 2 x concurrency) requests
+    structured_min_requests: int
+    structured_max_tokens: int
 
 
 # Sized for a 2-core CPU box: full fits `make bench` in ~16 minutes, quick in ~3 (no batch part).
 PROFILES = {
-    "quick": Profile((1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0, 2, 16),
-    "full": Profile((1, 2, 4, 8, 16), 3, 8, 64, 1.0, 40, (1, 2, 4, 8), 6, 64, 96, 32, 16, 6, 32),
+    "quick": Profile((1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0, 2, 16, (1, 8), 2, 32),
+    "full": Profile((1, 2, 4, 8, 16), 3, 8, 64, 1.0, 40, (1, 2, 4, 8), 6, 64, 96, 32, 16, 6, 32, (1, 8), 4, 64),
 }
-PARTS = ("completions", "rag", "batch", "rag_tax")
+PARTS = ("completions", "rag", "batch", "rag_tax", "structured")
 # Part 4's modes: the server's defaults, and the helper steps (self-query by the LLM's choice where needed,
 # expansion) all on.
 TAX_MODES = {"defaults": {}, "expand + self_query": {"expand": True, "self_query": True}}
@@ -199,7 +204,8 @@ def markdown(result: dict) -> str:
         f"| {r['compare']} | {r['load']} | {r['throughput_ratio']} | {r['ttft_p50_ratio']} | {r['e2e_p50_ratio']} |"
         for r in result["ratios"]
     ]
-    return "\n".join(lines + batch_markdown(result.get("batch")) + tax_markdown(result.get("rag_tax"))) + "\n"
+    parts = batch_markdown(result.get("batch")) + tax_markdown(result.get("rag_tax"))
+    return "\n".join(lines + parts + structured.markdown(result.get("structured"))) + "\n"
 
 
 def tax_markdown(tax: dict | None) -> list[str]:
@@ -290,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     rows: list[dict] = []
+    structured_rows: list[dict] = []
     load_s: dict[str, float] = {}
-    if parts & {"completions", "rag"}:
-        rows, load_s = measure_servers(args.config, settings, model_dir, work, profile, parts)
+    if parts & {"completions", "rag", "structured"}:
+        rows, structured_rows, load_s = measure_servers(args.config, settings, model_dir, work, profile, parts)
     tax = measure_tax(args.config, settings, model_dir, work, profile) if "rag_tax" in parts else None
     batch = None
     if "batch" in parts and profile.batch_lines:
@@ -309,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios(rows),
         "batch": batch,
         "rag_tax": tax,
+        "structured": {
+            "max_tokens": profile.structured_max_tokens,
+            "rows": structured_rows,
+            "costs": structured.costs(structured_rows),
+        }
+        if structured_rows
+        else None,
         "wall_s": round(time.monotonic() - started, 1),
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
@@ -333,12 +347,13 @@ def measure_tax(config: Path, settings: Settings, model_dir: Path, work: Path, p
 
 def measure_servers(
     config: Path, settings: Settings, model_dir: Path, work: Path, profile: Profile, parts: set[str]
-) -> tuple[list[dict], dict[str, float]]:
+) -> tuple[list[dict], list[dict], dict[str, float]]:
     """All servers load at once (an idle one costs ~1% of a core, measured) and are measured in turns."""
     name = settings.engine.served_model_name
     servers: dict[str, Server] = {}
     load_s: dict[str, float] = {}
     rows: list[dict] = []
+    structured_rows: list[dict] = []
     try:
         servers["vllm"] = start_vllm(settings, model_dir, work)
         servers["monolith"] = start_monolith(config, settings, model_dir, work)
@@ -362,12 +377,29 @@ def measure_servers(
                 Side("monolith /rag", servers["monolith"], "/rag", body),
             )
             rows += interleaved(pair, rag_steps(profile))
+        if "structured" in parts:
+            structured_rows = measure_structured(servers, name, profile)
     finally:
         for server in servers.values():
             server.stop()
     order = ["vllm", "monolith", "split /rag", "monolith /rag"]
     rows.sort(key=lambda r: order.index(r["system"]))  # stable: levels stay in order within a system
-    return rows, load_s
+    return rows, structured_rows, load_s
+
+
+def measure_structured(servers: dict[str, Server], name: str, profile: Profile) -> list[dict]:
+    """Each mode on both systems at each level, in turns; a row per system, mode and level."""
+
+    def closed(c: int) -> Callable[[Side], dict]:
+        return lambda side: side.closed(c, max(profile.structured_min_requests, 2 * c))
+
+    rows = []
+    for mode in structured.MODES:
+        body = structured.chat_body(name, mode, profile.structured_max_tokens)
+        pair = tuple(Side(key, servers[key], "/v1/chat/completions", body) for key in ("vllm", "monolith"))
+        steps = [closed(c) for c in profile.structured_concurrency]
+        rows += [{**row, "mode": mode} for row in interleaved(pair, steps)]  # type: ignore[arg-type]
+    return sorted(rows, key=lambda r: (r["system"] != "vllm", list(structured.MODES).index(r["mode"])))
 
 
 if __name__ == "__main__":
