@@ -67,6 +67,10 @@ class EngineSettings(Section):
     # a small model otherwise fills with newlines until max_tokens. vLLM sets this per engine, not per request
     # (its --structured-outputs-config.disable_any_whitespace).
     compact_json: bool = True
+    # vLLM's tool-call parser for a model that writes calls its own way (llama3_json for Llama 3.1): with it, and
+    # a chat template that knows tools, tool_choice "auto" is answered the model's way (the template shows the
+    # tools, the parser reads the answer) instead of by the grammar every other mode and model uses.
+    tool_call_parser: str | None = None
     multiprocessing: bool = False
     tensor_parallel_size: int = Field(1, ge=1)
     seed: int = 0

@@ -96,19 +96,47 @@ def sampling_field(message: str) -> str | None:
 
 
 def chat_prompt_ids(
-    tokenizer: Tokenizer, messages: list[dict[str, Any]], add_generation_prompt: bool = True
+    tokenizer: Tokenizer,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = True,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """The model's own chat template, the assistant turn opened unless `add_generation_prompt` is false. A template
-    that refuses the turns (roles that do not alternate, a role it does not know) raises from its own code: the
-    client's messages, a 400."""
+    """The model's own chat template, the assistant turn opened unless `add_generation_prompt` is false, and
+    `tools` shown the template's way when given. A template that refuses the turns (roles that do not alternate,
+    a role it does not know) raises from its own code: the client's messages, a 400."""
     from jinja2 import TemplateError
 
+    extra = {"tools": tools} if tools else {}
     try:
-        out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+        out = tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=add_generation_prompt, **extra
+        )
     except TemplateError as exc:
         raise BadRequest(f"the model's chat template refused the messages: {exc}", param="messages") from None
     ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
     return list(ids)
+
+
+class ToolCallReader:
+    """vLLM's own tool-call parser (`engine.tool_call_parser`), which reads the calls a model writes its own way
+    (Llama 3.1's JSON) out of a whole answer; what tool_choice "auto" uses when the chat template knows tools."""
+
+    def __init__(self, name: str, tokenizer: Any) -> None:
+        from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
+
+        self._parser = ToolParserManager.get_tool_parser(name)  # an unknown name raises here, at start
+        self._tokenizer = tokenizer
+        self._parser(tokenizer)  # so does a parser that cannot read this tokenizer (a token it needs is missing)
+
+    def read(self, text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, str]]]:
+        """(content, [(function name, arguments as JSON)]) of one answer."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        request = ChatCompletionRequest(model="-", messages=[], tools=tools, tool_choice="auto")
+        found = self._parser(self._tokenizer, request.tools).extract_tool_calls(text, request)
+        if not found.tools_called:
+            return text, []
+        return found.content or None, [(c.function.name, c.function.arguments) for c in found.tool_calls]
 
 
 def structured_outputs_config(compact_json: bool) -> Any:

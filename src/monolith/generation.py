@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +12,10 @@ from typing import Any, TypeVar
 
 from monolith.admission import tracked
 from monolith.config import Settings
-from monolith.engine import Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
+from monolith.engine import Delta, Engine, Sampling, TokenLogprob, ToolCallReader, chat_prompt_ids
 from monolith.errors import BadRequest
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -51,6 +53,13 @@ class Generator:
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         # Whether the chat template renders tool turns itself (Llama 3.1) or not (SmolLM2): read once.
         self.template_knows_tools = "tools" in str(getattr(engine.tokenizer, "chat_template", None) or "")
+        # tool_choice "auto" the model's own way: its template shows the tools and vLLM's parser reads the calls.
+        self.tool_reader: ToolCallReader | None = None
+        parser = settings.engine.tool_call_parser
+        if parser and not self.template_knows_tools:
+            log.warning("engine.tool_call_parser %s is not used: the chat template does not know tools", parser)
+        elif parser:
+            self.tool_reader = ToolCallReader(parser, engine.tokenizer)
 
     async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Runs `work` (anything that tokenises: the plan_* steps, a RAG prompt) on the tokenizer thread."""
@@ -67,8 +76,13 @@ class Generator:
     def count_tokens(self, text: str) -> int:
         return len(self.engine.tokenizer.encode(text, add_special_tokens=False))
 
-    def chat_ids(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
-        return chat_prompt_ids(self.engine.tokenizer, messages, add_generation_prompt)
+    def chat_ids(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        return chat_prompt_ids(self.engine.tokenizer, messages, add_generation_prompt, tools)
 
     def text_ids(self, text: str) -> list[int]:
         return list(self.engine.tokenizer.encode(text))

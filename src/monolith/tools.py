@@ -6,6 +6,8 @@ else as a system message), and the answer is constrained by a JSON schema built 
 - a named function: that function's arguments object.
 - `auto`: one object, either {"tool_calls": [...]} or {"content": "..."}: the "no tool" alternative.
 - `none`: no tools offered, plain text.
+- `native` (`auto` where engine.tool_call_parser is set and the chat template knows tools, as Llama 3.1's
+  does): no grammar; the template shows the tools and vLLM's parser for that model reads the calls.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from monolith.errors import BadRequest
 from monolith.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool
@@ -27,15 +32,20 @@ NEVER = re.compile(r"(?!)")
 BETWEEN_CALLS = re.compile(r"\s*,?\s*")
 
 
+# The model's own reading of its answer (native mode): (content, [(function name, arguments as JSON)]).
+CallReader = Callable[[str], tuple[str | None, list[tuple[str, str]]]]
+
+
 @dataclass
 class ToolPlan:
-    """How one chat request uses its tools; `mode` is "required", "auto" or "named"."""
+    """How one chat request uses its tools; `mode` is "required", "auto", "named" or "native"."""
 
     mode: str
     tools: list[Tool]
     schema: dict[str, Any]
     named: str | None = None
     parallel: bool = True
+    reader: CallReader | None = None  # native mode
 
 
 @dataclass
@@ -79,8 +89,9 @@ def auto_schema(tools: list[Tool], parallel: bool) -> dict[str, Any]:
     return {"anyOf": [call, reply]}
 
 
-def plan_tools(data: ChatCompletionRequest) -> ToolPlan | None:
-    """None: answer in plain text (no tools, or tool_choice "none")."""
+def plan_tools(data: ChatCompletionRequest, native: bool = False) -> ToolPlan | None:
+    """None: answer in plain text (no tools, or tool_choice "none"). `native`: `auto` is answered the model's
+    own way (the caller sets the plan's reader)."""
     tools, choice = data.tools or [], data.tool_choice
     if not tools:
         if choice not in (None, "none", "auto"):
@@ -99,7 +110,14 @@ def plan_tools(data: ChatCompletionRequest) -> ToolPlan | None:
     parallel = data.parallel_tool_calls
     if choice == "required":
         return ToolPlan("required", tools, calls_schema(tools, parallel), parallel=parallel)
+    if native:
+        return ToolPlan("native", tools, {}, parallel=parallel)
     return ToolPlan("auto", tools, auto_schema(tools, parallel), parallel=parallel)
+
+
+def tool_dicts(plan: ToolPlan) -> list[dict[str, Any]]:
+    """The tools as a chat template (and vLLM's parser) takes them."""
+    return [msgspec.to_builtins(t) for t in plan.tools]
 
 
 def instructions(plan: ToolPlan) -> str:
@@ -122,10 +140,23 @@ def instructions(plan: ToolPlan) -> str:
     )
 
 
-def history_message(message: ChatMessage, content: str, names: dict[str, str], native: bool) -> dict[str, Any]:
-    """An earlier turn as the template takes it: an assistant's calls as the JSON it would have written. A tool's
-    result goes under role "tool" to a template that knows tools (`native`), else as a user turn that says which
-    function answered (a template without tools has never seen a "tool" role). `names`: call id -> function."""
+def history_message(
+    message: ChatMessage, content: str, names: dict[str, str], native: bool, native_calls: bool = False
+) -> dict[str, Any]:
+    """An earlier turn as the template takes it: an assistant's calls as the JSON it would have written (or, with
+    `native_calls`, as the template's own tool_calls). A tool's result goes under role "tool" to a template that
+    knows tools (`native`), else as a user turn that says which function answered (a template without tools has
+    never seen a "tool" role). `names`: call id -> function."""
+    if message.role == "assistant" and message.tool_calls and native_calls:
+        calls = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.function.name, "arguments": parsed_arguments(c.function.arguments)},
+            }
+            for c in message.tool_calls
+        ]
+        return {"role": "assistant", "content": content, "tool_calls": calls}
     if message.role == "assistant" and message.tool_calls:
         calls = [
             {"name": c.function.name, "arguments": parsed_arguments(c.function.arguments)} for c in message.tool_calls
@@ -170,7 +201,11 @@ def as_call(name: str, arguments: Any) -> dict[str, Any]:
 
 
 def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
-    """The constrained answer as content or calls (one cut short by max_tokens: see cut_short)."""
+    """The constrained answer as content or calls (one cut short by max_tokens: see cut_short); a native
+    answer as the model's parser reads it (at most one call without parallel_tool_calls)."""
+    if plan.mode == "native" and plan.reader is not None:
+        content, calls = plan.reader(text)
+        return ParsedAnswer(content, [as_call(name, arguments) for name, arguments in calls][: plan_limit(plan)])
     try:
         value = json.loads(text)
     except ValueError:
@@ -184,6 +219,10 @@ def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
     if not isinstance(value, list):
         return ParsedAnswer(text)
     return ParsedAnswer(None, [as_call(c["name"], c["arguments"]) for c in value if isinstance(c, dict)])
+
+
+def plan_limit(plan: ToolPlan) -> int:
+    return MAX_PARALLEL_CALLS if plan.parallel else 1
 
 
 def cut_short(plan: ToolPlan, text: str) -> ParsedAnswer:

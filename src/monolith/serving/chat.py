@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -37,6 +38,7 @@ from monolith.tools import (
     history_message,
     parse_answer,
     plan_tools,
+    tool_dicts,
     with_tools,
 )
 
@@ -60,15 +62,18 @@ def message_text(message: ChatMessage) -> str:
     return message.content or ""
 
 
-def message_dicts(messages: list[ChatMessage], native_tools: bool = False) -> list[dict[str, Any]]:
-    """The turns as the chat template takes them; `native_tools`: the template renders tool turns itself."""
+def message_dicts(
+    messages: list[ChatMessage], native_tools: bool = False, native_calls: bool = False
+) -> list[dict[str, Any]]:
+    """The turns as the chat template takes them; `native_tools`: the template renders tool results itself;
+    `native_calls`: and earlier calls too (the model answers `auto` its own way)."""
     out, names = [], call_names(messages)
     for i, m in enumerate(messages):
         if m.role == "tool" and not m.tool_call_id:
             raise BadRequest("a tool message needs the tool_call_id it answers", param=f"messages[{i}].tool_call_id")
         if m.tool_calls and m.role != "assistant":
             raise BadRequest("only an assistant message carries tool_calls", param=f"messages[{i}].tool_calls")
-        turn = history_message(m, message_text(m), names, native_tools)
+        turn = history_message(m, message_text(m), names, native_tools, native_calls)
         out.append({**turn, "role": "system"} if m.role == "developer" else turn)
     return out
 
@@ -84,18 +89,24 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
     settings, generator = services.settings, services.generator
     refuse_unsupported(data)
     use_rag = resolve_model(settings, data.model) or bool(data.rag)
-    messages = message_dicts(data.messages, generator.template_knows_tools)
+    messages = message_dicts(data.messages, generator.template_knows_tools, generator.tool_reader is not None)
     max_tokens = data.max_completion_tokens or data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
-    tools = plan_tools(data)
+    reader = generator.tool_reader
+    tools = plan_tools(data, native=reader is not None)
     structured, param = structured_constraint(data)
+    shown_tools = None  # the tools the chat template shows itself (native mode)
     if tools is not None:
         if structured is not None:
             raise BadRequest("tools constrain the answer already; drop response_format", param=param)
         if use_rag:
             raise BadRequest("tools cannot be combined with RAG", param="tools")
-        structured, param = {"json": tools.schema}, "tools"
-        messages = with_tools(messages, tools)
+        if tools.mode == "native" and reader is not None:
+            shown_tools = tool_dicts(tools)
+            tools.reader = partial(reader.read, tools=shown_tools)
+        else:
+            structured, param = {"json": tools.schema}, "tools"
+            messages = with_tools(messages, tools)
     top_logprobs = chat_logprob_count(data)
     sampling = wire_sampling(generator, data, max_tokens, structured, top_logprobs)
     generator.check_sampling(sampling, param)
@@ -108,7 +119,7 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
         over = data.rag if isinstance(data.rag, RagOverrides) else RagOverrides()
         plan.rag = rag_options(settings, over.k, max_tokens, data.temperature, over.expand, over.self_query)
     else:
-        plan.prompt_ids = generator.chat_ids(messages)
+        plan.prompt_ids = generator.chat_ids(messages, tools=shown_tools)
         generator.check_fits(plan.prompt_ids, max_tokens, "messages")
     return plan
 

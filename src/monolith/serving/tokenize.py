@@ -18,7 +18,7 @@ def tokenize(services: Services, data: TokenizeRequest) -> TokenizeResponse:
     if data.messages is not None:
         if data.add_special_tokens:  # the chat template writes the special tokens itself
             raise BadRequest("add_special_tokens applies to a prompt, not to messages", param="add_special_tokens")
-        messages = message_dicts(data.messages, generator.template_knows_tools)
+        messages = message_dicts(data.messages, generator.template_knows_tools, generator.tool_reader is not None)
         ids = generator.chat_ids(messages, data.add_generation_prompt)
     else:
         special = True if data.add_special_tokens is None else data.add_special_tokens
