@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_parse_line_keeps_the_custom_id_of_a_bad_line() -> None:
     ok = json.dumps({"custom_id": "a", "method": "POST", "url": "/rag", "body": {"query": "q"}}).encode()
     assert parse_line(ok, 1)[1].url == "/rag"
-    custom_id, request, error = parse_line(b'{"custom_id": "b", "url": "/v1/embeddings", "body": {}}', 2)
+    custom_id, request, error = parse_line(b'{"custom_id": "b", "url": "/v1/moderations", "body": {}}', 2)
     assert (custom_id, request) == ("b", None) and error.param == "url"
     custom_id, request, error = parse_line(b"{nope", 3)
     assert custom_id == "line-3" and "not JSON" in error.message
@@ -126,6 +126,9 @@ def test_batch_of_200_lines_interrupted_and_resumed(tmp_path: Path, model_dir: P
         ({"url": "/rag", "body": {"query": "hi"}}, True),
         ({"url": "/v1/chat/completions", "body": {"model": "twin-rag", "messages": []}}, True),
         ({"url": "/v1/chat/completions", "body": {"model": "twin", "rag": {"k": 2}, "messages": []}}, True),
+        ({"url": "/v1/embeddings", "body": {"model": "all-MiniLM-L6-v2", "input": "hi"}}, True),
+        ({"url": "/v1/responses", "body": {"model": "twin", "input": "hi"}}, False),
+        ({"url": "/v1/responses", "body": {"model": "twin-rag", "input": "hi"}}, True),
     ],
 )
 def test_a_batch_loads_retrieval_only_when_a_line_asks_for_rag(

@@ -17,11 +17,14 @@ from tqdm import tqdm
 
 from monolith.admission import LANE
 from monolith.config import Settings
+from monolith.embeddings import embeddings
 from monolith.errors import BadRequest, MonolithError
 from monolith.protocol.chat import ChatCompletionRequest
 from monolith.protocol.completions import CompletionRequest
+from monolith.protocol.embeddings import EmbeddingRequest
 from monolith.protocol.errors import field_of
 from monolith.protocol.rag import RagRequest
+from monolith.protocol.responses import ResponsesRequest
 from monolith.serving import (
     Services,
     model_names,
@@ -32,17 +35,22 @@ from monolith.serving import (
     run_completion,
     run_rag,
 )
+from monolith.serving.responses import plan_response, run_response
 from monolith.store.files import write_atomically
 
 log = logging.getLogger(__name__)
 
 # The routes a batch line may name (OpenAI's `url`, a batch's `endpoint`).
-BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/rag"]
+BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/rag"]
 ROUTES: dict[str, type] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
+    "/v1/responses": ResponsesRequest,
+    "/v1/embeddings": EmbeddingRequest,
     "/rag": RagRequest,
 }
+# Lines of these routes need the embedder (and for RAG the store) loaded.
+RETRIEVAL_ROUTES = ("/rag", "/v1/embeddings")
 
 
 class RequestLine(msgspec.Struct):
@@ -169,20 +177,24 @@ async def answer(services: Services, request: RequestLine, request_id: str) -> A
         raise BadRequest("batch requests cannot stream", param="stream")
     if request.url == "/rag":
         return await run_rag(services, plan_rag(services, body), request_id)
+    if request.url == "/v1/embeddings":
+        return await embeddings(services, body)
     off_loop = services.generator.off_loop
     if request.url == "/v1/completions":
         return await run_completion(services, await off_loop(plan_completion, services, body), request_id)
+    if request.url == "/v1/responses":
+        return await run_response(services, await off_loop(plan_response, services, body, f"resp_{request_id}"))
     return await run_chat(services, await off_loop(plan_chat, services, body), request_id)
 
 
 def needs_retrieval(path: Path, settings: Settings) -> bool:
-    """Whether any line asks for RAG: /rag, the RAG model name, or a `rag` field (plan_chat's rule); a
-    line too broken to parse is answered with its error and asks for nothing."""
+    """Whether any line needs retrieval loaded: /rag or /v1/embeddings, the RAG model name, or a `rag` field
+    (plan_chat's rule); a line too broken to parse is answered with its error and asks for nothing."""
     rag_model = model_names(settings)[1]
     for number, raw in read_lines(path):
         _, request, _ = parse_line(raw, number)
         if request is not None and (
-            request.url == "/rag" or request.body.get("rag") or request.body.get("model") == rag_model
+            request.url in RETRIEVAL_ROUTES or request.body.get("rag") or request.body.get("model") == rag_model
         ):
             return True
     return False
@@ -233,7 +245,8 @@ async def run_batch(
                 assert request is not None
                 result, status = msgspec.to_builtins(await answer(services, request, request_id)), 200
                 report.succeeded += 1
-                report.output_tokens += result.get("usage", {}).get("completion_tokens", 0)
+                used = result.get("usage") or {}
+                report.output_tokens += used.get("completion_tokens", used.get("output_tokens", 0))
             except MonolithError as exc:
                 result, status = error_body(exc), exc.status_code
                 report.failed += 1
