@@ -146,6 +146,8 @@ def renamed(param: str | None, origins: list[str]) -> str | None:
     if param is None:
         return None
     found = MESSAGE_PARAM.match(param)
+    if found is None and param.startswith(("tools[", "tool_choice.")):  # Responses' tools are flat
+        return param.replace(".function.", ".", 1).replace(".function", "", 1)
     if found is None:
         return PARAMS.get(param, param)
     index, rest = found.groups()
