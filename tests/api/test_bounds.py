@@ -111,7 +111,7 @@ def line(custom_id: str, **body: object) -> bytes:
         (line("a") + b"\n" + line("b")[:-1] + b"\n", "line 2 is not JSON"),
         (line("a") + b"\n" + line("a") + b"\n", "line 2: custom_id 'a' is already used on line 1"),
         (b'{"custom_id": "a", "method": "GET", "url": "/v1/completions", "body": {}}\n', "line 1: method"),
-        (b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n', "line 1: url"),
+        (b'{"custom_id": "a", "method": "POST", "url": "/v1/moderations", "body": {}}\n', "line 1: url"),
         (b'{"custom_id": "a", "method": "POST", "url": "/rag", "body": ' + b"[" * 50_000 + b"]" * 50_000 + b"}\n",
          "line 1 is not JSON"),
         (line("a", prompt="x" * 1_100_000) + b"\n", "line 1 has more than"),
