@@ -31,8 +31,6 @@ def check(services: Services, data: RerankRequest) -> list[str]:
         raise NotFound("no reranker is configured on this server (rerank.model)", param="model")
     if data.model is not None and data.model != served:
         raise NotFound(f"the rerank model '{data.model}' does not exist; this server serves '{served}'", param="model")
-    if not data.query.strip():
-        raise BadRequest("the query is empty", param="query")
     return texts_of(data)
 
 
