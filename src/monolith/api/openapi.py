@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
@@ -59,15 +60,21 @@ def errors(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
+def struct_body(handler: HTTPRouteHandler) -> type[msgspec.Struct] | None:
+    """The msgspec Struct a route takes as its JSON body, if it takes one (not a multipart form)."""
+    data = handler.parsed_fn_signature.parameters.get("data")
+    kind = data.annotation if data is not None else None
+    return kind if isinstance(kind, type) and issubclass(kind, msgspec.Struct) else None
+
+
 def body_types(request: Request) -> Iterator[tuple[str, str, type, bool]]:
     """(path, method, body type, streams) of each route whose JSON body is a msgspec Struct."""
     for route in request.app.routes:
         if not isinstance(route, HTTPRoute):
             continue
         for handler in route.route_handlers:
-            data = handler.parsed_fn_signature.parameters.get("data")
-            kind = data.annotation if data is not None else None
-            if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+            kind = struct_body(handler)
+            if kind is not None:
                 for method in handler.http_methods:
                     yield route.path_format, method.lower(), kind, "stream" in kind.__struct_fields__
 

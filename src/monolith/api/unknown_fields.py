@@ -9,6 +9,8 @@ import logging
 import msgspec
 from litestar import Request
 
+from monolith.api.openapi import struct_body
+
 log = logging.getLogger(__name__)
 
 # A hostile client may send a new name each time: past this many, new names are no longer remembered or logged.
@@ -20,9 +22,8 @@ async def log_unknown_fields(request: Request) -> None:
     """A before_request hook: the body is read here once, and Litestar reuses it to parse the request."""
     if not log.isEnabledFor(logging.DEBUG) or len(_seen) >= MAX_REMEMBERED:
         return
-    data = request.route_handler.parsed_fn_signature.parameters.get("data")
-    kind = data.annotation if data is not None else None
-    if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+    kind = struct_body(request.route_handler)  # type: ignore[arg-type]
+    if kind is None:
         return
     try:  # only the top-level names: the values stay undecoded
         fields = msgspec.json.decode(await request.body(), type=dict[str, msgspec.Raw])

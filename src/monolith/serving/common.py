@@ -150,10 +150,15 @@ UNSUPPORTED = {
 }
 
 
-def refuse_unsupported(data: ChatCompletionRequest | CompletionRequest) -> None:
-    for name, why in UNSUPPORTED.items():
+def refuse_fields(data: Any, reasons: dict[str, str]) -> None:
+    """A 400 naming the first recognised field that is set although the server cannot honour it, with why."""
+    for name, why in reasons.items():
         if getattr(data, name, None) is not None:
             raise BadRequest(why, param=name)
+
+
+def refuse_unsupported(data: ChatCompletionRequest | CompletionRequest) -> None:
+    refuse_fields(data, UNSUPPORTED)
     modalities = getattr(data, "modalities", None)
     if modalities is not None and modalities != ["text"]:
         raise BadRequest("only text output is supported", param="modalities")

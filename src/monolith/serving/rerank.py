@@ -9,7 +9,7 @@ from typing import Any
 
 from monolith.errors import BadRequest, NotFound
 from monolith.protocol.rerank import RerankDocument, RerankRequest
-from monolith.serving.common import Services
+from monolith.serving.common import Services, refuse_fields
 
 REFUSED = {
     "max_tokens_per_doc": "documents are not cut; one too long for the model is a 400",
@@ -23,9 +23,7 @@ def texts_of(data: RerankRequest) -> list[str]:
 
 
 def check(services: Services, data: RerankRequest) -> list[str]:
-    for name, why in REFUSED.items():
-        if getattr(data, name) is not None:
-            raise BadRequest(why, param=name)
+    refuse_fields(data, REFUSED)
     served = services.settings.rerank.served_name
     if services.reranker is None or served is None:
         raise NotFound("no reranker is configured on this server (rerank.model)", param="model")

@@ -28,7 +28,7 @@ from monolith.protocol.chat import (
 from monolith.protocol.responses import ContentPart, FunctionChoice, InputItem, ResponsesRequest
 from monolith.protocol.sampling import JsonSchemaFormat, ResponseFormat
 from monolith.serving.chat import ChatPlan, answer_message, plan_chat, retrieve_for_chat
-from monolith.serving.common import Services
+from monolith.serving.common import Services, refuse_fields
 
 # Fields of OpenAI's that need stored state, background work or features this server lacks.
 REFUSED = {
@@ -58,9 +58,7 @@ class ResponsePlan:
 
 
 def refuse_unsupported(data: ResponsesRequest) -> None:
-    for name, why in REFUSED.items():
-        if getattr(data, name) is not None:
-            raise BadRequest(why, param=name)
+    refuse_fields(data, REFUSED)
     if data.store:
         raise BadRequest("responses are not stored; store must be false", param="store")
     if data.background:
@@ -145,9 +143,9 @@ def renamed(param: str | None, origins: list[str]) -> str | None:
     """A chat field as the Responses request names it: messages[2].content -> input[1].content."""
     if param is None:
         return None
-    found = MESSAGE_PARAM.match(param)
-    if found is None and param.startswith(("tools[", "tool_choice.")):  # Responses' tools are flat
+    if param.startswith(("tools[", "tool_choice.")):  # Responses' tools are flat
         return param.replace(".function.", ".", 1).replace(".function", "", 1)
+    found = MESSAGE_PARAM.match(param)
     if found is None:
         return PARAMS.get(param, param)
     index, rest = found.groups()
