@@ -13,15 +13,16 @@ import uvicorn
 
 from monolith.api.app import create_app
 from monolith.api.server import DrainingServer
-from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
-from monolith.engine import Delta, EngineStats, Sampling
+from monolith.engine import CallReader, Delta, EngineStats, Sampling
 from monolith.generation import Generator
-from monolith.rag import NoStore
+from monolith.runtime import Phase, Runtime
 from monolith.serving import Services
 
 
 class WordTokenizer:
+    chat_template = None
+
     def __len__(self) -> int:
         return 1000
 
@@ -65,6 +66,16 @@ class ScriptedEngine:
             if not done:
                 self.aborted += 1
 
+    sampling_defaults: dict[str, float] = field(default_factory=dict)
+
+    def check(self, sampling: Sampling, param: str) -> None:
+        pass  # the scripted engine takes any sampling
+
+    def tool_call_reader(self, name: str) -> CallReader:
+        from monolith.engine.vllm_tools import ToolCallReader  # vLLM's real parsers, over this engine's tokenizer
+
+        return ToolCallReader(name, self.tokenizer)
+
     async def abort(self, request_id: str) -> None:
         pass
 
@@ -73,9 +84,8 @@ class ScriptedEngine:
 
 
 def scripted_loader(engine: ScriptedEngine):
-    async def load(state: ServerState) -> None:
-        state.services = Services(Generator(engine, state.settings), rag=None, store=NoStore())  # type: ignore[arg-type]
-        state.phase, state.detail = Phase.READY, "ready"
+    async def load(state: Runtime) -> None:
+        state.ready(Services(Generator(engine, state.settings), rag=None))  # type: ignore[arg-type]
 
     return load
 
@@ -85,7 +95,7 @@ class ThreadedServer:
 
     def __init__(self, settings: Settings, engine: ScriptedEngine, port: int) -> None:
         app = create_app(settings, loader=scripted_loader(engine))
-        self.state: ServerState = app.state.server
+        self.state: Runtime = app.state.runtime
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
         self.server = DrainingServer(config, self.state)
         self.base_url = f"http://127.0.0.1:{port}"

@@ -16,14 +16,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.api.app import create_app
     from monolith.api.server import serve
 
-    app = create_app(settings)
-    serve(app.state.server, app, args.host or settings.server.host, args.port or settings.server.port)
+    serve(create_app(settings), args.host or settings.server.host, args.port or settings.server.port)
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> None:
-    from monolith.api.loader import open_store
     from monolith.retrieval.embedder import Embedder
     from monolith.retrieval.ingest import ingest_file
+    from monolith.runtime import open_store
 
     if not args.file.exists():
         raise ConfigError(f"{args.file} not found")
@@ -47,7 +46,8 @@ def _prepare(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> None:
-    from monolith.engine import Sampling, VllmEngine
+    from monolith.engine import Sampling
+    from monolith.engine.vllm_engine import VllmEngine
     from monolith.generation import Generator, new_request_id
     from monolith.model_prep import prepare_model
 
@@ -70,24 +70,23 @@ def _generate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _batch(settings: Settings, args: argparse.Namespace) -> None:
-    from monolith.api.auth import ApiKeys
-    from monolith.api.loader import load_services
-    from monolith.api.state import ServerState
-    from monolith.batch import needs_retrieval, run_batch
+    from monolith.jobs.lines import needs_retrieval
+    from monolith.jobs.transform import run_batch
+    from monolith.runtime import Runtime
 
     if not args.input.exists():
         raise ConfigError(f"{args.input} not found")
-    state = ServerState(settings, ApiKeys(settings.server))
+    runtime = Runtime(settings)
 
     async def run() -> None:
-        await load_services(state, with_jobs=False, retrieval=needs_retrieval(args.input, settings))
-        if state.services is None:
-            raise ConfigError(state.detail)
+        await runtime.load(with_jobs=False, retrieval=needs_retrieval(args.input, settings))
+        if runtime.services is None:
+            raise ConfigError(runtime.detail)
         try:
             in_flight = args.max_in_flight or settings.batch.max_in_flight
-            report = await run_batch(state.services, args.input, args.output, in_flight)
+            report = await run_batch(runtime.services, args.input, args.output, in_flight)
         finally:
-            await state.services.aclose()
+            await runtime.close()
         print(report.summary())
 
     asyncio.run(run())
@@ -97,11 +96,9 @@ def _eval(settings: Settings, args: argparse.Namespace) -> None:
     """The RAG evaluation, in a data dir of its own: the sample corpus alone, freshly ingested."""
     import tempfile
 
-    from monolith.api.auth import ApiKeys
-    from monolith.api.loader import load_services
-    from monolith.api.state import ServerState
     from monolith.evaluation import MODES, evaluate, load_questions, markdown, write
     from monolith.model_prep import prepare_model
+    from monolith.runtime import Runtime
 
     modes = args.modes.split(",")
     unknown = set(modes) - set(MODES)
@@ -117,18 +114,18 @@ def _eval(settings: Settings, args: argparse.Namespace) -> None:
         isolated = settings.model_copy(
             update={"data_dir": Path(workdir), "engine": engine, "qdrant": qdrant, "ingest": ingest}
         )
-        state = ServerState(isolated, ApiKeys(isolated.server))
+        runtime = Runtime(isolated)
 
         async def run() -> dict:
-            await load_services(state, with_jobs=False)
-            if state.services is None:
-                raise ConfigError(state.detail)
+            await runtime.load(with_jobs=False)
+            if runtime.services is None:
+                raise ConfigError(runtime.detail)
             try:
                 return await evaluate(
-                    state.services, questions, corpus, modes, args.k, args.answers, args.answer_tokens
+                    runtime.services, questions, corpus, modes, args.k, args.answers, args.answer_tokens
                 )
             finally:
-                await state.services.aclose()
+                await runtime.close()
 
         started = time.perf_counter()
         report = asyncio.run(run())

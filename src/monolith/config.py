@@ -1,13 +1,16 @@
-"""Typed settings: a YAML file, then MONOLITH_<SECTION>__<KEY> environment overrides, validated once."""
+"""Typed settings: a YAML file (pydantic-settings' own YAML source), then MONOLITH_<SECTION>__<KEY> environment
+overrides, validated once. The bottom floor: imports nothing else of the project."""
 
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 DEFAULT_CONFIG = Path("configs/cpu.yaml")
 # jobs.database: a path means SQLite; a URL names one of these (the store picks the async driver).
@@ -151,6 +154,45 @@ class RagSettings(Section):
     answer: AnswerSampling = AnswerSampling()
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class CallbackRule:
+    """One `jobs.callback_allow` entry."""
+
+    host: str | None
+    network: Network | None
+    port: int | None
+
+    def admits(self, host: str, port: int, address: IPAddress) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        if self.host is not None:
+            return self.host == host.lower()
+        assert self.network is not None
+        return address in self.network
+
+
+def parse_callback_rule(entry: str) -> CallbackRule:
+    """`10.0.0.0/8`, `127.0.0.1:9000`, `[::1]:9000`, `::1`, `hooks.internal`, `hooks.internal:8443`."""
+    text = entry.strip()
+    port: int | None = None
+    if text.startswith("["):
+        inside, _, rest = text[1:].partition("]")
+        text, port = inside, int(rest[1:]) if rest.startswith(":") else None
+    elif text.count(":") == 1:
+        text, port_text = text.split(":")
+        port = int(port_text)
+    try:
+        return CallbackRule(None, ipaddress.ip_network(text, strict=False), port)
+    except ValueError:
+        if not text or "/" in text:
+            raise ValueError(f"not a host name, an address or a CIDR: {entry!r}") from None
+        return CallbackRule(text.lower().rstrip("."), None, port)
+
+
 class JobsSettings(Section):
     # A SQLite path (relative: in data_dir; one host) or a postgresql:// URL shared by every replica.
     database: str = "jobs.sqlite3"
@@ -178,10 +220,8 @@ class JobsSettings(Section):
     @field_validator("callback_allow")
     @classmethod
     def _valid_rules(cls, value: list[str]) -> list[str]:
-        from monolith.jobs.destinations import parse_rule
-
         for entry in value:
-            parse_rule(entry)
+            parse_callback_rule(entry)
         return value
 
     @field_validator("database")
@@ -241,8 +281,8 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource,
         **_: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the file; the file arrives as init kwargs.
-        return (env_settings, init_settings)
+        # The environment beats keyword arguments, which beat the file (`yaml_file`, set by load_settings).
+        return (env_settings, init_settings, YamlConfigSettingsSource(settings_cls))
 
     def in_data_dir(self, path: str) -> Path:
         """A relative path in the config is relative to the data directory."""
@@ -264,16 +304,16 @@ class ConfigError(Exception):
 
 def load_settings(path: Path | str | None = None) -> Settings:
     path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} not found") from exc
+        return FromFile()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections")
-    try:
-        return Settings(**raw)
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
@@ -281,3 +321,5 @@ def load_settings(path: Path | str | None = None) -> Settings:
         secret = any(part in _SECRET_KEYS for part in first["loc"])  # a URL's password, a key: never echoed
         got_text = "" if isinstance(got, dict) or secret else f" (got {got!r})"
         raise ConfigError(f"config error: {key}: {first['msg']}{got_text}") from None
+    except ValueError:  # the YAML is not a mapping of sections (a list, a scalar)
+        raise ConfigError(f"config file {path} must hold a mapping of sections") from None

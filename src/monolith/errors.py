@@ -6,12 +6,25 @@ from __future__ import annotations
 class MonolithError(Exception):
     status_code = 500
     error_type = "internal_error"
+    code: str | None = None  # OpenAI's error.code, where a client tells errors of one type apart by it
+    headers: dict[str, str] | None = None  # what the answer must carry besides Retry-After
 
     def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after = retry_after
+
+
+class InternalError(MonolithError):
+    """Something broke that the client cannot mend; the message carries only a reference, the log the rest."""
+
+
+class Unauthorized(MonolithError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+    headers = {"WWW-Authenticate": "Bearer"}
 
 
 class BadRequest(MonolithError):
@@ -53,6 +66,12 @@ class StorageFull(MonolithError):
 
     status_code = 507
     error_type = "insufficient_storage"
+
+
+class JobRunsExhausted(MonolithError):
+    """A job whose runner died jobs.max_runs times: it is not started again."""
+
+    error_type = "job_runs_exhausted"
 
 
 class Overloaded(MonolithError):

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from monolith.admission import tracked
 from monolith.config import Settings
-from monolith.engine import Delta, Engine, Sampling, TokenLogprob, ToolCallReader, chat_prompt_ids
+from monolith.engine import CallReader, Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,14 @@ class Generator:
         # on one thread of its own, one call at a time, as vLLM's own server does it.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         # Whether the chat template renders tool turns itself (Llama 3.1) or not (SmolLM2): read once.
-        self.template_knows_tools = "tools" in str(getattr(engine.tokenizer, "chat_template", None) or "")
+        self.template_knows_tools = "tools" in str(engine.tokenizer.chat_template or "")
         # tool_choice "auto" the model's own way: its template shows the tools and vLLM's parser reads the calls.
-        self.tool_reader: ToolCallReader | None = None
+        self.tool_reader: CallReader | None = None
         parser = settings.engine.tool_call_parser
         if parser and not self.template_knows_tools:
             log.warning("engine.tool_call_parser %s is not used: the chat template does not know tools", parser)
         elif parser:
-            self.tool_reader = ToolCallReader(parser, engine.tokenizer)
+            self.tool_reader = engine.tool_call_reader(parser)
 
     async def off_loop(self, work: Callable[..., T], *args: Any) -> T:
         """Runs `work` (anything that tokenises: the plan_* steps, a RAG prompt) on the tokenizer thread."""
@@ -71,10 +71,17 @@ class Generator:
 
     @property
     def answer_defaults(self) -> dict[str, float]:
-        return getattr(self.engine, "sampling_defaults", {})
+        return self.engine.sampling_defaults
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self.engine.tokenizer)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.engine.tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
     def count_tokens(self, text: str) -> int:
-        return len(self.engine.tokenizer.encode(text, add_special_tokens=False))
+        return len(self.encode(text, add_special_tokens=False))
 
     def chat_ids(
         self,
@@ -85,13 +92,13 @@ class Generator:
         return chat_prompt_ids(self.engine.tokenizer, messages, add_generation_prompt, tools)
 
     def text_ids(self, text: str) -> list[int]:
-        return list(self.engine.tokenizer.encode(text))
+        return self.encode(text)
 
     def decode(self, ids: list[int]) -> str:
         return self.engine.tokenizer.decode(ids)
 
     def check_token_ids(self, ids: list[int], param: str) -> None:
-        vocab = len(self.engine.tokenizer)
+        vocab = self.vocabulary_size
         bad = next((i for i in ids if not 0 <= i < vocab), None)
         if bad is not None:
             raise BadRequest(f"token id {bad} is outside this model's vocabulary (0 to {vocab - 1})", param=param)
@@ -117,9 +124,7 @@ class Generator:
 
     def check_sampling(self, sampling: Sampling, param: str) -> None:
         """The engine's own checks (values, a structured-output grammar), before anything is queued."""
-        check = getattr(self.engine, "check", None)
-        if check is not None:
-            check(sampling, param)
+        self.engine.check(sampling, param)
 
     async def complete_all(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
@@ -140,6 +145,10 @@ class Generator:
             choice.text = "".join(texts)
             choice.prompt_logprobs = prompt_logprobs
         return choices
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+        self._tokenizer_thread.shutdown(wait=False)
 
     async def complete(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None

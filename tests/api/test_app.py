@@ -7,12 +7,12 @@ from types import SimpleNamespace
 from litestar.testing import AsyncTestClient
 
 from monolith.api.app import create_app
-from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
+from monolith.runtime import Phase, Runtime
 
 
 def ready_with(services):
-    async def loader(state: ServerState) -> None:
+    async def loader(state: Runtime) -> None:
         state.services = services
         state.phase, state.detail = Phase.READY, "ready"
 
@@ -23,7 +23,7 @@ class ExplodingRag:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def prepare(self, *args, **kwargs):
+    async def retrieve(self, *args, **kwargs):
         raise RuntimeError("secret database password in this message")
 
 

@@ -10,8 +10,9 @@ from collections import Counter
 import httpx
 
 from monolith.generation import Generator
-from monolith.rag import SYSTEM_PROMPT, RagPipeline, Source
-from tests.test_rag import _pipeline, _sources
+from monolith.retrieval.pipeline import Source
+from monolith.serving.rag import SYSTEM_PROMPT, build_prompt
+from tests.serving.test_rag_prompt import _generator, _sources
 
 QUESTION = [{"role": "user", "content": "Count from one to twenty in words, separated by commas."}]
 
@@ -117,11 +118,10 @@ def test_a_streamed_completion_of_several_prompts_is_refused(http: httpx.Client)
 
 
 def test_retrieved_context_goes_ahead_of_the_callers_system_text(tokenizer, settings) -> None:
-    pipeline: RagPipeline = _pipeline(tokenizer, settings, max_model_len=2048)
-    assert isinstance(pipeline.generator, Generator)
+    generator: Generator = _generator(tokenizer, settings, max_model_len=2048)
     sources: list[Source] = _sources(2, words=5)
     messages = [{"role": "system", "content": "CALLER-SYSTEM-TEXT"}, {"role": "user", "content": "How?"}]
-    ids, _ = pipeline.build_prompt(messages, sources, max_tokens=16, param="messages")
+    ids, _ = build_prompt(generator, messages, sources, max_tokens=16, param="messages")
     text = tokenizer.decode(ids)
     assert text.count("<|im_start|>system") == 1, "one system message"
     system = text.split("<|im_start|>system", 1)[1].split("<|im_end|>", 1)[0]

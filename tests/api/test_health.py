@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from monolith.api.app import create_app
-from monolith.api.state import Phase, ServerState
 from monolith.config import Settings
+from monolith.runtime import Phase, Runtime
 from tests.conftest import ServerProcess, start_server, stop_server
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -64,7 +64,7 @@ class ClosableStub:
 async def test_readiness_is_503_while_loading_and_200_after(settings: Settings) -> None:
     release = asyncio.Event()
 
-    async def slow_loader(state: ServerState) -> None:  # stands in for the 30 s model load
+    async def slow_loader(state: Runtime) -> None:  # stands in for the 30 s model load
         await release.wait()
         state.phase, state.detail = Phase.READY, "ready"
         state.services = ClosableStub()  # type: ignore[assignment]
@@ -84,7 +84,7 @@ async def test_readiness_is_503_while_loading_and_200_after(settings: Settings) 
 
 
 async def test_failed_start_stays_alive_and_says_why(settings: Settings) -> None:
-    async def broken_loader(state: ServerState) -> None:
+    async def broken_loader(state: Runtime) -> None:
         state.phase, state.detail = Phase.FAILED, "start-up failed: boom"
 
     async with AsyncTestClient(app=create_app(settings, loader=broken_loader)) as client:

@@ -56,6 +56,41 @@ def test_async_chat_answers_like_the_real_time_route(http: httpx.Client) -> None
     assert 0 < job["result"]["usage"]["completion_tokens"] <= 6
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "kind"),
+    [
+        (
+            "/v1/completions",
+            {"model": "twin", "prompt": "Once upon a time", "max_tokens": 5, "temperature": 0},
+            "completion",
+        ),
+        ("/v1/responses", {"model": "twin", "input": "Say hi", "max_output_tokens": 5, "temperature": 0}, "response"),
+        ("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": ["a cat", "a dog"]}, "embedding"),
+    ],
+)
+def test_every_registry_route_runs_as_an_async_job_with_the_real_time_answer(
+    http: httpx.Client, route: str, body: dict, kind: str
+) -> None:
+    """The async twin of each route (/v1/async/...) answers what the route itself answers (greedy, so equal)."""
+    accepted = http.post(route.replace("/v1/", "/v1/async/", 1), json=body)
+    assert accepted.status_code == 202, accepted.text
+    job = wait_for_job(http, accepted.json()["id"])
+    assert job["status"] == "succeeded" and job["kind"] == kind, job
+    live = http.post(route, json=body).json()
+    result = job["result"]
+    if kind == "embedding":
+        assert [len(d["embedding"]) for d in result["data"]] == [384, 384]
+        for mine, theirs in zip(result["data"], live["data"], strict=True):
+            assert max(abs(a - b) for a, b in zip(mine["embedding"], theirs["embedding"], strict=True)) < 1e-5
+        assert result["usage"] == live["usage"]
+    elif kind == "completion":
+        assert result["object"] == "text_completion" and result["choices"][0]["text"] == live["choices"][0]["text"]
+        assert result["usage"] == live["usage"]
+    else:
+        assert result["object"] == "response" and result["status"] in ("completed", "incomplete")
+        assert result["output"][0]["content"][0]["text"] == live["output"][0]["content"][0]["text"]
+
+
 def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
     """Polls until `predicate()` is truthy; fails naming `what` (never a silent fall-through)."""
     deadline = time.monotonic() + timeout_s
@@ -133,6 +168,16 @@ def test_an_empty_idempotency_key_is_a_400_each_time(http: httpx.Client) -> None
             {"model": "twin", "messages": [{"role": "user", "content": "a " * 3000}]},
             "messages",
         ),
+        ("/v1/async/completions", {"model": "twin", "prompt": "x", "max_tokens": 5000}, "max_tokens"),
+        ("/v1/async/completions", {"model": "twin", "prompt": "x", "stream": True}, "stream"),
+        (
+            "/v1/async/responses",
+            {"model": "twin", "input": "x", "previous_response_id": "resp_1"},
+            "previous_response_id",
+        ),
+        ("/v1/async/responses", {"model": "twin", "input": "x", "max_output_tokens": 5000}, "max_output_tokens"),
+        ("/v1/async/embeddings", {"model": "nope", "input": "x"}, "model"),
+        ("/v1/async/embeddings", {"model": "all-MiniLM-L6-v2", "input": "word " * 400}, "input"),
     ],
 )
 def test_invalid_submissions_are_rejected_at_submit_time(

@@ -10,7 +10,7 @@ from typing import Any, get_args
 import httpx
 import pytest
 
-from monolith.batch import ROUTES, BatchEndpoint
+from monolith.serving.registry import ENDPOINTS, BatchEndpoint
 from monolith.store.jobs import STATUSES
 
 LIMIT = 1024  # MONOLITH_ENGINE__MAX_TOKENS_LIMIT of the tests' server (tests.conftest.start_server)
@@ -76,7 +76,7 @@ def test_routes_that_stream_document_server_sent_events(schema: dict[str, Any]) 
 
 def test_enum_like_fields_are_enums(schema: dict[str, Any]) -> None:
     batch = schema["components"]["schemas"]["BatchCreate"]["properties"]
-    assert set(batch["endpoint"]["enum"]) == set(ROUTES) == set(get_args(BatchEndpoint))
+    assert set(batch["endpoint"]["enum"]) == set(ENDPOINTS) == set(get_args(BatchEndpoint))
     jobs = {p["name"]: p for p in schema["paths"]["/v1/jobs"]["get"]["parameters"]}
     assert [s for s in jobs["status"]["schema"]["enum"] if s is not None] == list(STATUSES)
     upload = schema["components"]["schemas"]["FileUpload"]["properties"]

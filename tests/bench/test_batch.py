@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from monolith.batch import parse_line
 from monolith.bench.batch import SYSTEMS, command, output_tokens, rates, write_requests
 from monolith.bench.peers import ROOT, service_env, vllm_env
 from monolith.bench.run import batch_markdown
 from monolith.config import Settings
+from monolith.jobs.lines import parse_line
 from tests.conftest import CPU_CONFIG
 from tests.helpers import run
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from monolith.config import parse_callback_rule as parse_rule
 from monolith.errors import BadRequest
-from monolith.jobs.destinations import CallbackPolicy, parse, parse_rule, shown
+from monolith.jobs.destinations import CallbackPolicy, parse, shown
 
 BLOCKED = [
     "http://127.0.0.1/hook",

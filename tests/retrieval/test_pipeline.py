@@ -13,11 +13,13 @@ import pytest
 
 from monolith.config import IngestSettings, Settings
 from monolith.generation import Generator
-from monolith.rag import NO_CONTEXT, RagOptions, RagPipeline
 from monolith.retrieval.authors import AuthorIndex
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.ingest import ingest_file
+from monolith.retrieval.pipeline import RagOptions, RagPipeline
 from monolith.retrieval.store import VectorStore
+from monolith.serving.common import Services
+from monolith.serving.rag import NO_CONTEXT, prepare_rag
 
 SAMPLE = Path(__file__).resolve().parents[2] / "corpus" / "sample.jsonl"
 
@@ -39,7 +41,7 @@ def pipeline(tokenizer, settings: Settings, embedder: Embedder, store: VectorSto
 
 
 def ask(rag: RagPipeline, question: str, **kw: object):
-    return rag.prepare([{"role": "user", "content": question}], options(**kw), "req-test")
+    return prepare_rag(Services(rag.generator, rag), [{"role": "user", "content": question}], options(**kw), "req-test")
 
 
 async def test_the_filter_is_an_author_the_store_holds_however_the_question_writes_it(

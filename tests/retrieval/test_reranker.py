@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from monolith.config import IngestSettings, RerankSettings
-from monolith.rag import RagOptions, RagPipeline
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.ingest import ingest_file
+from monolith.retrieval.pipeline import RagOptions, RagPipeline
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import VectorStore
 from tests.helpers import save_tiny_cross_encoder

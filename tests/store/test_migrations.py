@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from monolith.store.batches import BatchStore
 from monolith.store.database import MIGRATIONS, Database, open_database
+from monolith.store.files import FileStore
 from monolith.store.jobs import JobStore
 from monolith.store.tables import metadata
 
@@ -110,8 +111,8 @@ async def test_a_release_0_1_0_database_is_adopted_with_its_jobs_and_batches(tmp
         # 0.1.0 re-ran a job that was running when it stopped; so does the new release, with a lease.
         again = await jobs.claim_next()
         assert again.id == "job-was-running" and again.runs == 2
-        batches = BatchStore(db, tmp_path / "files", "new-release", lease_s=30, max_runs=3)
-        assert (await batches.get_file("file-1")).bytes == 10
+        batches = BatchStore(db, FileStore(db, tmp_path / "files"), "new-release", lease_s=30, max_runs=3)
+        assert (await batches.files.get_file("file-1")).bytes == 10
         resumed = await batches.claim_next()
         assert resumed.id == "batch_1" and resumed.status == "in_progress"
         async with db.read() as conn:

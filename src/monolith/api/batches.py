@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from litestar import Controller, get, post
-from litestar.di import Provide
 from litestar.params import Parameter
 
-from monolith.api.deps import provide_batches, provide_owner
 from monolith.api.openapi import SERVED, errors
-from monolith.batch import BatchEndpoint
 from monolith.errors import NotFound
 from monolith.jobs.batches import BatchRunner
+from monolith.jobs.wire import batch_object
+from monolith.protocol.batches import BatchList, BatchObject
+from monolith.serving.registry import BatchEndpoint
 from monolith.store.batches import BatchRecord
+from monolith.store.files import FileStore
 
 
 @dataclass
@@ -26,8 +27,8 @@ class BatchCreate:
     metadata: dict[str, str] | None = None
 
 
-async def batch_or_404(runner: BatchRunner, batch_id: str, owner: str) -> BatchRecord:
-    batch = await runner.store.get_batch(batch_id, owner)
+async def batch_or_404(batches: BatchRunner, batch_id: str, owner: str) -> BatchRecord:
+    batch = await batches.store.get_batch(batch_id, owner)
     if batch is None:
         raise NotFound(f"no batch {batch_id}", param="batch_id")
     return batch
@@ -35,10 +36,6 @@ async def batch_or_404(runner: BatchRunner, batch_id: str, owner: str) -> BatchR
 
 class BatchesController(Controller):
     path = "/v1"
-    dependencies = {
-        "runner": Provide(provide_batches, sync_to_thread=False),
-        "owner": Provide(provide_owner, sync_to_thread=False),
-    }
     tags = ["batch"]
 
     @post(
@@ -47,20 +44,20 @@ class BatchesController(Controller):
         summary="Run an uploaded file of requests as a batch",
         responses=errors(*SERVED, 404, 413, 429),
     )
-    async def create(self, data: BatchCreate, runner: BatchRunner, owner: str) -> dict[str, Any]:
-        source = await runner.store.get_file(data.input_file_id, owner)
+    async def create(self, data: BatchCreate, batches: BatchRunner, files: FileStore, owner: str) -> BatchObject:
+        source = await files.get_file(data.input_file_id, owner)
         if source is None or source.purpose != "batch":
             raise NotFound(f"no batch input file {data.input_file_id}", param="input_file_id")
         metadata = json.dumps(data.metadata) if data.metadata else None
-        batch = await runner.store.create_batch(
+        batch = await batches.store.create_batch(
             data.endpoint, data.input_file_id, data.completion_window, metadata, owner
         )
-        runner.wake()
-        return batch.to_wire()
+        batches.wake()
+        return batch_object(batch)
 
     @get("/batches/{batch_id:str}", summary="A batch's status and request counts", responses=errors(*SERVED, 404))
-    async def retrieve(self, batch_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
-        return (await batch_or_404(runner, batch_id, owner)).to_wire()
+    async def retrieve(self, batch_id: str, batches: BatchRunner, owner: str) -> BatchObject:
+        return batch_object(await batch_or_404(batches, batch_id, owner))
 
     @post(
         "/batches/{batch_id:str}/cancel",
@@ -68,25 +65,19 @@ class BatchesController(Controller):
         summary="Cancel a batch; finished lines are kept",
         responses=errors(*SERVED, 404),
     )
-    async def cancel(self, batch_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
-        await batch_or_404(runner, batch_id, owner)
-        await runner.cancel(batch_id)
-        return (await batch_or_404(runner, batch_id, owner)).to_wire()
+    async def cancel(self, batch_id: str, batches: BatchRunner, owner: str) -> BatchObject:
+        await batch_or_404(batches, batch_id, owner)
+        await batches.cancel(batch_id)
+        return batch_object(await batch_or_404(batches, batch_id, owner))
 
     @get("/batches", summary="Batches, oldest first", responses=errors(*SERVED))
     async def list_batches(
         self,
-        runner: BatchRunner,
+        batches: BatchRunner,
         owner: str,
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
         after: str | None = None,
-    ) -> dict[str, Any]:
-        batches, has_more = await runner.store.list_batches(limit, after, owner)
-        data = [b.to_wire() for b in batches]
-        return {
-            "object": "list",
-            "data": data,
-            "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
+    ) -> BatchList:
+        records, has_more = await batches.store.list_batches(limit, after, owner)
+        data = [batch_object(b) for b in records]
+        return BatchList(data, has_more, data[0].id if data else None, data[-1].id if data else None)

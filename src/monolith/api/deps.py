@@ -1,38 +1,67 @@
-"""Dependency providers: handlers receive typed objects, never an untyped app.state bag."""
+"""Dependency providers, declared once for the whole app (api.plugin): handlers receive typed objects, never an
+untyped app.state bag."""
 
 from __future__ import annotations
 
-from litestar import Request
+from typing import Any
 
-from monolith.api.state import ServerState
+from litestar import Request
+from litestar.di import Provide
+
+from monolith.config import Settings
 from monolith.jobs.batches import BatchRunner
 from monolith.jobs.worker import JobRunner
-from monolith.serving import Services
+from monolith.runtime import Runtime
+from monolith.serving.common import Services
+from monolith.store.files import FileStore
 
 
-def provide_state(request: Request) -> ServerState:
-    return request.app.state.server
+def provide_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def provide_settings(request: Request) -> Settings:
+    return provide_runtime(request).settings
 
 
 def provide_owner(request: Request) -> str:
-    """The caller's key id (set by the auth middleware): what it makes is its own."""
-    return request.state.owner
+    """The caller's key id (set by the authentication middleware): what it makes is its own."""
+    return request.user
 
 
 def provide_services(request: Request) -> Services:
     """Raises NotReady (503 + Retry-After) while loading, draining or after a failed start."""
-    return provide_state(request).require_services()
+    return provide_runtime(request).require_services()
 
 
 def provide_jobs(request: Request) -> JobRunner:
-    state = provide_state(request)
-    state.require_services()
-    assert state.jobs is not None
-    return state.jobs
+    runtime = provide_runtime(request)
+    runtime.require_services()
+    assert runtime.jobs is not None
+    return runtime.jobs
 
 
 def provide_batches(request: Request) -> BatchRunner:
-    state = provide_state(request)
-    state.require_services()
-    assert state.batches is not None
-    return state.batches
+    runtime = provide_runtime(request)
+    runtime.require_services()
+    assert runtime.batches is not None
+    return runtime.batches
+
+
+def provide_files(request: Request) -> FileStore:
+    return provide_batches(request).store.files
+
+
+# Resolved only by the handlers that name them; each is cheap and synchronous.
+DEPENDENCIES: dict[str, Any] = {
+    name: Provide(provider, sync_to_thread=False)
+    for name, provider in {
+        "runtime": provide_runtime,
+        "settings": provide_settings,
+        "owner": provide_owner,
+        "services": provide_services,
+        "runner": provide_jobs,
+        "batches": provide_batches,
+        "files": provide_files,
+    }.items()
+}

@@ -5,35 +5,31 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
-from litestar.types import Send
 
-from monolith.errors import MonolithError
-from monolith.protocol.errors import ErrorBody, ErrorResponse, field_of
+from monolith.errors import BadRequest, InternalError, MonolithError
+from monolith.protocol.errors import ErrorResponse, error_response, field_of
 
 log = logging.getLogger(__name__)
 
 _HTTP_TYPES = {404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large"}
 
 
-def error_response(
-    status: int, message: str, kind: str, param: str | None = None, headers: dict[str, str] | None = None
-) -> Response[ErrorResponse]:
-    return Response(ErrorResponse(ErrorBody(message, kind, param)), status_code=status, headers=headers)
+def respond(exc: MonolithError) -> Response[ErrorResponse]:
+    """Every error answer: the one body (protocol.errors.error_response), the status and headers the error knows."""
+    headers = dict(exc.headers or {})
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return Response(error_response(exc), status_code=exc.status_code, headers=headers or None)
 
 
-async def send_error(
-    send: Send, status: int, message: str, kind: str, param: str | None = None, code: str | None = None
-) -> None:
-    """The same error body from ASGI middleware, which runs before any route (authentication)."""
-    body = msgspec.json.encode(ErrorResponse(ErrorBody(message, kind, param, code)))
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+class HttpError(MonolithError):
+    """Litestar's own errors (a 404 route, a 405 method, a 413 body, a malformed body) as domain errors."""
+
+    def __init__(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code, self.error_type, self.headers = status, kind, headers
 
 
 def _param_of(detail: Any) -> str | None:
@@ -56,12 +52,11 @@ def handle_validation(request: Request, exc: ValidationException) -> Response[Er
     message = exc.detail
     if isinstance(extra, list) and extra and isinstance(extra[0], dict) and extra[0].get("message"):
         message = str(extra[0]["message"])
-    return error_response(400, message, "invalid_request_error", _param_of(extra))
+    return respond(BadRequest(message, param=_param_of(extra)))
 
 
 def handle_monolith(request: Request, exc: MonolithError) -> Response[ErrorResponse]:
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
-    return error_response(exc.status_code, exc.message, exc.error_type, exc.param, headers)
+    return respond(exc)
 
 
 def handle_http(request: Request, exc: HTTPException) -> Response[ErrorResponse]:
@@ -71,7 +66,7 @@ def handle_http(request: Request, exc: HTTPException) -> Response[ErrorResponse]
     message = exc.detail
     if isinstance(exc.__cause__, SerializationException):
         message = f"malformed JSON body: {exc.detail}"
-    return error_response(exc.status_code, message, kind, headers=exc.headers)
+    return respond(HttpError(exc.status_code, message, kind, exc.headers))
 
 
 # What a client can send that the JSON decoder does not turn into a 400 itself.
@@ -93,10 +88,10 @@ def _undecodable(exc: BaseException | None) -> str | None:
 def handle_unexpected(request: Request, exc: Exception) -> Response[ErrorResponse]:
     """The exception's text stays in the log, next to the request id; the client gets a reference."""
     if message := _undecodable(exc):
-        return error_response(400, message, "invalid_request_error")
+        return respond(BadRequest(message))
     request_id = request.scope.get("state", {}).get("request_id", "")
     log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id, exc_info=exc)
-    return error_response(500, f"internal server error (request {request_id})", "internal_error")
+    return respond(InternalError(f"internal server error (request {request_id})"))
 
 
 EXCEPTION_HANDLERS = {

@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import UploadFile
-from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
 from litestar.response import File
 
-from monolith.api.deps import provide_batches, provide_owner, provide_state
 from monolith.api.openapi import SERVED, errors
-from monolith.api.state import ServerState
-from monolith.batch import LineChecker
+from monolith.config import Settings
 from monolith.errors import BadRequest, NotFound, QuotaExceeded
-from monolith.jobs.batches import BatchRunner
-from monolith.store.batches import FileRecord
+from monolith.jobs.lines import LineChecker
+from monolith.jobs.wire import file_object
+from monolith.protocol.files import FileDeleted, FileList, FileObject
+from monolith.store.files import FileRecord, FileStore
 
 # The multipart envelope around the file: headers, boundary, the purpose field.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -32,8 +31,8 @@ class FileUpload:
     purpose: Literal["batch"]  # what uploads are for here: batch input
 
 
-async def file_or_404(runner: BatchRunner, file_id: str, owner: str) -> FileRecord:
-    record = await runner.store.get_file(file_id, owner)
+async def file_or_404(files: FileStore, file_id: str, owner: str) -> FileRecord:
+    record = await files.get_file(file_id, owner)
     if record is None:
         raise NotFound(f"no file {file_id}", param="file_id")
     return record
@@ -52,11 +51,6 @@ class FilesController(Controller):
     """`request_max_body_size` is set from `batch.max_file_bytes` when the app is made (api.app)."""
 
     path = "/v1/files"
-    dependencies = {
-        "runner": Provide(provide_batches, sync_to_thread=False),
-        "owner": Provide(provide_owner, sync_to_thread=False),
-        "server": Provide(provide_state, sync_to_thread=False),
-    }
     tags = ["batch"]
 
     @post(
@@ -68,25 +62,25 @@ class FilesController(Controller):
     async def upload(
         self,
         data: Annotated[FileUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-        runner: BatchRunner,
+        files: FileStore,
         owner: str,
-        server: ServerState,
-    ) -> dict[str, Any]:
-        cfg = server.settings.batch
+        settings: Settings,
+    ) -> FileObject:
+        cfg = settings.batch
         size = upload_size(data.file)
         if size == 0:
             raise BadRequest("the file is empty", param="file")
         if size > cfg.max_file_bytes:
             raise BadRequest(f"the file has {size} bytes; the limit is {cfg.max_file_bytes}", param="file")
-        files, stored = await runner.store.usage(owner)
-        if files >= cfg.max_files_per_owner or stored + size > cfg.max_bytes_per_owner:
+        count, stored = await files.usage(owner)
+        if count >= cfg.max_files_per_owner or stored + size > cfg.max_bytes_per_owner:
             raise QuotaExceeded(
-                f"this key stores {files} files ({stored} bytes); the limits are {cfg.max_files_per_owner} files "
+                f"this key stores {count} files ({stored} bytes); the limits are {cfg.max_files_per_owner} files "
                 f"and {cfg.max_bytes_per_owner} bytes: delete some (DELETE /v1/files/{{id}})",
                 param="file",
             )
-        max_line = server.settings.server.max_body_bytes
-        record = await runner.store.add_file_from(
+        max_line = settings.server.max_body_bytes
+        record = await files.add_file_from(
             data.file.file,
             data.file.filename or "upload.jsonl",
             data.purpose,
@@ -95,25 +89,24 @@ class FilesController(Controller):
             cfg.max_file_lines,
             max_line,
         )
-        return record.to_wire(cfg.file_ttl_s)
+        return file_object(record, cfg.file_ttl_s)
 
     @get("", summary="This key's files, newest first", responses=errors(*SERVED))
     async def list_files(
         self,
-        runner: BatchRunner,
+        files: FileStore,
         owner: str,
-        server: ServerState,
+        settings: Settings,
         purpose: Literal["batch", "batch_output"] | None = None,
         limit: Annotated[int, Parameter(ge=1, le=10_000)] = 10_000,
         after: Annotated[str | None, Parameter(max_length=128)] = None,
-    ) -> dict[str, Any]:
-        records, has_more = await runner.store.list_files(owner, purpose, limit, after)
-        ttl = server.settings.batch.file_ttl_s
-        return {"object": "list", "data": [r.to_wire(ttl) for r in records], "has_more": has_more}
+    ) -> FileList:
+        records, has_more = await files.list_files(owner, purpose, limit, after)
+        return FileList([file_object(r, settings.batch.file_ttl_s) for r in records], has_more)
 
     @get("/{file_id:str}", summary="A file's metadata", responses=errors(*SERVED, 404))
-    async def file_info(self, file_id: str, runner: BatchRunner, owner: str, server: ServerState) -> dict[str, Any]:
-        return (await file_or_404(runner, file_id, owner)).to_wire(server.settings.batch.file_ttl_s)
+    async def file_info(self, file_id: str, files: FileStore, owner: str, settings: Settings) -> FileObject:
+        return file_object(await file_or_404(files, file_id, owner), settings.batch.file_ttl_s)
 
     @get(
         "/{file_id:str}/content",
@@ -121,9 +114,9 @@ class FilesController(Controller):
         summary="A file's content (JSONL)",
         responses=errors(*SERVED, 404),
     )
-    async def file_content(self, file_id: str, runner: BatchRunner, owner: str) -> File:
-        await file_or_404(runner, file_id, owner)
-        return File(runner.store.path_of(file_id), media_type="application/jsonl", content_disposition_type="inline")
+    async def file_content(self, file_id: str, files: FileStore, owner: str) -> File:
+        await file_or_404(files, file_id, owner)
+        return File(files.path_of(file_id), media_type="application/jsonl", content_disposition_type="inline")
 
     @delete(
         "/{file_id:str}",
@@ -131,7 +124,7 @@ class FilesController(Controller):
         summary="Delete a file (409 while a running batch reads it)",
         responses=errors(*SERVED, 404, 409),
     )
-    async def delete_file(self, file_id: str, runner: BatchRunner, owner: str) -> dict[str, Any]:
-        if not await runner.store.delete_file(file_id, owner):
+    async def delete_file(self, file_id: str, files: FileStore, owner: str) -> FileDeleted:
+        if not await files.delete_file(file_id, owner):
             raise NotFound(f"no file {file_id}", param="file_id")
-        return {"id": file_id, "object": "file", "deleted": True}
+        return FileDeleted(file_id)

@@ -160,8 +160,8 @@ class TruthfulJsonSchema(JsonRenderPlugin):
         """Kept once the model is loaded (its vocabulary bounds token ids); rendered afresh until then."""
         if self._rendered is not None:
             return self._rendered
-        services = request.app.state.server.services
-        vocabulary = len(services.generator.engine.tokenizer) if services is not None else None
+        services = request.app.state.runtime.services
+        vocabulary = services.generator.vocabulary_size if services is not None else None
         rendered = self.render_json(request, truthful(openapi_schema, request, self._settings, vocabulary))
         if vocabulary is not None:
             self._rendered = rendered

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from litestar import Controller, Request, Response, post
-from litestar.di import Provide
 from litestar.response import Stream
 
-from monolith.api.admit import admitted
-from monolith.api.deps import provide_services
 from monolith.api.openapi import SERVED, errors
-from monolith.api.streaming import sse, unless_disconnected
+from monolith.api.realtime import answer
 from monolith.protocol.rag import RagRequest, RagResponse
-from monolith.serving import Services, plan_rag, rag_events, run_rag
+from monolith.serving.common import Services
 
 
 class RagController(Controller):
     path = "/rag"
-    dependencies = {"services": Provide(provide_services, sync_to_thread=False)}
     tags = ["rag"]
 
     @post(
@@ -26,14 +22,5 @@ class RagController(Controller):
         responses=errors(*SERVED, 413, 429, 504),
     )
     async def answer(self, request: Request, data: RagRequest, services: Services) -> Response[RagResponse] | Stream:
-        request_id = request.state.request_id
-        with admitted(request, services.settings) as ticket:
-            plan = plan_rag(services, data)
-            if data.stream:
-                # Retrieval before the first byte: its errors (400, 503) still get a proper status.
-                prepared = await unless_disconnected(
-                    request, services.rag.prepare(plan.messages, plan.opts, request_id)
-                )
-                return sse(rag_events(services, prepared, plan.opts, request_id), request_id, ticket)
-            # Response[...] | Stream: a bare union would make Litestar label the stream application/json.
-            return Response(await unless_disconnected(request, run_rag(services, plan, request_id)))
+        # Response[...] | Stream: a bare union would make Litestar label the stream application/json.
+        return await answer(request, "/rag", data, services)

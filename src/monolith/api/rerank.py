@@ -5,17 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, post
-from litestar.di import Provide
 
-from monolith.api.deps import provide_services
 from monolith.api.openapi import SERVED, errors
 from monolith.protocol.rerank import RerankRequest
-from monolith.serving import Services
+from monolith.serving.common import Services
 from monolith.serving.rerank import rerank
 
 
 class RerankController(Controller):
-    dependencies = {"services": Provide(provide_services, sync_to_thread=False)}
     tags = ["openai"]
 
     @post(

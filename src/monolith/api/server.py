@@ -12,9 +12,10 @@ import time
 from types import FrameType
 
 import uvicorn
+from litestar import Litestar
 
 from monolith.api.auth import warn_if_open
-from monolith.api.state import ServerState
+from monolith.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ CLOSE_GRACE_S = 5
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+    def __init__(self, config: uvicorn.Config, state: Runtime) -> None:
         super().__init__(config)
         self.state = state
         self.drain_s = state.settings.shutdown.drain_seconds
@@ -48,9 +49,10 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def serve(state: ServerState, app, host: str, port: int) -> None:
-    settings = state.settings
-    warn_if_open(state.keys, host)
+def serve(app: Litestar, host: str, port: int) -> None:
+    runtime: Runtime = app.state.runtime
+    settings = runtime.settings
+    warn_if_open(app.state.api_keys, host)
     config = uvicorn.Config(
         app,
         host=host,
@@ -59,4 +61,4 @@ def serve(state: ServerState, app, host: str, port: int) -> None:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=CLOSE_GRACE_S,
     )
-    DrainingServer(config, state).run()
+    DrainingServer(config, runtime).run()

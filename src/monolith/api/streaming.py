@@ -12,9 +12,9 @@ from litestar import Request
 from litestar.response import Stream
 
 from monolith.admission import TICKET, Ticket
-from monolith.errors import ClientGone, MonolithError
-from monolith.protocol.errors import ErrorBody, ErrorResponse
-from monolith.serving import frame
+from monolith.errors import ClientGone, InternalError, MonolithError
+from monolith.protocol.errors import error_response
+from monolith.serving.common import frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,11 +27,11 @@ async def guarded(frames: AsyncIterator[bytes], request_id: str) -> AsyncIterato
     try:
         async for chunk in frames:
             yield chunk
-    except MonolithError as exc:
-        yield frame(ErrorResponse(ErrorBody(exc.message, exc.error_type, exc.param)))
-    except Exception:
-        log.exception("stream failed (request %s)", request_id)
-        yield frame(ErrorResponse(ErrorBody(f"internal server error (request {request_id})", "internal_error")))
+    except Exception as exc:
+        if not isinstance(exc, MonolithError):
+            log.exception("stream failed (request %s)", request_id)
+            exc = InternalError(f"internal server error (request {request_id})")
+        yield frame(error_response(exc))
 
 
 async def holding(ticket: Ticket, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

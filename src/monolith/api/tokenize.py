@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from litestar import Controller, post
-from litestar.di import Provide
 
-from monolith.api.deps import provide_services
 from monolith.api.openapi import SERVED, errors
 from monolith.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
-from monolith.serving import Services
+from monolith.serving.common import Services
 from monolith.serving.tokenize import detokenize, tokenize
 
 
 class TokenizeController(Controller):
     path = "/"
-    dependencies = {"services": Provide(provide_services, sync_to_thread=False)}
     tags = ["vllm"]
 
     @post(

@@ -15,18 +15,17 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from monolith.api.loader import ingest_sample_if_empty, open_store
-from monolith.api.state import Phase, ServerState
 from monolith.config import load_settings
 from monolith.engine import Delta, EngineStats, Sampling
 from monolith.errors import DependencyDown
 from monolith.generation import Generator
-from monolith.metrics import READY
-from monolith.rag import RagPipeline
 from monolith.retrieval.embedder import Embedder
+from monolith.retrieval.pipeline import RagPipeline
+from monolith.runtime import Runtime, ingest_sample_if_empty, open_store
 from monolith.serving import Services
 
 
@@ -78,6 +77,15 @@ class HttpEngine:
         except httpx.HTTPError as exc:
             raise DependencyDown(f"the LLM service is unreachable: {exc}") from exc
 
+    # Checked by the LLM service itself when the request arrives; its parser is the service's business.
+    sampling_defaults: dict[str, float] = {}
+
+    def check(self, sampling: Sampling, param: str) -> None:
+        pass
+
+    def tool_call_reader(self, name: str) -> Any:
+        raise NotImplementedError("the split's LLM service parses tool calls itself")
+
     async def abort(self, request_id: str) -> None:
         pass
 
@@ -86,8 +94,8 @@ class HttpEngine:
 
 
 def split_loader(llm_url: str):
-    async def load(state: ServerState) -> None:
-        settings = state.settings
+    async def load(runtime: Runtime) -> None:
+        settings = runtime.settings
         started = time.perf_counter()
         embedder = await asyncio.to_thread(Embedder, settings.embedder)
         store = await asyncio.to_thread(open_store, settings)
@@ -96,10 +104,8 @@ def split_loader(llm_url: str):
             llm_url, settings.engine.served_model_name, settings.model_path, settings.engine.max_model_len
         )
         generator = Generator(engine, settings)  # type: ignore[arg-type]
-        state.services = Services(generator, RagPipeline(generator, embedder, store, settings), store)
-        state.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
-        state.phase, state.detail = Phase.READY, "ready"
-        READY.set(1)
+        runtime.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
+        runtime.ready(Services(generator, RagPipeline(generator, embedder, store, settings), store))
 
     return load
 

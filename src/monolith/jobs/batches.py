@@ -10,9 +10,10 @@ import logging
 import time
 
 from monolith.admission import realtime_waiting
-from monolith.batch import read_lines, run_batch, written
 from monolith.config import JobsSettings
-from monolith.serving import Services
+from monolith.jobs.lines import read_lines, written
+from monolith.jobs.transform import run_batch
+from monolith.serving.common import Services
 from monolith.store.batches import BatchRecord, BatchStore
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
+from monolith.config import parse_callback_rule
 from monolith.errors import BadRequest
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PARAM = "callback_url"
 
 
@@ -34,41 +34,6 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
         return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}") + "/…"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One `jobs.callback_allow` entry."""
-
-    host: str | None
-    network: Network | None
-    port: int | None
-
-    def admits(self, target: Target, address: IPAddress) -> bool:
-        if self.port is not None and self.port != target.port:
-            return False
-        if self.host is not None:
-            return self.host == target.host.lower()
-        assert self.network is not None
-        return address in self.network
-
-
-def parse_rule(entry: str) -> Rule:
-    """`10.0.0.0/8`, `127.0.0.1:9000`, `[::1]:9000`, `::1`, `hooks.internal`, `hooks.internal:8443`."""
-    text = entry.strip()
-    port: int | None = None
-    if text.startswith("["):
-        inside, _, rest = text[1:].partition("]")
-        text, port = inside, int(rest[1:]) if rest.startswith(":") else None
-    elif text.count(":") == 1:
-        text, port_text = text.split(":")
-        port = int(port_text)
-    try:
-        return Rule(None, ipaddress.ip_network(text, strict=False), port)
-    except ValueError:
-        if not text or "/" in text:
-            raise ValueError(f"not a host name, an address or a CIDR: {entry!r}") from None
-        return Rule(text.lower().rstrip("."), None, port)
 
 
 def parse(url: str) -> Target:
@@ -105,10 +70,10 @@ def is_public(address: IPAddress) -> bool:
 
 class CallbackPolicy:
     def __init__(self, allow: list[str]) -> None:
-        self.rules = [parse_rule(entry) for entry in allow]
+        self.rules = [parse_callback_rule(entry) for entry in allow]
 
     def _admitted(self, target: Target, address: IPAddress) -> bool:
-        return is_public(address) or any(rule.admits(target, address) for rule in self.rules)
+        return is_public(address) or any(rule.admits(target.host, target.port, address) for rule in self.rules)
 
     async def resolve(self, target: Target) -> list[IPAddress]:
         """Every address the host has; all of them must be admitted (DNS may hand out any of them)."""

@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from monolith.admission import ADMISSION, LANE, TICKET, realtime_waiting
-from monolith.errors import MonolithError
+from monolith.errors import InternalError, MonolithError
 from monolith.jobs.callbacks import CallbackSender
-from monolith.jobs.kinds import execute
+from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
-from monolith.protocol.errors import ErrorBody
-from monolith.serving import Services
+from monolith.protocol.errors import error_response
+from monolith.serving.common import Services
+from monolith.serving.registry import BY_KIND, answer_of
 from monolith.store.jobs import Job, JobStore
 from monolith.store.leases import Lease
 
@@ -33,11 +34,10 @@ HOUSEKEEPING = "housekeeping"
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, services: Services, render: Callable[[Job], bytes]) -> None:
+    def __init__(self, store: JobStore, services: Services) -> None:
         self.store = store
         self.services = services
         self.settings = services.settings.jobs
-        self.render = render
         self.slots = max(1, math.floor(services.settings.engine.max_num_seqs * self.settings.max_share))
         self.running: dict[str, asyncio.Task] = {}
         self.callbacks = CallbackSender(store, self.settings)
@@ -118,16 +118,16 @@ class JobRunner:
         TICKET.set(ticket)
         try:
             try:
-                result = await execute(self.services, job.kind, job.request, job.id)
+                why = "an async job cannot stream"
+                result = await answer_of(self.services, BY_KIND[job.kind], job.request, job.id, why)
                 outcome = ("succeeded", msgspec.json.encode(result), None)
-            except MonolithError as exc:
-                outcome = ("failed", None, msgspec.json.encode(ErrorBody(exc.message, exc.error_type, exc.param)))
             except asyncio.CancelledError:
                 return  # cancelled by a caller (already recorded), taken over, or shutdown (released)
-            except Exception:
-                log.exception("job %s failed", job.id)
-                error = ErrorBody(f"internal error (job {job.id})", "internal_error")
-                outcome = ("failed", None, msgspec.json.encode(error))
+            except Exception as exc:
+                if not isinstance(exc, MonolithError):
+                    log.exception("job %s failed", job.id)
+                    exc = InternalError(f"internal error (job {job.id})")
+                outcome = ("failed", None, msgspec.json.encode(error_response(exc).error))
             status, result_bytes, error_bytes = outcome
             if not await self.store.finish(job.id, status, result=result_bytes, error=error_bytes, held=True):
                 log.warning("job %s finished here after its lease was lost; its recorded outcome stands", job.id)
@@ -167,7 +167,7 @@ class JobRunner:
     async def _deliver_callbacks(self) -> None:
         while True:
             try:
-                await self.callbacks.deliver_due(self.render)
+                await self.callbacks.deliver_due(render_job)
             except Exception:
                 log.exception("callback delivery failed; trying again")
             await asyncio.sleep(self.settings.poll_interval_s)

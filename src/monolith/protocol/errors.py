@@ -1,10 +1,13 @@
-"""The OpenAI error body every route answers with, and how a field is named in it."""
+"""The OpenAI error body every route, stream, job and batch line answers with, rendered from a domain error by
+`error_response` alone, and how a field is named in it."""
 
 from __future__ import annotations
 
 import re
 
 import msgspec
+
+from monolith.errors import MonolithError
 
 _FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
@@ -19,6 +22,11 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorResponse(msgspec.Struct):
     error: ErrorBody
+
+
+def error_response(exc: MonolithError) -> ErrorResponse:
+    """The one error body: every route, stream, async job, batch line and the 401 render an error through this."""
+    return ErrorResponse(ErrorBody(exc.message, exc.error_type, exc.param, exc.code))
 
 
 def field_of(message: str) -> str | None:

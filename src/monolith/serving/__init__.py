@@ -1,5 +1,7 @@
-"""Wire requests -> engine calls -> wire responses, shared by the HTTP routes, async jobs and batch; one
-module per API (chat, completions, rag), and what they share in `common`.
+"""Wire requests -> engine calls -> wire responses, shared by the HTTP routes, async jobs and batch lines; one
+module per API (chat, completions, responses, rag, embeddings, rerank, tokenize), what they share in `common`,
+tool calling by grammar (`tools`), log probabilities (`logprobs`), and the one table of endpoints every reader
+of routes dispatches by (`registry`).
 
 Each API has a `plan_*` step that validates and builds the prompt (every 4xx is raised there, so async jobs
 and batch lines are rejected at submit time) and a `run_*` / `*_chunks` step that generates.

@@ -14,10 +14,9 @@ import msgspec
 from monolith.engine import Delta, Sampling
 from monolith.errors import BadRequest
 from monolith.generation import Completion, check_max_tokens
-from monolith.logprobs import chat_logprobs
 from monolith.protocol.chat import ChatCompletionRequest, ChatMessage
 from monolith.protocol.rag import RagOverrides
-from monolith.rag import RagOptions
+from monolith.retrieval.pipeline import RagOptions
 from monolith.serving.common import (
     DONE,
     Services,
@@ -31,8 +30,9 @@ from monolith.serving.common import (
     usage,
     wire_sampling,
 )
-from monolith.serving.rag import sources_out
-from monolith.tools import (
+from monolith.serving.logprobs import chat_logprobs
+from monolith.serving.rag import prepare_rag, sources_out
+from monolith.serving.tools import (
     ToolPlan,
     call_names,
     history_message,
@@ -127,7 +127,7 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
 async def retrieve_for_chat(services: Services, plan: ChatPlan, request_id: str) -> ChatPlan:
     """For a RAG chat: retrieval, then the prompt with its context (a no-op for a plain chat)."""
     if plan.rag is not None and not plan.prompt_ids:
-        prepared = await services.rag.prepare(plan.messages, plan.rag, request_id, param="messages")
+        prepared = await prepare_rag(services, plan.messages, plan.rag, request_id, param="messages")
         plan.prompt_ids = prepared.prompt_ids
         plan.extra = {"sources": msgspec.to_builtins(sources_out(prepared))}
         if prepared.notice:

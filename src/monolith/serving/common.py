@@ -14,7 +14,10 @@ from monolith.errors import BadRequest, NotFound
 from monolith.generation import Generator
 from monolith.protocol.chat import ChatCompletionRequest
 from monolith.protocol.completions import CompletionRequest
-from monolith.rag import RagOptions, Retrieval
+from monolith.retrieval.embedder import Embedder
+from monolith.retrieval.pipeline import RagOptions, Retrieval
+from monolith.retrieval.reranker import Reranker
+from monolith.retrieval.store import VectorStore
 
 RAG_SUFFIX = "-rag"
 
@@ -25,17 +28,18 @@ class Services:
 
     generator: Generator
     rag: Retrieval  # RagPipeline, or RetrievalOff where none was loaded
-    store: Any
-    embedder: Any = None  # the RAG embedder, which /v1/embeddings serves too (None where none was loaded)
-    reranker: Any = None  # the RAG cross-encoder, which /v1/rerank serves too (None where none is configured)
+    store: VectorStore | None = None  # None where retrieval was not loaded
+    embedder: Embedder | None = None  # the RAG embedder, which /v1/embeddings serves too
+    reranker: Reranker | None = None  # the RAG cross-encoder, which /v1/rerank serves too (where configured)
 
     @property
     def settings(self) -> Settings:
         return self.generator.settings
 
     async def aclose(self) -> None:
-        await self.generator.engine.aclose()
-        await asyncio.to_thread(self.store.close)
+        await self.generator.aclose()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
 
 
 # --- shared checks -------------------------------------------------------------------------------

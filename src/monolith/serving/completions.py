@@ -13,7 +13,6 @@ from monolith.admission import TICKET, Ticket
 from monolith.engine import Sampling, TokenLogprob
 from monolith.errors import BadRequest
 from monolith.generation import Completion, Generator
-from monolith.logprobs import completion_logprobs
 from monolith.protocol.completions import MAX_PROMPTS, CompletionRequest
 from monolith.serving.common import (
     DONE,
@@ -26,6 +25,7 @@ from monolith.serving.common import (
     usage,
     wire_sampling,
 )
+from monolith.serving.logprobs import completion_logprobs
 
 
 @dataclass

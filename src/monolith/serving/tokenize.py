@@ -14,7 +14,6 @@ def tokenize(services: Services, data: TokenizeRequest) -> TokenizeResponse:
         resolve_model(services.settings, data.model)
     if (data.prompt is None) == (data.messages is None):
         raise BadRequest("give either prompt or messages", param="prompt")
-    tokenizer = generator.engine.tokenizer
     if data.messages is not None:
         if data.add_special_tokens:  # the chat template writes the special tokens itself
             raise BadRequest("add_special_tokens applies to a prompt, not to messages", param="add_special_tokens")
@@ -22,8 +21,8 @@ def tokenize(services: Services, data: TokenizeRequest) -> TokenizeResponse:
         ids = generator.chat_ids(messages, data.add_generation_prompt)
     else:
         special = True if data.add_special_tokens is None else data.add_special_tokens
-        ids = list(tokenizer.encode(data.prompt or "", add_special_tokens=special))
-    strs = [tokenizer.decode([i]) for i in ids] if data.return_token_strs else None
+        ids = generator.encode(data.prompt or "", add_special_tokens=special)
+    strs = [generator.decode([i]) for i in ids] if data.return_token_strs else None
     return TokenizeResponse(len(ids), generator.max_model_len, ids, strs)
 
 

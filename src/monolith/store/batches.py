@@ -1,48 +1,19 @@
-"""Files and HTTP batches, shared by every replica. A file's record lives in the database and its content in
-`files_dir`, which all replicas mount; a batch is run by the replica holding its lease."""
+"""HTTP batches, shared by every replica: the queue of batches over uploaded files (store.files), each run by the
+replica holding its lease, resumed by another when that replica dies."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import secrets
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 
-from monolith.errors import Conflict
 from monolith.store.database import Database, epoch_now, oldest_unlocked
-from monolith.store.files import copy_lines_atomically
-from monolith.store.tables import batches, files
-
-ACTIVE = ("validating", "in_progress", "cancelling")
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    id: str
-    filename: str
-    purpose: str
-    bytes: int
-    created_at: int
-    owner: str = ""
-
-    def to_wire(self, ttl_s: float) -> dict[str, Any]:
-        return {
-            "object": "file",
-            "status": "processed",
-            "id": self.id,
-            "filename": self.filename,
-            "purpose": self.purpose,
-            "bytes": self.bytes,
-            "created_at": self.created_at,
-            "expires_at": self.created_at + int(ttl_s),
-        }
+from monolith.store.files import ACTIVE, FileStore, new_file_id
+from monolith.store.tables import batches
 
 
 @dataclass(frozen=True)
@@ -66,32 +37,7 @@ class BatchRecord:
     runs: int
     owner: str
 
-    def to_wire(self) -> dict[str, Any]:
-        done = self.status in ("completed", "cancelled")
-        return {
-            "id": self.id,
-            "object": "batch",
-            "endpoint": self.endpoint,
-            "errors": {"object": "list", "data": [{"code": "batch_failed", "message": self.error}]}
-            if self.error
-            else None,
-            "input_file_id": self.input_file_id,
-            "completion_window": self.completion_window,
-            "status": self.status,
-            "output_file_id": self.output_file_id if done else None,
-            "error_file_id": None,
-            "created_at": self.created_at,
-            "in_progress_at": self.in_progress_at,
-            "completed_at": self.completed_at,
-            "cancelled_at": self.cancelled_at,
-            "failed_at": self.failed_at,
-            "expires_at": None,
-            "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
-            "metadata": json.loads(self.metadata) if self.metadata else None,
-        }
 
-
-FILE_COLUMNS = [files.c.id, files.c.filename, files.c.purpose, files.c.bytes, files.c.created_at, files.c.owner]
 BATCH_COLUMNS = [
     batches.c.id,
     batches.c.endpoint,
@@ -114,111 +60,21 @@ BATCH_COLUMNS = [
 ]
 
 
-def new_file_id() -> str:
-    """Time first, then random: ids sort in creation order (files are listed newest first)."""
-    return f"file-{time.time_ns():016x}{secrets.token_hex(8)}"
-
-
 def _owned(table: Any, owner: str | None) -> list[Any]:
     """None: any owner (the runners); a string: only what that caller made."""
     return [] if owner is None else [table.c.owner == owner]
 
 
 class BatchStore:
-    def __init__(self, db: Database, files_dir: Path, replica: str, lease_s: float, max_runs: int) -> None:
-        files_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, db: Database, files: FileStore, replica: str, lease_s: float, max_runs: int) -> None:
         self.db = db
-        self.files_dir = files_dir
+        self.files = files
         self.replica = replica
         self.lease_s = lease_s
         self.max_runs = max_runs
 
     def path_of(self, file_id: str) -> Path:
-        return self.files_dir / f"{file_id}.jsonl"
-
-    async def add_file_from(
-        self,
-        source: BinaryIO,
-        filename: str,
-        purpose: str,
-        owner: str,
-        check: Callable[[int, bytes], None],
-        max_lines: int,
-        max_line_bytes: int,
-    ) -> FileRecord:
-        """An upload, checked line by line while it is copied into place (never whole in memory)."""
-        file_id = new_file_id()
-        path = self.path_of(file_id)
-        size, _ = await asyncio.to_thread(copy_lines_atomically, source, path, check, max_lines, max_line_bytes)
-        record = FileRecord(file_id, filename, purpose, size, int(time.time()), owner)
-        try:
-            async with self.db.begin() as conn:
-                await conn.execute(files.insert().values(**record.__dict__))
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return record
-
-    async def get_file(self, file_id: str, owner: str | None = None) -> FileRecord | None:
-        query = select(*FILE_COLUMNS).where(files.c.id == file_id, *_owned(files, owner))
-        async with self.db.read() as conn:
-            row = (await conn.execute(query)).first()
-        return FileRecord(*row) if row else None
-
-    async def list_files(
-        self, owner: str, purpose: str | None, limit: int, after: str | None
-    ) -> tuple[list[FileRecord], bool]:
-        """Newest first, as OpenAI lists them; `after` is the last id of the previous page."""
-        query = select(*FILE_COLUMNS).where(files.c.owner == owner)
-        if purpose:
-            query = query.where(files.c.purpose == purpose)
-        if after:
-            cursor = select(files.c.created_at, files.c.id).where(files.c.id == after).subquery()
-            query = query.where(
-                or_(
-                    files.c.created_at < select(cursor.c.created_at).scalar_subquery(),
-                    and_(
-                        files.c.created_at == select(cursor.c.created_at).scalar_subquery(),
-                        files.c.id < after,
-                    ),
-                )
-            )
-        query = query.order_by(files.c.created_at.desc(), files.c.id.desc()).limit(limit + 1)
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [FileRecord(*r) for r in rows[:limit]], len(rows) > limit
-
-    async def usage(self, owner: str) -> tuple[int, int]:
-        """(files, bytes) an owner stores."""
-        query = select(func.count(), func.coalesce(func.sum(files.c.bytes), 0)).where(files.c.owner == owner)
-        async with self.db.read() as conn:
-            count, size = (await conn.execute(query)).one()
-        return int(count), int(size)
-
-    async def delete_file(self, file_id: str, owner: str) -> bool:
-        """False when the owner has no such file; a 409 while an unfinished batch reads it."""
-        async with self.db.begin() as conn:
-            mine = select(files.c.id).where(files.c.id == file_id, files.c.owner == owner)
-            if (await conn.execute(mine)).first() is None:
-                return False
-            in_use = select(batches.c.id).where(batches.c.input_file_id == file_id, batches.c.status.in_(ACTIVE))
-            if (await conn.execute(in_use.limit(1))).first() is not None:
-                message = f"file {file_id} is the input of a batch still running; cancel the batch first"
-                raise Conflict(message, param="file_id")
-            deleted = await conn.execute(files.delete().where(files.c.id == file_id, files.c.owner == owner))
-        if deleted.rowcount == 1:
-            self.path_of(file_id).unlink(missing_ok=True)
-        return deleted.rowcount == 1
-
-    async def expire_files(self, older_than: int) -> int:
-        """Files past batch.file_ttl_s, except the input of a batch still running; their content goes too."""
-        in_use = select(batches.c.input_file_id).where(batches.c.status.in_(ACTIVE))
-        expired = files.delete().where(files.c.created_at < older_than, files.c.id.not_in(in_use))
-        async with self.db.begin() as conn:
-            ids = [r.id for r in await conn.execute(expired.returning(files.c.id))]
-        for file_id in ids:
-            self.path_of(file_id).unlink(missing_ok=True)
-        return len(ids)
+        return self.files.path_of(file_id)
 
     async def create_batch(
         self, endpoint: str, input_file_id: str, window: str, metadata: str | None, owner: str = ""
@@ -340,17 +196,4 @@ class BatchStore:
 
     async def register_output(self, batch: BatchRecord) -> None:
         """The output file's record (its content was appended while the batch ran)."""
-        path = self.path_of(batch.output_file_id)
-        size = path.stat().st_size if path.exists() else 0
-        record = {
-            "id": batch.output_file_id,
-            "filename": f"{batch.id}_output.jsonl",
-            "purpose": "batch_output",
-            "bytes": size,
-            "created_at": int(time.time()),
-            "owner": batch.owner,
-        }
-        statement = self.db.insert(files).values(**record)
-        statement = statement.on_conflict_do_update(index_elements=[files.c.id], set_={"bytes": size})
-        async with self.db.begin() as conn:
-            await conn.execute(statement)
+        await self.files.register_output(batch.output_file_id, f"{batch.id}_output.jsonl", batch.owner)

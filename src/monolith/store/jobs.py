@@ -13,7 +13,8 @@ import msgspec
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from monolith.errors import Conflict
+from monolith.errors import Conflict, JobRunsExhausted
+from monolith.protocol.errors import error_response
 from monolith.store.database import Database, epoch_now, oldest_unlocked
 from monolith.store.tables import jobs
 
@@ -40,27 +41,6 @@ class Job:
     started_at: float | None
     finished_at: float | None
 
-    def to_wire(self, status_url: str) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "job",
-            "kind": self.kind,
-            "status": self.status,
-            "status_url": status_url,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "result": msgspec.json.decode(self.result) if self.result else None,
-            "error": msgspec.json.decode(self.error) if self.error else None,
-        }
-        if self.callback_url:
-            body["callback"] = {
-                "url": self.callback_url,
-                "state": self.callback_state,
-                "attempts": self.callback_attempts,
-            }
-        return body
-
 
 COLUMNS = [
     jobs.c.seq,
@@ -85,7 +65,7 @@ def exhausted_error(runs: int) -> bytes:
         f"the job was started {runs} times and its runner stopped each time (a crash, an out-of-memory kill or "
         "a lost node) before it finished; it is not started again (jobs.max_runs)"
     )
-    return msgspec.json.encode({"message": message, "type": "job_runs_exhausted", "param": None, "code": None})
+    return msgspec.json.encode(error_response(JobRunsExhausted(message)).error)
 
 
 def request_digest(kind: str, request: bytes) -> str:

@@ -1,4 +1,5 @@
-"""The engine contract and its vLLM implementation. The only module that imports vllm."""
+"""The vLLM adapter: AsyncLLM in this process behind the engine contract. With vllm_tools and vllm_stats, the
+only modules that import vllm."""
 
 from __future__ import annotations
 
@@ -7,136 +8,13 @@ import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from monolith.config import Settings
+from monolith.engine.contract import Delta, EngineStats, Sampling, Tokenizer, TokenLogprob, sampling_field
+from monolith.engine.vllm_stats import stats_logger_factory
+from monolith.engine.vllm_tools import ToolCallReader
 from monolith.errors import BadRequest, DependencyDown
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_tokens: int
-    temperature: float = 0.7
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    ignore_eos: bool = False
-    # Structured output, as vLLM's StructuredOutputsParams takes it: {"choice": [...]}, {"json": schema},
-    # {"regex": ...}, {"grammar": ...} or {"json_object": True}; the engine's grammar backend (xgrammar)
-    # constrains the tokens.
-    structured: dict[str, Any] | None = None
-    n: int = 1
-    top_k: int = 0  # 0: every token
-    min_p: float = 0.0
-    min_tokens: int = 0
-    stop_token_ids: list[int] = field(default_factory=list)
-    logit_bias: dict[int, float] | None = None
-    logprobs: int | None = None  # top alternatives per generated token (0: the chosen token's only)
-    prompt_logprobs: int | None = None  # the same for each prompt token (echo with logprobs)
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One token with its log probability, and the `top` alternatives (id, text, logprob) best first."""
-
-    token_id: int
-    token: str
-    logprob: float | None  # None for a prompt's first token, which nothing predicts
-    top: list[tuple[int, str, float]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Delta:
-    """New text since the last delta; token counts are running totals."""
-
-    text: str
-    completion_tokens: int
-    prompt_tokens: int
-    finish_reason: str | None = None
-    index: int = 0  # which of the request's n choices
-    logprobs: list[TokenLogprob] | None = None  # the new tokens', with sampling.logprobs
-    prompt_logprobs: list[TokenLogprob] | None = None  # on the first delta, with sampling.prompt_logprobs
-
-
-@dataclass
-class EngineStats:
-    waiting: int = 0
-    running: int = 0
-    kv_cache_usage: float = 0.0
-
-
-class Tokenizer(Protocol):
-    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
-    def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> str: ...
-    def apply_chat_template(self, messages: list[dict[str, Any]], **kw: Any) -> Any: ...
-
-
-class Engine(Protocol):
-    """What the serving layer needs from an engine; the scripted test engine implements it too."""
-
-    tokenizer: Tokenizer
-    max_model_len: int
-    stats: EngineStats
-    # The model's own sampling defaults (its generation_config.json), as vLLM reads them.
-    sampling_defaults: dict[str, float]
-
-    def stream(self, prompt_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]: ...
-    async def abort(self, request_id: str) -> None: ...
-    async def aclose(self) -> None: ...
-
-
-def sampling_field(message: str) -> str | None:
-    """vLLM names the field first ("top_p must be in (0, 1], got 2.0.")."""
-    first = message.split(" ", 1)[0].strip("'`\"")
-    return first if first in Sampling.__dataclass_fields__ else None
-
-
-def chat_prompt_ids(
-    tokenizer: Tokenizer,
-    messages: list[dict[str, Any]],
-    add_generation_prompt: bool = True,
-    tools: list[dict[str, Any]] | None = None,
-) -> list[int]:
-    """The model's own chat template, the assistant turn opened unless `add_generation_prompt` is false, and
-    `tools` shown the template's way when given. A template that refuses the turns (roles that do not alternate,
-    a role it does not know) raises from its own code: the client's messages, a 400."""
-    from jinja2 import TemplateError
-
-    extra = {"tools": tools} if tools else {}
-    try:
-        out = tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=add_generation_prompt, **extra
-        )
-    except TemplateError as exc:
-        raise BadRequest(f"the model's chat template refused the messages: {exc}", param="messages") from None
-    ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
-    return list(ids)
-
-
-class ToolCallReader:
-    """vLLM's own tool-call parser (`engine.tool_call_parser`), which reads the calls a model writes its own way
-    (Llama 3.1's JSON) out of a whole answer; what tool_choice "auto" uses when the chat template knows tools."""
-
-    def __init__(self, name: str, tokenizer: Any) -> None:
-        from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
-
-        self._parser = ToolParserManager.get_tool_parser(name)  # an unknown name raises here, at start
-        self._tokenizer = tokenizer
-        self._parser(tokenizer)  # so does a parser that cannot read this tokenizer (a token it needs is missing)
-
-    def read(self, text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, str]]]:
-        """(content, [(function name, arguments as JSON)]) of one answer."""
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-
-        request = ChatCompletionRequest(model="-", messages=[], tools=tools, tool_choice="auto")
-        found = self._parser(self._tokenizer, request.tools).extract_tool_calls(text, request)
-        if not found.tools_called:
-            return text, []
-        return found.content or None, [(c.function.name, c.function.arguments) for c in found.tool_calls]
 
 
 def structured_outputs_config(compact_json: bool) -> Any:
@@ -175,7 +53,7 @@ class VllmEngine:
             enable_log_requests=False,
             structured_outputs_config=structured_outputs_config(cfg.compact_json),
         )
-        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stats_logger_factory(self.stats)])
+        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[stats_logger_factory(self.stats)])
         self.tokenizer: Tokenizer = self._llm.get_tokenizer()
         self.max_model_len: int = self._llm.model_config.max_model_len
         self.sampling_defaults = {
@@ -228,6 +106,9 @@ class VllmEngine:
             validate_xgrammar_grammar(params)
         except (ValueError, TypeError, RuntimeError, VLLMClientError) as exc:
             raise BadRequest(f"the structured-output constraint is invalid: {exc}", param=param) from None
+
+    def tool_call_reader(self, name: str) -> ToolCallReader:
+        return ToolCallReader(name, self.tokenizer)
 
     def _logprobs(self, ids: Any, entries: Any, limit: int) -> list[TokenLogprob]:
         """vLLM's per-position {token id: Logprob(logprob, rank, decoded_token)} as TokenLogprobs."""
@@ -302,26 +183,6 @@ class VllmEngine:
             self._llm.shutdown()
             self._llm = None
             gc.collect()
-
-
-def _stats_logger_factory(stats: EngineStats):
-    """vLLM pushes scheduler stats to stat loggers after each step; keep the latest for /metrics."""
-    from vllm.v1.metrics.loggers import StatLoggerBase
-
-    class SchedulerStatsSink(StatLoggerBase):
-        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
-            pass
-
-        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0):
-            if scheduler_stats is not None:
-                stats.waiting = scheduler_stats.num_waiting_reqs
-                stats.running = scheduler_stats.num_running_reqs
-                stats.kv_cache_usage = scheduler_stats.kv_cache_usage
-
-        def log_engine_initialized(self) -> None:
-            pass
-
-    return SchedulerStatsSink
 
 
 async def load_engine(settings: Settings) -> VllmEngine:

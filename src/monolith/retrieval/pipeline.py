@@ -1,4 +1,5 @@
-"""The RAG pipeline: self-query and expansion on the local LLM, search, rerank, context budget, prompt."""
+"""The retrieval pipeline: self-query and expansion on the local LLM, search, fusion, relevance floor, rerank.
+What becomes of the sources (the prompt within the token budget) is serving's (`serving.rag`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from monolith.config import Settings
 from monolith.engine import Sampling
-from monolith.errors import BadRequest, NotReady
+from monolith.errors import NotReady
 from monolith.generation import Generator
 from monolith.metrics import RAG_STEP
 from monolith.retrieval.authors import AuthorIndex, fold
@@ -23,11 +24,6 @@ from monolith.retrieval.store import Hit, VectorStore
 
 T = TypeVar("T")
 
-SYSTEM_PROMPT = (
-    "You are a writer answering in your own voice. Answer the user's question using the context below, "
-    "which comes from your own articles, posts and code. If the context does not cover it, say so.\n\nContext:\n"
-)
-NO_CONTEXT = "(no sources: nothing you wrote is relevant to this question; say that you have not written about it)\n"
 AUTHOR_CHOICE_PROMPT = (
     "Which of these people does the question below mean: {names}? Answer with one name, or none.\n\nQuestion: {query}"
 )
@@ -42,8 +38,6 @@ SELF_QUERY_MAX_TOKENS = 24
 RRF_K = 60
 # How long the authors the store holds are trusted before being read again (an ingest from another process).
 AUTHORS_REFRESH_S = 60.0
-# Room for the template's own tokens around the context, which per-chunk counts do not see.
-_TEMPLATE_MARGIN = 16
 
 
 @dataclass(frozen=True)
@@ -65,16 +59,6 @@ class Source:
     link: str
     score: float  # the chunk's best cosine similarity to any of the queries
     content: str
-
-
-@dataclass
-class RagPrompt:
-    prompt_ids: list[int]
-    sources: list[Source]
-    queries: list[str]
-    author: str | None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    notice: str | None = None  # what the pipeline did that the caller should know (a dropped filter, no sources)
 
 
 def _normalised(text: str) -> str:
@@ -249,72 +233,21 @@ class RagPipeline:
         ]
         return sources, queries, author, notice
 
-    def build_prompt(
-        self, messages: list[dict[str, str]], sources: list[Source], max_tokens: int, param: str
-    ) -> tuple[list[int], list[Source]]:
-        """Context chunks, best first, as many as fit in max_model_len - max_tokens, counted in tokens."""
-        bare = self.generator.chat_ids(_with_context(messages, ""))
-        self.generator.check_fits(bare, max_tokens, param)
-        budget = self.generator.max_model_len - max_tokens - len(bare) - _TEMPLATE_MARGIN
-        blocks: list[str] = []
-        used: list[Source] = []
-        for i, source in enumerate(sources, start=1):
-            block = f"[{i}] {source.author_full_name} ({source.platform}): {source.content}\n"
-            cost = self.generator.count_tokens(block)
-            if cost > budget:
-                if budget > 32:  # a useful fraction of the chunk still fits: cut it to the budget
-                    ids = self.generator.engine.tokenizer.encode(block, add_special_tokens=False)[:budget]
-                    blocks.append(self.generator.engine.tokenizer.decode(ids))
-                    used.append(source)
-                break
-            blocks.append(block)
-            used.append(source)
-            budget -= cost
-        ids = self.generator.chat_ids(_with_context(messages, "".join(blocks)))
-        self.generator.check_fits(ids, max_tokens, param)
-        return ids, used
-
-    async def prepare(
-        self, messages: list[dict[str, str]], opts: RagOptions, request_id: str, param: str = "query"
-    ) -> RagPrompt:
-        query = messages[-1]["content"].strip()
-        if not query:
-            raise BadRequest("the query is empty", param=param)
-        timings: dict[str, float] = {}
-        sources, queries, author, notice = await self.retrieve(query, opts, request_id, timings)
-        started = time.perf_counter()
-        ids, used = await self.generator.off_loop(self.build_prompt, messages, sources, opts.max_tokens, param)
-        timings["prompt"] = round((time.perf_counter() - started) * 1000, 1)
-        return RagPrompt(ids, used, queries, author, timings, notice)
-
-
-def _with_context(messages: list[dict[str, str]], context: str) -> list[dict[str, str]]:
-    """The retrieved context goes into the system message, ahead of any system text the caller sent."""
-    system = SYSTEM_PROMPT + (context or NO_CONTEXT)
-    if messages and messages[0]["role"] == "system":
-        return [{"role": "system", "content": f"{system}\n{messages[0]['content']}"}, *messages[1:]]
-    return [{"role": "system", "content": system}, *messages]
-
 
 class Retrieval(Protocol):
-    """What routes need of RAG. A protocol, not a union: Litestar's signature model, which sees
-    `Services`, cannot take a union of two classes."""
+    """What serving needs of RAG: sources for a question. A protocol, not a union: Litestar's signature model,
+    which sees `Services`, cannot take a union of two classes."""
 
-    async def prepare(
-        self, messages: list[dict[str, str]], opts: RagOptions, request_id: str, param: str = "query"
-    ) -> RagPrompt: ...
+    async def retrieve(
+        self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]
+    ) -> tuple[list[Source], list[str], str | None, str | None]: ...
 
 
 class RetrievalOff:
     """In place of the pipeline where no retrieval was loaded (a batch file with no RAG line): a RAG
     request that still arrives gets a clear 503 instead of an embedder loaded for nothing."""
 
-    async def prepare(
-        self, messages: list[dict[str, str]], opts: RagOptions, request_id: str, param: str = "query"
-    ) -> RagPrompt:
+    async def retrieve(
+        self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]
+    ) -> tuple[list[Source], list[str], str | None, str | None]:
         raise NotReady("retrieval is not loaded in this run (no line of the batch file asked for RAG)")
-
-
-class NoStore:
-    def close(self) -> None:
-        pass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from monolith.protocol.chat import FunctionDefinition, Tool
-from monolith.tools import ToolPlan, calls_schema, parse_answer
+from monolith.serving.tools import ToolPlan, calls_schema, parse_answer
 
 TOOL = Tool("function", FunctionDefinition("get_weather", parameters={"type": "object"}))
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from monolith.batch import done_custom_ids, needs_retrieval, parse_line, written
 from monolith.bench.peers import kill_tree
 from monolith.config import Settings
 from monolith.errors import NotReady
-from monolith.rag import RetrievalOff
+from monolith.jobs.lines import done_custom_ids, needs_retrieval, parse_line, written
+from monolith.retrieval.pipeline import RetrievalOff
 from tests.helpers import run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_parse_line_keeps_the_custom_id_of_a_bad_line() -> None:
@@ -142,4 +142,4 @@ def test_a_batch_loads_retrieval_only_when_a_line_asks_for_rag(
 
 def test_a_rag_request_without_loaded_retrieval_is_a_clear_503() -> None:
     with pytest.raises(NotReady, match="retrieval is not loaded"):
-        asyncio.run(RetrievalOff().prepare([{"role": "user", "content": "hi"}], None, "r1"))  # type: ignore[arg-type]
+        asyncio.run(RetrievalOff().retrieve("hi", None, "r1", {}))  # type: ignore[arg-type]

@@ -5,13 +5,14 @@ a silent truncation."""
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from monolith.errors import BadRequest, NotFound, NotReady
 from monolith.protocol.embeddings import MAX_INPUTS, EmbeddingRequest
-from monolith.serving import Services
+from monolith.serving.common import Services
 
 
 def texts_of(data: EmbeddingRequest) -> list[str]:
@@ -64,17 +65,28 @@ def encode(vector: list[float], encoding: str) -> list[float] | str:
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
 
 
-async def embeddings(services: Services, data: EmbeddingRequest) -> dict[str, Any]:
+@dataclass
+class EmbeddingPlan:
+    model: str
+    texts: list[str]
+    encoding: str
+    tokens: int
+
+
+async def plan_embeddings(services: Services, data: EmbeddingRequest) -> EmbeddingPlan:
+    """Every 4xx: the model, the inputs, each input's length in the embedder's tokens."""
     texts = check(services, data)
     counts = await services.generator.off_loop(token_counts, services, texts)
-    vectors = await services.embedder.embed_async(texts)
-    tokens = sum(counts)
+    return EmbeddingPlan(data.model, texts, data.encoding_format, sum(counts))
+
+
+async def run_embeddings(services: Services, plan: EmbeddingPlan) -> dict[str, Any]:
+    vectors = await services.embedder.embed_async(plan.texts)
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": encode(v, data.encoding_format)}
-            for i, v in enumerate(vectors)
+            {"object": "embedding", "index": i, "embedding": encode(v, plan.encoding)} for i, v in enumerate(vectors)
         ],
-        "model": data.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "model": plan.model,
+        "usage": {"prompt_tokens": plan.tokens, "total_tokens": plan.tokens},
     }

@@ -1,0 +1,30 @@
+"""A registry entry answered in real time: admitted (429 past the wait), planned (every 4xx), then run as JSON
+or streamed as SSE; abandoned in the engine when the client leaves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.response import Stream
+
+from monolith.api.admit import admitted_many
+from monolith.api.streaming import sse, unless_disconnected
+from monolith.serving.common import Services
+from monolith.serving.registry import ENDPOINTS
+
+
+async def answer(request: Request, path: str, data: Any, services: Services) -> Response[Any] | Stream:
+    endpoint = ENDPOINTS[path]
+    request_id = endpoint.id_prefix + request.state.request_id.removeprefix("req-")
+    count = endpoint.admissions(data)
+    if count == 0:  # no engine behind it: nothing to wait for, nothing to admit
+        plan = await endpoint.plan(services, data, request_id)
+        return Response(await endpoint.run(services, plan, request_id, None))
+    with admitted_many(request, services.settings, count) as tickets:
+        plan = await endpoint.plan(services, data, request_id)
+        if endpoint.stream is not None and getattr(data, "stream", False):
+            # What comes before the first byte (retrieval) still gets a proper status when it fails.
+            frames = await unless_disconnected(request, endpoint.stream(services, plan, request_id))
+            return sse(frames, request_id, tickets[0])
+        return Response(await unless_disconnected(request, endpoint.run(services, plan, request_id, tickets)))

@@ -1,0 +1,133 @@
+"""Batch lines, OpenAI's Batch API format: a request line read and checked, answered through the endpoint registry,
+and written as an output line; the lines an output already holds (what a resume skips)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from monolith.config import Settings
+from monolith.errors import BadRequest, MonolithError
+from monolith.serving.common import Services
+from monolith.serving.registry import ENDPOINTS, answer_of
+from monolith.store.atomic import write_atomically
+
+log = logging.getLogger(__name__)
+
+
+class RequestLine(msgspec.Struct):
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+    method: str = "POST"
+
+
+def written(output: Path) -> dict[str, bool]:
+    """custom_id -> whether it succeeded, for the lines already answered. A torn last line (the process was
+    killed mid-write) is dropped from the file, which is replaced whole so that a kill now loses nothing."""
+    if not output.exists():
+        return {}
+    done: dict[str, bool] = {}
+    keep: list[bytes] = []
+    torn = False
+    for line in output.read_bytes().splitlines(keepends=True):
+        try:
+            parsed = json.loads(line)
+            done[parsed["custom_id"]] = parsed["response"]["status_code"] == 200
+            keep.append(line if line.endswith(b"\n") else line + b"\n")
+            torn = torn or not line.endswith(b"\n")
+        except (ValueError, KeyError, TypeError):
+            log.warning("dropping a torn line from %s", output)
+            torn = True
+    if torn:
+        write_atomically(output, b"".join(keep))
+    return done
+
+
+def done_custom_ids(output: Path) -> set[str]:
+    return set(written(output))
+
+
+def output_line(custom_id: str, status: int, body: Any, request_id: str) -> bytes:
+    """OpenAI's output line; a failed request's body is the error body, and `error` says it again in short."""
+    error = None
+    if status >= 400:
+        error = {"code": body["error"]["type"], "message": body["error"]["message"]}
+    line = {
+        "id": f"batch_req_{uuid.uuid4().hex}",
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": request_id, "body": body},
+        "error": error,
+    }
+    return msgspec.json.encode(line) + b"\n"
+
+
+def parse_line(raw: bytes, number: int) -> tuple[str, RequestLine | None, MonolithError | None]:
+    """(custom_id, request, error): a bad line keeps its custom_id when it has one, else `line-N`."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than Python recurses
+        return f"line-{number}", None, BadRequest(f"line {number} is not JSON: {type(exc).__name__}")
+    custom_id = obj.get("custom_id") if isinstance(obj, dict) else None
+    custom_id = custom_id if isinstance(custom_id, str) and custom_id else f"line-{number}"
+    try:
+        request = msgspec.convert(obj, RequestLine)
+    except msgspec.ValidationError as exc:
+        return custom_id, None, BadRequest(f"line {number}: {exc}")
+    if request.method != "POST":
+        return custom_id, None, BadRequest(f"line {number}: method must be POST", param="method")
+    if request.url not in ENDPOINTS:
+        return custom_id, None, BadRequest(f"line {number}: url must be one of {', '.join(ENDPOINTS)}", param="url")
+    return custom_id, request, None
+
+
+class LineChecker:
+    """Checks an uploaded batch file line by line, the way the runner will read it: each line one request
+    of a known route, no larger than a request body may be, its custom_id used once."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, number: int, raw: bytes) -> None:
+        if len(raw) > self.max_line_bytes:
+            limit = self.max_line_bytes
+            raise BadRequest(f"line {number} has more than {limit} bytes (server.max_body_bytes)", param="file")
+        if not raw.strip():
+            return
+        custom_id, _, error = parse_line(raw, number)
+        if error is not None:
+            message = error.message if error.message.startswith("line") else f"line {number}: {error.message}"
+            raise BadRequest(message, param="file")
+        if custom_id in self.seen:
+            first = self.seen[custom_id]
+            raise BadRequest(f"line {number}: custom_id {custom_id!r} is already used on line {first}", param="file")
+        self.seen[custom_id] = number
+
+
+async def answer(services: Services, request: RequestLine, request_id: str) -> Any:
+    """A line's answer: its route's own checks, then its run (never streamed)."""
+    return await answer_of(services, ENDPOINTS[request.url], request.body, request_id, "batch requests cannot stream")
+
+
+def needs_retrieval(path: Path, settings: Settings) -> bool:
+    """Whether any line needs retrieval loaded (its endpoint's rule: /rag, /v1/embeddings, a chat that asks for
+    RAG); a line too broken to parse is answered with its error and asks for nothing."""
+    for number, raw in read_lines(path):
+        _, request, _ = parse_line(raw, number)
+        if request is not None and ENDPOINTS[request.url].needs_retrieval(settings, request.body):
+            return True
+    return False
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if raw.strip():
+                yield number, raw

@@ -1,0 +1,125 @@
+"""Offline batch transform: a file of request lines in, a file of output lines out; resumable, many in flight.
+`monolith batch` runs it with a progress bar, the HTTP batch runner (jobs.batches) behind real-time traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from tqdm import tqdm
+
+from monolith.admission import LANE
+from monolith.errors import BadRequest, InternalError, MonolithError
+from monolith.jobs.lines import RequestLine, answer, done_custom_ids, output_line, parse_line, read_lines
+from monolith.protocol.errors import error_response
+from monolith.serving.common import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReport:
+    total: int = 0
+    skipped: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.failed
+
+    def summary(self) -> str:
+        rate = self.processed / self.seconds if self.seconds else 0.0
+        tokens = self.output_tokens / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.total} lines: {self.succeeded} succeeded, {self.failed} failed, {self.skipped} already done; "
+            f"{self.seconds:.1f} s, {rate:.2f} lines/s, {tokens:.1f} output tokens/s"
+        )
+
+
+async def run_batch(
+    services: Services,
+    input_path: Path,
+    output_path: Path,
+    max_in_flight: int,
+    progress: bool = True,
+    endpoint: str | None = None,
+    gate: Callable[[], bool] | None = None,
+    on_line: Callable[[bool], Awaitable[None]] | None = None,
+    total: int | None = None,
+) -> BatchReport:
+    """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish.
+
+    `endpoint`: every line must name it (the HTTP Batch API's rule); `gate`: new lines start only while it
+    holds (real-time traffic first); `on_line(ok)`: called as each line is written; `total`: the input's
+    line count when the caller has it already.
+    """
+    LANE.set("batch")
+    report = BatchReport()
+    done = done_custom_ids(output_path)
+    if total is None:
+        total = sum(1 for _ in read_lines(input_path))
+    started = time.perf_counter()
+    slots = asyncio.Semaphore(max_in_flight)
+    running: set[asyncio.Task] = set()
+    bar = tqdm(total=total, desc="batch", unit="line", disable=not progress)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+
+    with output_path.open("ab") as out:
+
+        async def one(custom_id: str, request: RequestLine | None, error: MonolithError | None) -> None:
+            request_id = f"batch-{uuid.uuid4().hex}"
+            try:
+                if error is not None:
+                    raise error
+                assert request is not None
+                result, status = msgspec.to_builtins(await answer(services, request, request_id)), 200
+                report.succeeded += 1
+                used = result.get("usage") or {}
+                report.output_tokens += used.get("completion_tokens", used.get("output_tokens", 0))
+            except Exception as exc:
+                if not isinstance(exc, MonolithError):
+                    log.exception("batch line %s failed", custom_id)
+                    exc = InternalError(f"internal error (request {request_id})")
+                result, status = msgspec.to_builtins(error_response(exc)), exc.status_code
+                report.failed += 1
+            finally:
+                slots.release()
+            out.write(output_line(custom_id, status, result, request_id))
+            out.flush()
+            if on_line is not None:
+                await on_line(status == 200)  # written lines survive the process being killed: the resume skips them
+            bar.update(1)
+            bar.set_postfix(tok_s=f"{report.output_tokens / (time.perf_counter() - started):.1f}", refresh=False)
+
+        for number, raw in read_lines(input_path):
+            report.total += 1
+            custom_id, request, error = parse_line(raw, number)
+            if len(raw) > services.settings.server.max_body_bytes:  # the real-time routes' limit, per line
+                limit = services.settings.server.max_body_bytes
+                request, error = None, BadRequest(f"line {number} has more than {limit} bytes (server.max_body_bytes)")
+            elif request is not None and endpoint and request.url != endpoint:
+                request, error = None, BadRequest(f"line {number}: url must be this batch's {endpoint}", param="url")
+            if custom_id in done:
+                report.skipped += 1
+                bar.update(1)
+                continue
+            done.add(custom_id)  # a repeated custom_id in the input is answered once
+            while gate is not None and not gate():
+                await asyncio.sleep(0.05)
+            await slots.acquire()
+            task = asyncio.create_task(one(custom_id, request, error))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+    bar.close()
+    report.seconds = time.perf_counter() - started
+    return report

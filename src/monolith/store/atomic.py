@@ -1,0 +1,62 @@
+"""File contents (batch inputs and outputs) in a directory that every replica mounts."""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from monolith.errors import BadRequest, StorageFull
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Readers on any replica see the whole file or none: a temporary name, fsync, rename, fsync the dir."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    with partial.open("wb") as out:
+        out.write(content)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.rename(path)
+    _fsync_dir(path.parent)
+
+
+def copy_lines_atomically(
+    source: BinaryIO, path: Path, check: Callable[[int, bytes], None], max_lines: int, max_line_bytes: int
+) -> tuple[int, int]:
+    """Copies an upload line by line into `path` (written as `write_atomically` does), calling `check(n, line)`
+    on each line first; (bytes, lines). A line is read with a bound, so a file with no newline costs no more
+    memory than one long line. A full disk raises StorageFull; a failed check, its BadRequest; either way
+    nothing is left behind."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    size = lines = 0
+    try:
+        with partial.open("wb") as out:
+            while line := source.readline(max_line_bytes + 1):
+                lines += 1
+                if lines > max_lines:
+                    raise BadRequest(f"the file has more than {max_lines} lines (batch.max_file_lines)", param="file")
+                check(lines, line)
+                out.write(line if line.endswith(b"\n") else line + b"\n")
+                size += len(line)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.rename(path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("the server's file storage is full; try again later") from None
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+    return size, lines
+
+
+def _fsync_dir(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
