@@ -206,7 +206,7 @@ def start_work(services: Services, database: Database) -> tuple[JobRunner, Batch
     files = FileStore(database, settings.in_data_dir(settings.batch.files_dir))
     jobs = JobRunner(JobStore(database, replica, cfg.lease_s, cfg.max_runs), services)
     batches = BatchRunner(BatchStore(database, files, replica, cfg.lease_s, cfg.max_runs), services, jobs.slots, cfg)
-    jobs.expire_files = lambda: files.expire(int(time.time() - settings.batch.file_ttl_s))
+    jobs.expire_files = lambda: files.expire_files(int(time.time() - settings.batch.file_ttl_s))
     jobs.start()
     batches.start()
     return jobs, batches

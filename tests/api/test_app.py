@@ -64,3 +64,11 @@ async def test_cors_allows_the_configured_frontend(settings: Settings) -> None:
         other = await client.get("/health/live", headers={"origin": "http://evil.example"})
     assert preflight.headers["access-control-allow-origin"] == "http://localhost:5173"
     assert "access-control-allow-origin" not in other.headers
+
+
+async def test_a_body_over_the_configured_limit_is_a_413(settings: Settings) -> None:
+    """server.max_body_bytes is the app's body limit (not Litestar's 10 MB default)."""
+    small = settings.model_copy(update={"server": settings.server.model_copy(update={"max_body_bytes": 2048})})
+    async with AsyncTestClient(app=create_app(small, loader=ready_with(None))) as client:
+        response = await client.post("/rag", json={"query": "x" * 4096})
+    assert response.status_code == 413 and response.json()["error"]["type"] == "request_too_large"

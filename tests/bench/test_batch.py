@@ -10,7 +10,7 @@ import pytest
 
 from monolith.bench.batch import SYSTEMS, command, output_tokens, rates, write_requests
 from monolith.bench.peers import ROOT, service_env, vllm_env
-from monolith.bench.run import batch_markdown
+from monolith.bench.report import batch_markdown
 from monolith.config import Settings
 from monolith.jobs.lines import parse_line
 from tests.conftest import CPU_CONFIG

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from monolith.bench.load import Sample, closed_loop, open_loop, percentile, summarize
-from monolith.bench.run import Profile, completion_body, interleaved, markdown, ratios
+from monolith.bench.report import markdown, ratios
+from monolith.bench.run import Profile, completion_body, interleaved
 from monolith.config import Settings
 from tests.conftest import free_port
 from tests.scripted import ScriptedEngine, ThreadedServer

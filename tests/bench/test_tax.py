@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from monolith.bench.run import tax_markdown
+from monolith.bench.report import tax_markdown
 from monolith.bench.tax import measure
 from tests.conftest import ServerProcess
 

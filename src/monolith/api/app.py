@@ -36,4 +36,10 @@ def create_app(settings: Settings, loader: Loader = load_all) -> Litestar:
             loading.cancel()
             await runtime.close()
 
-    return Litestar(lifespan=[lifespan], plugins=[MonolithPlugin(runtime, keys)])
+    # The body limit is the constructor's: Litestar 2 reads it from its argument, not from what a plugin's
+    # on_app_init sets (a limit set there is silently the 10 MB default).
+    return Litestar(
+        lifespan=[lifespan],
+        plugins=[MonolithPlugin(runtime, keys)],
+        request_max_body_size=settings.server.max_body_bytes,
+    )

@@ -25,8 +25,8 @@ def provide_settings(request: Request) -> Settings:
 
 
 def provide_owner(request: Request) -> str:
-    """The caller's key id (set by the authentication middleware): what it makes is its own."""
-    return request.user
+    """The caller's key id (set by the API-key guard, api.auth): what it makes is its own."""
+    return request.state.owner
 
 
 def provide_services(request: Request) -> Services:

@@ -62,7 +62,6 @@ class MonolithPlugin(InitPluginProtocol):
         app_config.middleware.insert(0, metrics_middleware)
         if settings.server.cors_origins:
             app_config.cors_config = CORSConfig(allow_origins=settings.server.cors_origins)
-        app_config.request_max_body_size = settings.server.max_body_bytes
         app_config.openapi_config = OpenAPIConfig(
             title="monolith",
             version=__version__,

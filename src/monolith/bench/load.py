@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+from httpx_sse import aconnect_sse
 
 Body = Callable[[int], dict]
 
@@ -35,17 +36,18 @@ async def one(client: httpx.AsyncClient, path: str, body: dict) -> Sample:
     tokens = 0
     retrieval = None
     try:
-        async with client.stream("POST", path, json=body) as response:
+        async with aconnect_sse(client, "POST", path, json=body) as events:
+            response = events.response
             if response.status_code != 200:
                 detail = (await response.aread()).decode(errors="replace")[:300]
                 return Sample(response.status_code, None, time.perf_counter() - started, 0, error=detail)
-            async for line in response.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
+            async for event in events.aiter_sse():
+                if event.data == "[DONE]":
                     continue
-                frame = json.loads(line[6:])
+                frame = json.loads(event.data)
                 if frame.get("error") or frame.get("type") == "error":
                     # A stream that fails after its 200 header reports the failure in a frame.
-                    return Sample(599, ttft, time.perf_counter() - started, tokens, error=line[6:306])
+                    return Sample(599, ttft, time.perf_counter() - started, tokens, error=event.data[:300])
                 if ttft is None and _has_text(frame):
                     ttft = time.perf_counter() - started
                 if frame.get("usage"):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import aconnect_sse
 
 from monolith.config import load_settings
 from monolith.engine import Delta, EngineStats, Sampling
@@ -62,13 +63,13 @@ class HttpEngine:
         produced = 0
         try:
             # Leaving this block early closes the connection, which aborts the request in vLLM.
-            async with self._client.stream("POST", "/v1/completions", json=body) as response:
-                if response.status_code != 200:
-                    raise DependencyDown(f"the LLM service answered {response.status_code}")
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
+            async with aconnect_sse(self._client, "POST", "/v1/completions", json=body) as events:
+                if events.response.status_code != 200:
+                    raise DependencyDown(f"the LLM service answered {events.response.status_code}")
+                async for event in events.aiter_sse():
+                    if event.data == "[DONE]":
                         continue
-                    chunk = json.loads(line[6:])
+                    chunk = json.loads(event.data)
                     if chunk.get("usage") and not chunk.get("choices"):
                         continue
                     choice = chunk["choices"][0]

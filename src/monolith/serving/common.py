@@ -13,6 +13,7 @@ from monolith.engine import Sampling
 from monolith.errors import BadRequest, NotFound
 from monolith.generation import Generator
 from monolith.protocol.chat import ChatCompletionRequest
+from monolith.protocol.common import Usage
 from monolith.protocol.completions import CompletionRequest
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.pipeline import RagOptions, Retrieval
@@ -203,12 +204,8 @@ def answer_sampling(opts: RagOptions) -> Sampling:
     )
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
 
 
 def finish(reason: str | None) -> str | None:

@@ -11,7 +11,6 @@ import msgspec
 
 from monolith.errors import BadRequest
 from monolith.generation import Generator, check_max_tokens
-from monolith.protocol.common import Usage
 from monolith.protocol.rag import RagRequest, RagResponse, SourceOut
 from monolith.retrieval.pipeline import RagOptions, Source
 from monolith.serving.common import DONE, Services, answer_sampling, check_query, frame, rag_options, usage
@@ -111,7 +110,7 @@ async def run_rag(services: Services, plan: RagPlan, request_id: str) -> RagResp
     return RagResponse(
         answer=done.text,
         sources=sources_out(prepared),
-        usage=Usage(done.prompt_tokens, done.completion_tokens, done.prompt_tokens + done.completion_tokens),
+        usage=usage(done.prompt_tokens, done.completion_tokens),
         request_id=request_id,
         queries=prepared.queries,
         author_filter=prepared.author,

@@ -26,7 +26,8 @@ from monolith.serving.common import Services, model_names
 from monolith.serving.completions import completion_chunks, plan_completion, prompt_count, run_completion
 from monolith.serving.embeddings import plan_embeddings, run_embeddings
 from monolith.serving.rag import plan_rag, prepare_rag, rag_events, run_rag
-from monolith.serving.responses import plan_response, response_events, run_response
+from monolith.serving.responses import plan_response, run_response
+from monolith.serving.responses_events import response_events
 
 Plan = Callable[[Services, Any, str], Awaitable[Any]]
 Run = Callable[[Services, Any, str, "list[Ticket] | None"], Awaitable[Any]]

@@ -4,11 +4,9 @@ Nothing is stored: a request carries its whole conversation in `input`."""
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +60,9 @@ def refuse_unsupported(data: ResponsesRequest) -> None:
     if data.store:
         raise BadRequest("responses are not stored; store must be false", param="store")
     if data.background:
-        raise BadRequest("background responses are not supported; use /v1/async/chat/completions", param="background")
+        raise BadRequest(
+            "background responses are not supported; use /v1/async/responses (202 and a job id)", param="background"
+        )
     if data.reasoning is not None and (not isinstance(data.reasoning, dict) or any(data.reasoning.values())):
         raise BadRequest("the served model does not reason; reasoning is not supported", param="reasoning")
     if data.include:
@@ -262,86 +262,3 @@ async def run_response(services: Services, plan: ResponsePlan) -> dict[str, Any]
     output = output_items(plan, done.text, done.finish_reason)
     usage = response_usage(len(plan.chat.prompt_ids), done.completion_tokens)
     return response_object(plan, status_of(done.finish_reason), output, usage)
-
-
-# --- streamed events ------------------------------------------------------------------------------
-
-
-class Events:
-    """Responses' SSE events, numbered in order (`sequence_number`), each with its type as the SSE event."""
-
-    def __init__(self) -> None:
-        self._sequence = itertools.count()
-
-    def __call__(self, kind: str, **fields: Any) -> bytes:
-        payload = msgspec.json.encode({"type": kind, "sequence_number": next(self._sequence), **fields})
-        return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
-
-    def message_opened(self, index: int, item: dict[str, Any]) -> Iterator[bytes]:
-        yield self("response.output_item.added", output_index=index, item={**item, "content": []})
-        yield self(
-            "response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=output_text("")
-        )
-
-    def text_delta(self, index: int, item: dict[str, Any], text: str) -> bytes:
-        return self(
-            "response.output_text.delta",
-            item_id=item["id"],
-            output_index=index,
-            content_index=0,
-            delta=text,
-            logprobs=[],
-        )
-
-    def message_closed(self, index: int, item: dict[str, Any]) -> Iterator[bytes]:
-        part = item["content"][0]
-        where = {"item_id": item["id"], "output_index": index, "content_index": 0}
-        yield self("response.output_text.done", **where, text=part["text"], logprobs=[])
-        yield self("response.content_part.done", **where, part=part)
-        yield self("response.output_item.done", output_index=index, item=item)
-
-    def whole_item(self, index: int, item: dict[str, Any]) -> Iterator[bytes]:
-        """An item known only once the answer ends (a tool-mode answer): its events in one go."""
-        if item["type"] == "message":
-            yield from self.message_opened(index, item)
-            yield self.text_delta(index, item, item["content"][0]["text"])
-            yield from self.message_closed(index, item)
-            return
-        where = {"item_id": item["id"], "output_index": index}
-        yield self(
-            "response.output_item.added", output_index=index, item={**item, "arguments": "", "status": "in_progress"}
-        )
-        yield self("response.function_call_arguments.delta", **where, delta=item["arguments"])
-        yield self("response.function_call_arguments.done", **where, name=item["name"], arguments=item["arguments"])
-        yield self("response.output_item.done", output_index=index, item=item)
-
-
-async def response_events(services: Services, plan: ResponsePlan) -> AsyncIterator[bytes]:
-    """created, in_progress, the output items' events, then completed (or incomplete at max_output_tokens).
-    Plain text streams as it is made; a tool-mode answer is held until whole (a call is only known then)."""
-    event, chat = Events(), plan.chat
-    yield event("response.created", response=response_object(plan, "in_progress", []))
-    yield event("response.in_progress", response=response_object(plan, "in_progress", []))
-    streaming = message_item("", "in_progress") if chat.tools is None else None
-    if streaming is not None:
-        for opened in event.message_opened(0, streaming):
-            yield opened
-    texts: list[str] = []
-    tokens, reason = 0, None
-    async for delta in services.generator.stream(chat.prompt_ids, chat.sampling, plan.id):
-        texts.append(delta.text)
-        tokens, reason = delta.completion_tokens, delta.finish_reason or reason
-        if streaming is not None and delta.text:
-            yield event.text_delta(0, streaming, delta.text)
-    status, text = status_of(reason), "".join(texts)
-    if streaming is not None:
-        output = [{**streaming, "status": status, "content": [output_text(text)]}]
-        for closed in event.message_closed(0, output[0]):
-            yield closed
-    else:
-        output = output_items(plan, text, reason)
-        for index, item in enumerate(output):
-            for sent in event.whole_item(index, item):
-                yield sent
-    final = response_object(plan, status, output, response_usage(len(chat.prompt_ids), tokens))
-    yield event("response.completed" if status == "completed" else "response.incomplete", response=final)
