@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from monolith.bench.load import Sample, closed_loop, open_loop, percentile, summarize
+from monolith.bench.mixed import Traffic
 from monolith.bench.report import markdown, ratios
 from monolith.bench.run import Profile, completion_body, interleaved
 from monolith.config import Settings
@@ -51,7 +52,9 @@ def test_percentiles_and_ratios() -> None:
         "machine": "test",
         "model": "m",
         "max_tokens": 10,
-        "profile": vars(Profile((1,), 1, 1, 10, 1.0, 1, (1,), 1, 10, 0, 0, 0, 0, 0, (1,), 1, 10)),
+        "profile": vars(
+            Profile((1,), 1, 1, 10, 1.0, 1, (1,), 1, 10, 0, 0, 0, 0, 0, (1,), 1, 10, Traffic(1, 1, 1, 1, 1, 1, 1), 1)
+        ),
         "rows": [r | {"route": "/v1/completions", "concurrency": 1} for r in rows],
         "ratios": [ratio],
         "batch": None,

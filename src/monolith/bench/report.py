@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monolith.bench import structured
+from monolith.bench import mixed, structured
 
 PEERS = {"monolith": "vllm", "monolith /rag": "split /rag"}
 
@@ -58,7 +58,8 @@ def markdown(result: dict) -> str:
         for r in result["ratios"]
     ]
     parts = batch_markdown(result.get("batch")) + tax_markdown(result.get("rag_tax"))
-    return "\n".join(lines + parts + structured.markdown(result.get("structured"))) + "\n"
+    parts += structured.markdown(result.get("structured")) + mixed.markdown(result.get("mixed"))
+    return "\n".join(lines + parts) + "\n"
 
 
 def tax_markdown(tax: dict | None) -> list[str]:

@@ -7,6 +7,8 @@
 3. `monolith batch` against `vllm run-batch` on the same JSONL (`batch.py`).
 4. The RAG tax: /rag against a plain completion of its own final prompt (`tax.py`).
 5. Structured output and tool calls against plain chat, monolith and `vllm serve` side by side (`structured.py`).
+6. Mixed load: real-time streams while a background backlog (async jobs and an HTTP batch; to `vllm serve` the
+   same as concurrent requests) shares the engine, against each system's own floor (`mixed.py`).
 All servers load together and are measured in turns, one at a time, step by step (see `interleaved`).
 Writes bench.json, bench.md, throughput.png, latency.png and rag.png under bench/results/.
 """
@@ -24,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monolith.bench import structured, tax
+from monolith.bench import mixed, structured, tax
 from monolith.bench.batch import compare as batch_compare
 from monolith.bench.load import closed_loop, open_loop, summarize
+from monolith.bench.mixed import Traffic
 from monolith.bench.peers import ROOT, Server, start_monolith, start_split, start_vllm
 from monolith.bench.report import markdown, plots, ratios
 from monolith.config import Settings, load_settings
@@ -62,14 +65,39 @@ class Profile:
     structured_concurrency: tuple[int, ...]  # part 5: a level sends max(this minimum, 2 x concurrency) requests
     structured_min_requests: int
     structured_max_tokens: int
+    mixed: Traffic  # part 6
+    mixed_rounds: int
 
 
 # Sized for a 2-core CPU box: full fits `make bench` in ~16 minutes, quick in ~3 (no batch part).
 PROFILES = {
-    "quick": Profile((1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0, 2, 16, (1, 8), 2, 32),
-    "full": Profile((1, 2, 4, 8, 16), 3, 8, 64, 1.0, 40, (1, 2, 4, 8), 6, 64, 96, 32, 16, 6, 32, (1, 8), 4, 64),
+    "quick": Profile(
+        (1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0, 2, 16, (1, 8), 2, 32, Traffic(1.0, 10, 8, 8, 64, 8, 32), 1
+    ),
+    "full": Profile(
+        (1, 2, 4, 8, 16),
+        3,
+        8,
+        64,
+        1.0,
+        40,
+        (1, 2, 4, 8),
+        6,
+        64,
+        96,
+        32,
+        16,
+        6,
+        32,
+        (1, 8),
+        4,
+        64,
+        # The issue's traffic: ten 8-token real-time chats against 24 async jobs of 128 and a 24-line batch of 64.
+        Traffic(1.0, 10, 8, 24, 128, 24, 64),
+        2,
+    ),
 }
-PARTS = ("completions", "rag", "batch", "rag_tax", "structured")
+PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed")
 # Part 4's modes: the server's defaults, and the helper steps (self-query by the LLM's choice where needed,
 # expansion) all on.
 TAX_MODES = {"defaults": {}, "expand + self_query": {"expand": True, "self_query": True}}
@@ -178,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     structured_rows: list[dict] = []
     load_s: dict[str, float] = {}
-    if parts & {"completions", "rag", "structured"}:
-        rows, structured_rows, load_s = measure_servers(args.config, settings, model_dir, work, profile, parts)
+    mixed_load = None
+    if parts & {"completions", "rag", "structured", "mixed"}:
+        rows, structured_rows, mixed_load, load_s = measure_servers(
+            args.config, settings, model_dir, work, profile, parts
+        )
     tax = measure_tax(args.config, settings, model_dir, work, profile) if "rag_tax" in parts else None
     batch = None
     if "batch" in parts and profile.batch_lines:
@@ -203,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         if structured_rows
         else None,
+        "mixed": mixed_load,
         "wall_s": round(time.monotonic() - started, 1),
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
@@ -227,13 +259,14 @@ def measure_tax(config: Path, settings: Settings, model_dir: Path, work: Path, p
 
 def measure_servers(
     config: Path, settings: Settings, model_dir: Path, work: Path, profile: Profile, parts: set[str]
-) -> tuple[list[dict], list[dict], dict[str, float]]:
+) -> tuple[list[dict], list[dict], dict | None, dict[str, float]]:
     """All servers load at once (an idle one costs ~1% of a core, measured) and are measured in turns."""
     name = settings.engine.served_model_name
     servers: dict[str, Server] = {}
     load_s: dict[str, float] = {}
     rows: list[dict] = []
     structured_rows: list[dict] = []
+    mixed_load = None
     try:
         servers["vllm"] = start_vllm(settings, model_dir, work)
         servers["monolith"] = start_monolith(config, settings, model_dir, work)
@@ -259,12 +292,15 @@ def measure_servers(
             rows += interleaved(pair, rag_steps(profile))
         if "structured" in parts:
             structured_rows = measure_structured(servers, name, profile)
+        if "mixed" in parts:
+            urls = {key: servers[key].base_url for key in ("monolith", "vllm")}
+            mixed_load = mixed.run_rounds(urls, name, profile.mixed, profile.mixed_rounds)
     finally:
         for server in servers.values():
             server.stop()
     order = ["vllm", "monolith", "split /rag", "monolith /rag"]
     rows.sort(key=lambda r: order.index(r["system"]))  # stable: levels stay in order within a system
-    return rows, structured_rows, load_s
+    return rows, structured_rows, mixed_load, load_s
 
 
 def measure_structured(servers: dict[str, Server], name: str, profile: Profile) -> list[dict]:

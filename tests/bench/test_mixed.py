@@ -1,0 +1,62 @@
+"""Part 6's measurement (mixed load), against the app on loopback with a scripted engine of two slots: the
+backlog as concurrent requests holds the slots, so real-time first tokens wait, and the figures say so."""
+
+from __future__ import annotations
+
+import asyncio
+
+from monolith.bench.mixed import Run, Streamed, Traffic, markdown, measure, ratios, summarize
+from monolith.config import Settings
+from tests.conftest import free_port
+from tests.scripted import ScriptedEngine, ThreadedServer
+
+TRAFFIC = Traffic(
+    realtime_rate=20.0,
+    realtime_requests=4,
+    realtime_max_tokens=3,
+    jobs=2,
+    job_max_tokens=30,
+    batch_lines=1,
+    batch_max_tokens=20,
+    head_start_s=0.1,
+)
+
+
+def test_a_backlog_on_a_first_come_engine_delays_real_time_and_its_tokens_are_counted(settings: Settings) -> None:
+    engine = ScriptedEngine(capacity=2, gap_s=0.02)
+    with ThreadedServer(settings, engine, free_port()) as server:
+        floor = asyncio.run(measure("peer", server.base_url, "twin", TRAFFIC, background=False))
+        mixed = asyncio.run(measure("peer", server.base_url, "twin", TRAFFIC, background=True))
+    assert [s.status for s in floor.samples + mixed.samples] == [200] * 8
+    assert all(len(s.gaps_s) == 2 for s in floor.samples), "three tokens: a first, then two gaps"
+    assert mixed.background_tokens == 2 * 30 + 20 and mixed.background_failures == 0
+    # Two slots, both held by 30-token answers for ~0.6 s: a real-time request waits for one to finish.
+    assert max(s.ttft_s or 0 for s in mixed.samples) > 4 * max(s.ttft_s or 0 for s in floor.samples)
+    assert mixed.drain_s >= 0.6
+
+
+def test_rounds_are_pooled_and_each_system_is_compared_with_its_floor_and_the_peer() -> None:
+    def run(system: str, background: bool, ttft: float, gap: float, tokens: int = 0, drain: float = 0.0) -> Run:
+        return Run(system, background, [Streamed(200, ttft, [gap, gap], 1.0, 3)], tokens, 0, drain)
+
+    runs = [
+        run("monolith", False, 0.1, 0.05),
+        run("vllm", False, 0.1, 0.05),
+        run("monolith", True, 0.2, 0.1, tokens=100, drain=10.0),
+        run("vllm", True, 0.4, 0.1, tokens=100, drain=5.0),
+        run("vllm", True, 0.4, 0.1, tokens=100, drain=5.0),
+        run("monolith", True, 0.2, 0.1, tokens=100, drain=10.0),
+    ]
+    rows = summarize(runs)
+    monolith = next(r for r in rows if r["system"] == "monolith" and r["background"])
+    assert monolith["rounds"] == 2 and monolith["background_tok_s"] == 10.0 and monolith["drain_s"] == 10.0
+    compared = {r["system"]: r for r in ratios(rows)}
+    assert compared["monolith"] == {
+        "system": "monolith",
+        "ttft_p99_vs_floor": 2.0,
+        "itl_p99_vs_floor": 2.0,
+        "ttft_p99_vs_vllm": 0.5,
+        "goodput_vs_vllm": 0.5,
+    }
+    table = "\n".join(markdown({"traffic": TRAFFIC.__dict__, "rows": rows, "ratios": ratios(rows)}))
+    assert "| monolith | no (floor) |" in table and "| monolith | 2.0 | 2.0 | 0.5 | 0.5 |" in table
