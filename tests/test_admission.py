@@ -161,3 +161,32 @@ def test_retry_after_is_the_time_to_drain_the_wait_at_the_recent_rate() -> None:
     assert admission.retry_after() == 60
     for ticket in held:
         ticket.release()
+
+
+async def test_each_lane_is_counted_apart_and_the_queue_depth_is_the_real_time_wait() -> None:
+    from monolith.admission import ASYNC, LANE
+    from monolith.metrics import LANE_RUNNING, LANE_WAITING
+
+    def lanes() -> tuple[float, float, float, float]:
+        return (
+            LANE_WAITING.labels(ASYNC)._value.get(),
+            LANE_RUNNING.labels(ASYNC)._value.get(),
+            LANE_WAITING.labels(REALTIME)._value.get(),
+            QUEUE_DEPTH._value.get(),
+        )
+
+    background = ScriptedStream(tokens=3, gap_s=0.05, first_token_s=0.2)
+    realtime = ScriptedStream(tokens=1, gap_s=0.0, first_token_s=0.1)
+
+    async def consume(stream: ScriptedStream, lane: str) -> None:
+        LANE.set(lane)
+        async for _ in tracked(stream.run(), 10):
+            pass
+
+    tasks = [asyncio.create_task(consume(background, ASYNC)), asyncio.create_task(consume(realtime, REALTIME))]
+    await asyncio.sleep(0.05)
+    assert lanes() == (1, 0, 1, 1), "an async job waiting does not count in the autoscaling signal"
+    await asyncio.sleep(0.2)
+    assert lanes() == (0, 1, 0, 0)
+    await asyncio.gather(*tasks)
+    assert lanes() == (0, 0, 0, 0)

@@ -1,10 +1,12 @@
-"""Admission control and queue-depth accounting: who may wait for the engine, and for how long.
+"""Admission control, lanes and queue-depth accounting: who may wait for the engine, for how long, and in what
+order.
 
-A request holds a `Ticket` from the moment it is admitted until it finishes. While none of its
-generations is producing tokens it counts in `monolith_queue_depth` (the app's own wait before
-the engine, plus the engine's waiting queue); while one is, in `monolith_requests_running`.
-Real-time requests past `admission.max_waiting` are refused at once with 429 and a Retry-After
-derived from how fast requests have been finishing.
+A request holds a `Ticket` from the moment it is admitted until it finishes. While none of its generations is
+producing tokens it counts as waiting (the app's own wait before the engine, plus the engine's waiting queue);
+while one is, as running; both by lane (`monolith_lane_waiting`, `monolith_lane_running`), and a real-time
+request's wait in `monolith_queue_depth`, the autoscaling signal. Real-time requests past
+`admission.max_waiting` are refused at once with 429 and a Retry-After derived from how fast requests have been
+finishing. Under the engine's priority policy each lane is a band of priorities (`engine_priority`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,29 @@ from dataclasses import dataclass
 
 from monolith.engine import Delta
 from monolith.errors import DeadlineExceeded, Overloaded
-from monolith.metrics import GENERATED_TOKENS, PROMPT_TOKENS, QUEUE_DEPTH, REQUESTS_RUNNING, TIME_TO_FIRST_TOKEN
+from monolith.metrics import (
+    GENERATED_TOKENS,
+    LANE_RUNNING,
+    LANE_WAITING,
+    PROMPT_TOKENS,
+    QUEUE_DEPTH,
+    REQUESTS_RUNNING,
+    TIME_TO_FIRST_TOKEN,
+)
+from monolith.protocol.common import MAX_CLIENT_PRIORITY
 
-REALTIME = "realtime"
+REALTIME, ASYNC, BATCH = "realtime", "async", "batch"
+LANES = (REALTIME, ASYNC, BATCH)  # first served first
 # Which kind of work a generation serves; async jobs and batches set it so real-time goes first.
 LANE: ContextVar[str] = ContextVar("lane", default=REALTIME)
+
+
+def engine_priority(lane: str, own: int = 0) -> int:
+    """vLLM's priority (lower first): the lane's band, then the request's own priority (0..MAX_CLIENT_PRIORITY)
+    inside it, so that no request of a later lane goes before one of an earlier lane, whatever it asks."""
+    return LANES.index(lane) * (MAX_CLIENT_PRIORITY + 1) + min(max(own, 0), MAX_CLIENT_PRIORITY)
+
+
 DRAIN_WINDOW_S = 60.0  # finishes older than this no longer count towards the drain rate
 
 
@@ -87,8 +107,7 @@ class Admission:
                 f"(the limit is {self.max_waiting}); retry later",
                 retry_after=self.retry_after(),
             )
-        self.waiting[lane] += count
-        QUEUE_DEPTH.inc(count)
+        self._waits(lane, count)
         deadline = time.monotonic() + timeout_s
         return [Ticket(self, lane, deadline) for _ in range(count)]
 
@@ -109,33 +128,38 @@ class Admission:
             return self.max_retry_after_s
         return max(1, min(self.max_retry_after_s, math.ceil(self.waiting[REALTIME] / rate)))
 
+    def _waits(self, lane: str, change: int) -> None:
+        self.waiting[lane] += change
+        LANE_WAITING.labels(lane).inc(change)
+        if lane == REALTIME:
+            QUEUE_DEPTH.inc(change)
+
+    def _runs(self, lane: str, change: int) -> None:
+        self.running[lane] += change
+        LANE_RUNNING.labels(lane).inc(change)
+        REQUESTS_RUNNING.inc(change)
+
     def _started(self, slot: _Slot) -> None:
         slot.generating += 1
         if slot.generating == 1 and not slot.released:
-            self.waiting[slot.lane] -= 1
-            self.running[slot.lane] += 1
-            QUEUE_DEPTH.dec()
-            REQUESTS_RUNNING.inc()
+            self._waits(slot.lane, -1)
+            self._runs(slot.lane, 1)
 
     def _stopped(self, slot: _Slot) -> None:
         slot.generating -= 1
         if slot.generating == 0 and not slot.released:
             # A RAG request between its helper generations and its answer waits again.
-            self.running[slot.lane] -= 1
-            self.waiting[slot.lane] += 1
-            REQUESTS_RUNNING.dec()
-            QUEUE_DEPTH.inc()
+            self._runs(slot.lane, -1)
+            self._waits(slot.lane, 1)
 
     def _release(self, slot: _Slot) -> None:
         if slot.released:
             return
         slot.released = True
         if slot.generating:
-            self.running[slot.lane] -= 1
-            REQUESTS_RUNNING.dec()
+            self._runs(slot.lane, -1)
         else:
-            self.waiting[slot.lane] -= 1
-            QUEUE_DEPTH.dec()
+            self._waits(slot.lane, -1)
         if slot.lane == REALTIME:
             self._finished.append(time.monotonic())
 
@@ -177,7 +201,7 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
                 if not started:
                     started = True
                     ADMISSION._started(ticket._slot)
-                    TIME_TO_FIRST_TOKEN.observe(time.monotonic() - submitted)
+                    TIME_TO_FIRST_TOKEN.labels(ticket.lane).observe(time.monotonic() - submitted)
                     PROMPT_TOKENS.inc(delta.prompt_tokens)
                 GENERATED_TOKENS.inc(delta.completion_tokens - produced.get(delta.index, 0))
                 produced[delta.index] = delta.completion_tokens

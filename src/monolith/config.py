@@ -240,6 +240,13 @@ class JobsSettings(Section):
         return self
 
 
+class SchedulingSettings(Section):
+    # The engine's scheduler. "priority" (vLLM's priority policy): among requests waiting for the engine, real-time
+    # goes before async jobs, which go before batch lines, and a request's own `priority` orders it within its lane.
+    # "fcfs": arrival order (vLLM's default, and this server's before 0.2); a request's own priority is then a 400.
+    policy: Literal["priority", "fcfs"] = "priority"
+
+
 class BatchSettings(Section):
     # Requests handed to the engine at once by `monolith batch` (memory bound: one prompt each).
     max_in_flight: int = Field(64, ge=1)
@@ -270,6 +277,7 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = QdrantSettings()
     ingest: IngestSettings = IngestSettings()
     rag: RagSettings = RagSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
     jobs: JobsSettings = JobsSettings()
     batch: BatchSettings = BatchSettings()
 

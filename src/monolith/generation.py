@@ -7,10 +7,10 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from monolith.admission import tracked
+from monolith.admission import LANE, engine_priority, tracked
 from monolith.config import Settings
 from monolith.engine import CallReader, Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
@@ -120,11 +120,19 @@ class Generator:
     ) -> AsyncIterator[Delta]:
         # The request's ticket carries its deadline; a generation outside a request gets this one.
         timeout = timeout_s or self.settings.server.request_timeout_s
+        if self.settings.scheduling.policy == "priority":
+            sampling = replace(sampling, priority=engine_priority(LANE.get(), sampling.priority))
         return tracked(self.engine.stream(prompt_ids, sampling, request_id), timeout)
 
     def check_sampling(self, sampling: Sampling, param: str) -> None:
         """The engine's own checks (values, a structured-output grammar), before anything is queued."""
+        self.check_priority(sampling.priority)
         self.engine.check(sampling, param)
+
+    def check_priority(self, priority: int) -> None:
+        """A request's own priority means something only under the priority policy (vLLM refuses it otherwise)."""
+        if priority and self.settings.scheduling.policy != "priority":
+            raise BadRequest("priority needs the engine's priority scheduling (scheduling.policy)", param="priority")
 
     async def complete_all(
         self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None

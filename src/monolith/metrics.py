@@ -26,7 +26,8 @@ REQUEST_LATENCY = Histogram(
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "monolith_time_to_first_token_seconds",
-    "Time from submitting a generation to the engine until its first token.",
+    "Time from submitting a generation to the engine until its first token, by lane (realtime, async, batch).",
+    ["lane"],
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
@@ -34,10 +35,14 @@ GENERATED_TOKENS = Counter("monolith_generated_tokens", "Completion tokens produ
 PROMPT_TOKENS = Counter("monolith_prompt_tokens", "Prompt tokens submitted to the engine.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge(
     "monolith_queue_depth",
-    "Generations admitted but not yet producing tokens (the HPA scales on this).",
+    "Real-time requests admitted and not yet producing tokens (the HPA scales on this).",
     registry=REGISTRY,
 )
-REQUESTS_RUNNING = Gauge("monolith_requests_running", "Generations producing tokens.", registry=REGISTRY)
+REQUESTS_RUNNING = Gauge("monolith_requests_running", "Requests of every lane producing tokens.", registry=REGISTRY)
+LANE_WAITING = Gauge(
+    "monolith_lane_waiting", "Requests admitted and not yet producing tokens, by lane.", ["lane"], registry=REGISTRY
+)
+LANE_RUNNING = Gauge("monolith_lane_running", "Requests producing tokens, by lane.", ["lane"], registry=REGISTRY)
 RAG_STEP = Histogram(
     "monolith_rag_step_seconds", "Duration of each RAG step.", ["step"], buckets=_LATENCY_BUCKETS, registry=REGISTRY
 )

@@ -273,7 +273,10 @@ def measure_servers(
         load_s["vllm"] = round(servers["vllm"].wait_ready("/v1/models"), 1)
         if "rag" in parts:
             servers["split"] = start_split(config, model_dir, work, servers["vllm"].base_url)
-        for key in ("monolith", "split"):
+        if "mixed" in parts:  # the monolith as it was before priority scheduling, beside the one as it is
+            fcfs = {"MONOLITH_SCHEDULING__POLICY": "fcfs"}
+            servers["monolith fcfs"] = start_monolith(config, settings, model_dir, work / "fcfs", fcfs)
+        for key in ("monolith", "split", "monolith fcfs"):
             if key in servers:
                 load_s[key] = round(servers[key].wait_ready("/health/ready"), 1)
         if "completions" in parts:
@@ -293,7 +296,7 @@ def measure_servers(
         if "structured" in parts:
             structured_rows = measure_structured(servers, name, profile)
         if "mixed" in parts:
-            urls = {key: servers[key].base_url for key in ("monolith", "vllm")}
+            urls = {key: servers[key].base_url for key in ("monolith", "monolith fcfs", "vllm")}
             mixed_load = mixed.run_rounds(urls, name, profile.mixed, profile.mixed_rounds)
     finally:
         for server in servers.values():

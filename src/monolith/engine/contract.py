@@ -31,6 +31,9 @@ class Sampling:
     logit_bias: dict[int, float] | None = None
     logprobs: int | None = None  # top alternatives per generated token (0: the chosen token's only)
     prompt_logprobs: int | None = None  # the same for each prompt token (echo with logprobs)
+    # The engine's scheduling priority (lower first), under engine policy "priority"; the Generator puts the
+    # request's lane into it (admission.engine_priority).
+    priority: int = 0
 
 
 @dataclass(frozen=True)

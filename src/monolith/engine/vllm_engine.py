@@ -52,6 +52,7 @@ class VllmEngine:
             seed=cfg.seed,
             enable_log_requests=False,
             structured_outputs_config=structured_outputs_config(cfg.compact_json),
+            scheduling_policy=settings.scheduling.policy,
         )
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[stats_logger_factory(self.stats)])
         self.tokenizer: Tokenizer = self._llm.get_tokenizer()
@@ -137,7 +138,8 @@ class VllmEngine:
         first = True
         try:
             # aclosing: when our caller leaves early, vLLM's generator sees GeneratorExit and aborts.
-            outputs = self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id)
+            prompt = TokensPrompt(prompt_token_ids=prompt_ids)
+            outputs = self._llm.generate(prompt, params, request_id, priority=sampling.priority)
             async with aclosing(outputs):
                 async for out in outputs:
                     prompt_logprobs = None

@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from monolith.admission import LANE
+from monolith.admission import BATCH, LANE
 from monolith.errors import BadRequest, InternalError, MonolithError
 from monolith.jobs.lines import RequestLine, answer, done_custom_ids, output_line, parse_line, read_lines
 from monolith.protocol.errors import error_response
@@ -62,7 +62,7 @@ async def run_batch(
     holds (real-time traffic first); `on_line(ok)`: called as each line is written; `total`: the input's
     line count when the caller has it already.
     """
-    LANE.set("batch")
+    LANE.set(BATCH)
     report = BatchReport()
     done = done_custom_ids(output_path)
     if total is None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from monolith.admission import ADMISSION, LANE, TICKET, realtime_waiting
+from monolith.admission import ADMISSION, ASYNC, LANE, TICKET, realtime_waiting
 from monolith.errors import InternalError, MonolithError
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
@@ -112,9 +112,9 @@ class JobRunner:
             ASYNC_RUNNING.set(len(self.running))
 
     async def _run(self, job: Job) -> None:
-        LANE.set("async")
+        LANE.set(ASYNC)
         # One ticket per job: a RAG job's helper generations and its answer count as one request.
-        ticket = ADMISSION.admit(self.services.settings.server.request_timeout_s, lane="async")
+        ticket = ADMISSION.admit(self.services.settings.server.request_timeout_s, lane=ASYNC)
         TICKET.set(ticket)
         try:
             try:

@@ -39,6 +39,17 @@ LogitBias = Annotated[dict[Annotated[str, Meta(max_length=16)], Bias], Meta(max_
 # vLLM's default --max-logprobs.
 TopLogprobs = Annotated[int, Meta(ge=0, le=20)]
 Schema = Annotated[dict[str, Any], Meta(max_length=1000)]
+# A request's own priority, vLLM's field (lower first): it orders a request inside its lane (real-time, async,
+# batch) and never past the lane before it, so a client cannot jump the real-time lane.
+MAX_CLIENT_PRIORITY = 99
+Priority = Annotated[
+    int,
+    Meta(
+        ge=0,
+        le=MAX_CLIENT_PRIORITY,
+        description="Lower is served earlier, within the request's lane; needs scheduling.policy priority",
+    ),
+]
 
 # Fields of OpenAI's or vLLM's that are recognised and not honoured. msgspec takes any value, so that serving can
 # refuse it with a 400 that says why; the served schema admits only the values that are honoured (null and,

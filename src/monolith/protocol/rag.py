@@ -6,6 +6,7 @@ import msgspec
 
 from monolith.protocol.common import (
     MaxTokens,
+    Priority,
     Query,
     Temperature,
     TopK,
@@ -22,6 +23,7 @@ class RagRequest(msgspec.Struct, forbid_unknown_fields=True):
     expand: bool | None = None
     self_query: bool | None = None
     return_token_ids: bool = False  # vLLM's name: the answer's prompt as token ids (the RAG tax benchmark)
+    priority: Priority = 0  # vLLM's name: the order inside the request's lane
 
 
 class SourceOut(msgspec.Struct):

@@ -12,6 +12,7 @@ from msgspec import Meta
 from monolith.protocol.common import (
     MaxTokens,
     Name,
+    Priority,
     Refused,
     RefusedUnlessEmpty,
     RefusedUnlessFalse,
@@ -127,6 +128,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     truncation: Literal["disabled"] | None = None  # input over the context is a 400
     service_tier: Literal["auto", "default"] | None = None
     rag: bool | RagOverrides | None = None  # this server's extension, as on chat
+    priority: Priority = 0  # vLLM's extension: the order inside the request's lane
     # Recognised and refused: they need stored state, background work, reasoning or features not served here.
     store: RefusedUnlessFalse = None
     previous_response_id: Refused = None

@@ -14,6 +14,7 @@ from monolith.protocol.common import (
     N,
     Name,
     Penalty,
+    Priority,
     RefusedUnlessOne,
     RepetitionPenalty,
     SamplingTopK,
@@ -67,6 +68,7 @@ class GenerationOptions(msgspec.Struct, kw_only=True):
     user: Name | None = None
     # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
     ignore_eos: bool = False
+    priority: Priority = 0  # vLLM's extension: the order inside the request's lane
     top_k: SamplingTopK | None = None
     min_p: MinP = 0.0
     repetition_penalty: RepetitionPenalty | None = None

@@ -49,6 +49,7 @@ class RagOptions:
     self_query: bool
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    priority: int = 0  # the answer's order inside its lane (the helper steps keep the lane's own)
 
 
 @dataclass

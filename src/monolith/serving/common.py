@@ -101,6 +101,7 @@ def wire_sampling(
         logit_bias=token_biases(generator, data.logit_bias),
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
+        priority=data.priority,
     )
 
 
@@ -179,6 +180,7 @@ def rag_options(
     expand: bool | None,
     self_query: bool | None,
     defaults: dict[str, float] | None = None,
+    priority: int = 0,
 ) -> RagOptions:
     """The request's choices over the answer defaults (`defaults`: the model's generation config, then
     rag.answer) and the configured RAG switches."""
@@ -192,6 +194,7 @@ def rag_options(
         self_query=cfg.self_query if self_query is None else self_query,
         top_p=answer["top_p"],
         repetition_penalty=answer["repetition_penalty"],
+        priority=priority,
     )
 
 
@@ -201,6 +204,7 @@ def answer_sampling(opts: RagOptions) -> Sampling:
         temperature=opts.temperature,
         top_p=opts.top_p,
         repetition_penalty=opts.repetition_penalty,
+        priority=opts.priority,
     )
 
 

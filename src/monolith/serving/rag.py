@@ -95,8 +95,18 @@ def plan_rag(services: Services, data: RagRequest) -> RagPlan:
     check_query(settings, data.query, "query")
     max_tokens = data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
-    defaults = services.generator.answer_defaults
-    opts = rag_options(settings, data.k, max_tokens, data.temperature, data.expand, data.self_query, defaults)
+    generator = services.generator
+    generator.check_priority(data.priority)
+    opts = rag_options(
+        settings,
+        data.k,
+        max_tokens,
+        data.temperature,
+        data.expand,
+        data.self_query,
+        generator.answer_defaults,
+        data.priority,
+    )
     return RagPlan([{"role": "user", "content": data.query.strip()}], opts, data.return_token_ids)
 
 

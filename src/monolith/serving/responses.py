@@ -122,6 +122,7 @@ def chat_request(data: ResponsesRequest, messages: list[ChatMessage]) -> ChatCom
         "rag": data.rag,
         "user": data.user,
         "stream": data.stream,
+        "priority": data.priority,
     }
     if data.tools:
         fields["tools"] = [
