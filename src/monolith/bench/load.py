@@ -20,6 +20,10 @@ from httpx_sse import aconnect_sse
 Body = Callable[[int], dict]
 
 
+# What the benchmark's prompts are about (one per request, in turn): the same prompts on every system.
+TOPICS = ["KV caches", "batching", "quantization", "RAG", "embeddings", "autoscaling", "LoRA", "streaming"]
+
+
 @dataclass(frozen=True)
 class Sample:
     status: int

@@ -15,13 +15,13 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
 
-from monolith.bench.load import percentile
+from monolith.bench.load import TOPICS, percentile
 
-TOPICS = ["KV caches", "batching", "quantization", "RAG", "embeddings", "autoscaling", "LoRA", "streaming"]
 POLL_S = 0.25
 
 
@@ -323,3 +323,34 @@ def markdown(result: dict | None) -> list[str]:
         for r in result["ratios"]
     ]
     return lines
+
+
+def plot(result: dict | None, out: Path) -> None:
+    """mixed.png: real-time TTFT and inter-token latency p99 per system, alone (floor) and beside the backlog."""
+    if not result:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, key, title in zip(axes, ("ttft_p99_s", "itl_p99_s"), ("TTFT p99 (s)", "inter-token p99 (s)"), strict=True):
+        for offset, background in ((-0.2, False), (0.2, True)):
+            values = [
+                next((r[key] for r in rows if r["system"] == s and r["background"] == background), 0) or 0
+                for s in systems
+            ]
+            ax.bar(
+                [i + offset for i in range(len(systems))], values, 0.4, label="with backlog" if background else "floor"
+            )
+        ax.set_xticks(range(len(systems)), systems)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.suptitle("real-time under a background backlog (bench part 6)")
+    fig.tight_layout()
+    fig.savefig(out / "mixed.png", dpi=100)
+    plt.close(fig)

@@ -29,34 +29,35 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 def markdown(result: dict) -> str:
-    lines = [
-        f"# Benchmark ({result['profile_name']} profile, {result['machine']})",
-        "",
-        f"{result['model']}; /v1/completions: {result['max_tokens']} output tokens per request (ignore_eos); /rag: "
-        f"{result['profile']['rag_max_tokens']} at most; temperature 0, streamed. Latencies in seconds.",
-        "",
-        "| system | load | req/s | output tok/s | TTFT p50 | TTFT p99 | e2e p50 | e2e p99 | retrieval share p50 "
-        "| errors | 429 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in result["rows"]:
-        lines.append(
+    lines = [f"# Benchmark ({result['profile_name']} profile, {result['machine']})"]
+    if result["rows"]:  # parts 1 and 2 (a `--parts` subset may leave them out)
+        lines += [
+            "",
+            f"{result['model']}; /v1/completions: {result['max_tokens']} output tokens per request (ignore_eos); "
+            f"/rag: {result['profile']['rag_max_tokens']} at most; temperature 0, streamed. Latencies in seconds.",
+            "",
+            "| system | load | req/s | output tok/s | TTFT p50 | TTFT p99 | e2e p50 | e2e p99 | retrieval share p50 "
+            "| errors | 429 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
             f"| {r['system']} | {r['load']} | {r['requests_per_s']} | {r['output_tokens_per_s']} | {r['ttft_p50_s']} "
             f"| {r['ttft_p99_s']} | {r['e2e_p50_s']} | {r['e2e_p99_s']} | {r['retrieval_share_p50']} "
             f"| {r['errors']} | {r['rejected_429']} |"
-        )
-    lines += [
-        "",
-        "Targets: monolith / vllm serve throughput >= 0.95 and TTFT p50 <= 1.1; monolith /rag faster end to end",
-        "than the split (e2e p50 ratio < 1); retrieval under 10% of end-to-end latency at concurrency 1.",
-        "",
-        "| compare | load | throughput ratio | TTFT p50 ratio | e2e p50 ratio |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {r['compare']} | {r['load']} | {r['throughput_ratio']} | {r['ttft_p50_ratio']} | {r['e2e_p50_ratio']} |"
-        for r in result["ratios"]
-    ]
+            for r in result["rows"]
+        ]
+        lines += [
+            "",
+            "Targets: monolith / vllm serve throughput >= 0.95 and TTFT p50 <= 1.1; monolith /rag faster end to end",
+            "than the split (e2e p50 ratio < 1); retrieval under 10% of end-to-end latency at concurrency 1.",
+            "",
+            "| compare | load | throughput ratio | TTFT p50 ratio | e2e p50 ratio |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['compare']} | {r['load']} | {r['throughput_ratio']} | {r['ttft_p50_ratio']} | {r['e2e_p50_ratio']} |"
+            for r in result["ratios"]
+        ]
     parts = batch_markdown(result.get("batch")) + tax_markdown(result.get("rag_tax"))
     parts += structured.markdown(result.get("structured")) + mixed.markdown(result.get("mixed"))
     return "\n".join(lines + parts) + "\n"
@@ -99,6 +100,7 @@ def batch_markdown(batch: dict | None) -> list[str]:
 
 
 def plots(result: dict, out: Path) -> None:
+    mixed.plot(result.get("mixed"), out)
     import matplotlib
 
     matplotlib.use("Agg")

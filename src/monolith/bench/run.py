@@ -28,15 +28,12 @@ from pathlib import Path
 
 from monolith.bench import mixed, structured, tax
 from monolith.bench.batch import compare as batch_compare
-from monolith.bench.load import closed_loop, open_loop, summarize
+from monolith.bench.load import TOPICS, closed_loop, open_loop, summarize
 from monolith.bench.mixed import Traffic
 from monolith.bench.peers import ROOT, Server, start_monolith, start_split, start_vllm
 from monolith.bench.report import markdown, plots, ratios
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
-
-TOPICS = ["KV caches", "batching", "quantization", "RAG", "embeddings", "autoscaling", "LoRA", "streaming"]
-
 
 QUERIES = [
     "How do I deploy an LLM?",
