@@ -50,7 +50,10 @@ async def test_openapi_schema_describes_the_routes(settings: Settings) -> None:
     async with AsyncTestClient(app=create_app(settings, loader=ready_with(None))) as client:
         schema = (await client.get("/schema/openapi.json")).json()
     assert {"/rag", "/v1/chat/completions", "/v1/completions", "/v1/models", "/health/ready"} <= set(schema["paths"])
-    assert "query" in schema["components"]["schemas"]["RagRequest"]["properties"]
+    query = schema["components"]["schemas"]["RagRequest"]["properties"]["query"]
+    # A whitespace-only question is refused ("the query is empty"), so the schema must not admit it: the positive
+    # fuzzer in a clean CI run sent {"query": "\n"}, schema-valid then, and got a 400.
+    assert query["pattern"] == "\\S" and query["minLength"] == 1
 
 
 async def test_cors_allows_the_configured_frontend(settings: Settings) -> None:
