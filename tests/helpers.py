@@ -12,6 +12,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
+
 # Every process the test session starts inherits this variable (children and grandchildren alike, in
 # whatever process group), which is how the session finds what a failed test left behind.
 SESSION_MARK = "MONOLITH_TEST_SESSION"
@@ -157,3 +159,45 @@ def save_tiny_cross_encoder(folder: Path) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+class SageMakerFrontEnd:
+    """A loopback stand-in for SageMaker's runtime front end (AWS cannot be reached from here): boto3's
+    `sagemaker-runtime` client sends `POST /endpoints/<name>/invocations`, and this hands the body, its content
+    type and SageMaker's custom-attributes header to a container's `/invocations`, as SageMaker does, and its
+    answer back with the header SageMaker adds."""
+
+    FORWARDED = ("Content-Type", "Accept", "X-Amzn-SageMaker-Custom-Attributes")
+
+    def __init__(self, container_url: str) -> None:
+        self.paths: list[str] = []
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                front.paths.append(self.path)
+                parts = self.path.split("/")
+                if len(parts) != 4 or parts[1] != "endpoints" or parts[3] != "invocations":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {h: self.headers[h] for h in front.FORWARDED if self.headers[h]}
+                answer = httpx.post(f"{container_url}/invocations", content=body, headers=headers, timeout=300)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
+                self.send_header("x-Amzn-Invoked-Production-Variant", "AllTraffic")
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

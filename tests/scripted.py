@@ -22,6 +22,7 @@ from monolith.serving import Services
 
 class WordTokenizer:
     chat_template = None
+    all_special_ids = [0]
 
     def __len__(self) -> int:
         return 1000

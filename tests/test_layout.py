@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     "model_prep": 1,
     "admission": 2,
     "generation": 3,
+    "scheduling": 3,
     "retrieval": 4,
     "store": 4,
     "serving": 5,

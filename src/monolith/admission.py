@@ -16,7 +16,7 @@ import math
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -38,15 +38,21 @@ REALTIME, ASYNC, BATCH = "realtime", "async", "batch"
 LANES = (REALTIME, ASYNC, BATCH)  # first served first
 # Which kind of work a generation serves; async jobs and batches set it so real-time goes first.
 LANE: ContextVar[str] = ContextVar("lane", default=REALTIME)
+# Set for background work that waited past scheduling.max_background_wait_s: it is served like real-time.
+OVERDUE: ContextVar[bool] = ContextVar("overdue", default=False)
 
 
-def engine_priority(lane: str, own: int = 0) -> int:
+def engine_priority(lane: str, own: int = 0, overdue: bool = False) -> int:
     """vLLM's priority (lower first): the lane's band, then the request's own priority (0..MAX_CLIENT_PRIORITY)
-    inside it, so that no request of a later lane goes before one of an earlier lane, whatever it asks."""
+    inside it, so that no request of a later lane goes before one of an earlier lane, whatever it asks. Overdue
+    background work gets 0, first in first out with real-time requests of the default priority: it cannot starve."""
+    if overdue:
+        return 0
     return LANES.index(lane) * (MAX_CLIENT_PRIORITY + 1) + min(max(own, 0), MAX_CLIENT_PRIORITY)
 
 
 DRAIN_WINDOW_S = 60.0  # finishes older than this no longer count towards the drain rate
+ITL_SAMPLES = 4096  # recent real-time inter-token gaps kept for the background budget
 
 
 @dataclass(eq=False)
@@ -86,6 +92,11 @@ class Admission:
         self.waiting = Counter[str]()  # admitted, no generation producing tokens, per lane
         self.running = Counter[str]()  # admitted, at least one generation producing tokens
         self._finished: deque[float] = deque()  # when real-time requests finished, for the drain rate
+        # (when, seconds per token) between a real-time stream's tokens: what the background budget steers by.
+        self.itl: deque[tuple[float, float]] = deque(maxlen=ITL_SAMPLES)
+        self.last_realtime = -math.inf  # when a real-time request was last admitted or finished (monotonic)
+        # Called on each real-time admission: the background budget makes room in the engine at once.
+        self.on_realtime: Callable[[], None] | None = None
 
     def configure(self, max_waiting: int | None, max_retry_after_s: int = 60) -> None:
         self.max_waiting = max_waiting
@@ -109,7 +120,18 @@ class Admission:
             )
         self._waits(lane, count)
         deadline = time.monotonic() + timeout_s
-        return [Ticket(self, lane, deadline) for _ in range(count)]
+        tickets = [Ticket(self, lane, deadline) for _ in range(count)]
+        if lane == REALTIME:
+            self.last_realtime = time.monotonic()
+            if self.on_realtime is not None:
+                self.on_realtime()
+        return tickets
+
+    def realtime_quiet_for(self) -> float:
+        """Seconds since the last real-time request left, or 0 while one is in flight."""
+        if self.in_flight(REALTIME):
+            return 0.0
+        return time.monotonic() - self.last_realtime
 
     def drain_rate(self) -> float:
         """Real-time requests finished per second over the recent window."""
@@ -162,6 +184,7 @@ class Admission:
             self._waits(slot.lane, -1)
         if slot.lane == REALTIME:
             self._finished.append(time.monotonic())
+            self.last_realtime = time.monotonic()
 
 
 ADMISSION = Admission()
@@ -183,6 +206,7 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
     submitted = time.monotonic()
     started = False
     produced: dict[int, int] = {}  # per choice: a request of n choices streams n running counts
+    last_token: dict[int, float] = {}  # per choice: when its previous delta came (real-time only)
     try:
         async with aclosing(stream) as deltas:
             while True:
@@ -203,8 +227,14 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
                     ADMISSION._started(ticket._slot)
                     TIME_TO_FIRST_TOKEN.labels(ticket.lane).observe(time.monotonic() - submitted)
                     PROMPT_TOKENS.inc(delta.prompt_tokens)
-                GENERATED_TOKENS.inc(delta.completion_tokens - produced.get(delta.index, 0))
+                new_tokens = delta.completion_tokens - produced.get(delta.index, 0)
+                GENERATED_TOKENS.inc(new_tokens)
                 produced[delta.index] = delta.completion_tokens
+                if ticket.lane == REALTIME and new_tokens > 0:
+                    now = time.monotonic()
+                    if delta.index in last_token:
+                        ADMISSION.itl.append((now, (now - last_token[delta.index]) / new_tokens))
+                    last_token[delta.index] = now
                 yield delta
     finally:
         if started:

@@ -196,9 +196,6 @@ def parse_callback_rule(entry: str) -> CallbackRule:
 class JobsSettings(Section):
     # A SQLite path (relative: in data_dir; one host) or a postgresql:// URL shared by every replica.
     database: str = "jobs.sqlite3"
-    # Async jobs fill spare engine capacity: at most this share of engine.max_num_seqs at once, and
-    # none start while a real-time request is waiting.
-    max_share: float = Field(0.5, gt=0, le=1)
     poll_interval_s: float = Field(0.2, gt=0)
     # A replica holds each job (and batch) it runs for lease_s, renewed every heartbeat_s; when it dies,
     # another replica takes the work over once the lease has run out. A job started max_runs times
@@ -245,6 +242,22 @@ class SchedulingSettings(Section):
     # goes before async jobs, which go before batch lines, and a request's own `priority` orders it within its lane.
     # "fcfs": arrival order (vLLM's default, and this server's before 0.2); a request's own priority is then a 400.
     policy: Literal["priority", "fcfs"] = "priority"
+    # The background budget (scheduling.BackgroundBudget): how many async jobs and batch lines, together, hold
+    # engine slots. False: the whole engine whenever no real-time request waits, and nothing preempted (before 0.3).
+    adaptive: bool = True
+    # No real-time request for this long: the background may use every slot (max_num_seqs). Longer than the gaps
+    # of a steady real-time stream, so the budget does not swing (and preempt) between every two requests.
+    realtime_quiet_s: float = Field(10.0, gt=0)
+    # While real-time requests come, the background's slots follow real-time decode speed: every adjust_every_s,
+    # halved while the median real-time inter-token latency is above this target, one more while it is below.
+    # Set it a little above what real-time decode takes on an idle engine (ITL p50 in the bench's floor row).
+    realtime_itl_target_s: float = Field(0.05, gt=0)
+    adjust_every_s: float = Field(0.5, gt=0)
+    # Background slots kept under any real-time load (0: none; aging still serves old items).
+    min_background_slots: int = Field(1, ge=0)
+    # An async job or batch waiting longer than this is served like a real-time request (vLLM priority 0, first in
+    # first out with them), starts even while real-time requests wait, and is never preempted: no starvation.
+    max_background_wait_s: float = Field(300.0, gt=0)
 
 
 class BatchSettings(Section):

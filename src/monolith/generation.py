@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from monolith.admission import LANE, engine_priority, tracked
+from monolith.admission import LANE, OVERDUE, engine_priority, tracked
 from monolith.config import Settings
 from monolith.engine import CallReader, Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
@@ -53,6 +53,7 @@ class Generator:
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         # Whether the chat template renders tool turns itself (Llama 3.1) or not (SmolLM2): read once.
         self.template_knows_tools = "tools" in str(engine.tokenizer.chat_template or "")
+        self._special_ids = frozenset(engine.tokenizer.all_special_ids)
         # tool_choice "auto" the model's own way: its template shows the tools and vLLM's parser reads the calls.
         self.tool_reader: CallReader | None = None
         parser = settings.engine.tool_call_parser
@@ -76,6 +77,10 @@ class Generator:
     @property
     def vocabulary_size(self) -> int:
         return len(self.engine.tokenizer)
+
+    def is_special(self, token_id: int) -> bool:
+        """A control token (BOS, EOS, a chat turn's markers), as TGI's token `special` says."""
+        return token_id in self._special_ids
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.engine.tokenizer.encode(text, add_special_tokens=add_special_tokens))
@@ -121,7 +126,7 @@ class Generator:
         # The request's ticket carries its deadline; a generation outside a request gets this one.
         timeout = timeout_s or self.settings.server.request_timeout_s
         if self.settings.scheduling.policy == "priority":
-            sampling = replace(sampling, priority=engine_priority(LANE.get(), sampling.priority))
+            sampling = replace(sampling, priority=engine_priority(LANE.get(), sampling.priority, OVERDUE.get()))
         return tracked(self.engine.stream(prompt_ids, sampling, request_id), timeout)
 
     def check_sampling(self, sampling: Sampling, param: str) -> None:

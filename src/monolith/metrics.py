@@ -55,6 +55,17 @@ ASYNC_BACKLOG = Gauge(
     registry=REGISTRY,
 )
 ASYNC_RUNNING = Gauge("monolith_async_running", "Async jobs this replica is running.", registry=REGISTRY)
+BACKGROUND_SLOTS = Gauge(
+    "monolith_background_slots",
+    "Engine slots async jobs and batch lines may hold together now (the adaptive background budget).",
+    registry=REGISTRY,
+)
+BACKGROUND_PREEMPTED = Counter(
+    "monolith_background_preempted",
+    "Background generations aborted to make room for real-time traffic and requeued, by lane.",
+    ["lane"],
+    registry=REGISTRY,
+)
 READY = Gauge("monolith_ready", "1 when the server is ready for traffic.", registry=REGISTRY)
 
 

@@ -30,6 +30,7 @@ from monolith.retrieval.ingest import ingest_file
 from monolith.retrieval.pipeline import RagPipeline, RetrievalOff
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import VectorStore
+from monolith.scheduling import BackgroundBudget
 from monolith.serving import Services
 from monolith.store.batches import BatchStore
 from monolith.store.database import Database, open_database
@@ -141,6 +142,7 @@ class Runtime:
             await self.batches.stop()
         if self.jobs is not None:
             await self.jobs.stop()
+            await self.jobs.budget.stop()
         if self.database is not None:
             await self.database.close()
         if self.services is not None:
@@ -204,9 +206,11 @@ def start_work(services: Services, database: Database) -> tuple[JobRunner, Batch
     replica = replica_name()
     log.info("replica %s serves async jobs and batches from %s", replica, database.describe())
     files = FileStore(database, settings.in_data_dir(settings.batch.files_dir))
-    jobs = JobRunner(JobStore(database, replica, cfg.lease_s, cfg.max_runs), services)
-    batches = BatchRunner(BatchStore(database, files, replica, cfg.lease_s, cfg.max_runs), services, jobs.slots, cfg)
+    budget = BackgroundBudget(settings)
+    jobs = JobRunner(JobStore(database, replica, cfg.lease_s, cfg.max_runs), services, budget)
+    batches = BatchRunner(BatchStore(database, files, replica, cfg.lease_s, cfg.max_runs), services, budget, cfg)
     jobs.expire_files = lambda: files.expire_files(int(time.time() - settings.batch.file_ttl_s))
+    budget.start()
     jobs.start()
     batches.start()
     return jobs, batches

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from monolith.bench.mixed import Run, Streamed, Traffic, markdown, measure, ratios, summarize
+from monolith.bench.mixed import Mode, Run, Streamed, Traffic, markdown, measure, ratios, summarize
 from monolith.config import Settings
 from tests.conftest import free_port
 from tests.scripted import ScriptedEngine, ThreadedServer
@@ -25,8 +25,8 @@ TRAFFIC = Traffic(
 def test_a_backlog_on_a_first_come_engine_delays_real_time_and_its_tokens_are_counted(settings: Settings) -> None:
     engine = ScriptedEngine(capacity=2, gap_s=0.02)
     with ThreadedServer(settings, engine, free_port()) as server:
-        floor = asyncio.run(measure("peer", server.base_url, "twin", TRAFFIC, background=False))
-        mixed = asyncio.run(measure("peer", server.base_url, "twin", TRAFFIC, background=True))
+        floor = asyncio.run(measure("peer", server.base_url, "twin", TRAFFIC, mode="floor"))
+        mixed = asyncio.run(measure("peer", server.base_url, "twin", TRAFFIC, mode="mixed"))
     assert [s.status for s in floor.samples + mixed.samples] == [200] * 8
     assert all(len(s.gaps_s) == 2 for s in floor.samples), "three tokens: a first, then two gaps"
     assert mixed.background_tokens == 2 * 30 + 20 and mixed.background_failures == 0
@@ -36,19 +36,22 @@ def test_a_backlog_on_a_first_come_engine_delays_real_time_and_its_tokens_are_co
 
 
 def test_rounds_are_pooled_and_each_system_is_compared_with_its_floor_and_the_peer() -> None:
-    def run(system: str, background: bool, ttft: float, gap: float, tokens: int = 0, drain: float = 0.0) -> Run:
-        return Run(system, background, [Streamed(200, ttft, [gap, gap], 1.0, 3)], tokens, 0, drain)
+    def run(system: str, mode: Mode, ttft: float, gap: float, tokens: int = 0, drain: float = 0.0) -> Run:
+        samples = [] if mode == "background" else [Streamed(200, ttft, [gap, gap], 1.0, 3)]
+        return Run(system, mode, samples, tokens, 0, drain)
 
     runs = [
-        run("monolith", False, 0.1, 0.05),
-        run("vllm", False, 0.1, 0.05),
-        run("monolith", True, 0.2, 0.1, tokens=100, drain=10.0),
-        run("vllm", True, 0.4, 0.1, tokens=100, drain=5.0),
-        run("vllm", True, 0.4, 0.1, tokens=100, drain=5.0),
-        run("monolith", True, 0.2, 0.1, tokens=100, drain=10.0),
+        run("monolith", "floor", 0.1, 0.05),
+        run("vllm", "floor", 0.1, 0.05),
+        run("monolith", "mixed", 0.2, 0.1, tokens=100, drain=10.0),
+        run("vllm", "mixed", 0.4, 0.1, tokens=100, drain=5.0),
+        run("vllm", "mixed", 0.4, 0.1, tokens=100, drain=5.0),
+        run("monolith", "mixed", 0.2, 0.1, tokens=100, drain=10.0),
+        run("monolith", "background", 0, 0, tokens=100, drain=4.0),
+        run("vllm", "background", 0, 0, tokens=100, drain=5.0),
     ]
     rows = summarize(runs)
-    monolith = next(r for r in rows if r["system"] == "monolith" and r["background"])
+    monolith = next(r for r in rows if r["system"] == "monolith" and r["mode"] == "mixed")
     assert monolith["rounds"] == 2 and monolith["background_tok_s"] == 10.0 and monolith["drain_s"] == 10.0
     compared = {r["system"]: r for r in ratios(rows)}
     assert compared["monolith"] == {
@@ -57,6 +60,8 @@ def test_rounds_are_pooled_and_each_system_is_compared_with_its_floor_and_the_pe
         "itl_p99_vs_floor": 2.0,
         "ttft_p99_vs_vllm": 0.5,
         "goodput_vs_vllm": 0.5,
+        "goodput_alone_vs_vllm": 1.25,
     }
     table = "\n".join(markdown({"traffic": TRAFFIC.__dict__, "rows": rows, "ratios": ratios(rows)}))
-    assert "| monolith | no (floor) |" in table and "| monolith | 2.0 | 2.0 | 0.5 | 0.5 |" in table
+    assert "| monolith | no (floor) |" in table and "| monolith | 2.0 | 2.0 | 0.5 | 0.5 | 1.25 |" in table
+    assert "| vllm | alone |  |  |  |  |  | 20.0 | 5.0 | 0 |" in table

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from monolith.config import load_settings
+from monolith.scheduling import BackgroundBudget
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "configs" / "k8s"
@@ -106,9 +107,9 @@ def metric_target(name: str) -> float:
     )
 
 
-def test_the_async_backlog_target_is_one_replica_s_async_slots() -> None:
+def test_the_async_backlog_target_is_one_replica_s_background_share_under_real_time_load() -> None:
     gpu = load_settings(ROOT / "configs" / "gpu.yaml")
-    slots = int(gpu.engine.max_num_seqs * gpu.jobs.max_share)
+    slots = BackgroundBudget(gpu).limit  # where the budget starts beside real-time traffic: half the engine
     assert metric_target("monolith_async_backlog") == slots
     keda = {t["metadata"]["query"].split("{")[0].split("(")[-1]: t for t in find("ScaledObject")["spec"]["triggers"]}
     assert float(keda["monolith_async_backlog"]["metadata"]["threshold"]) == slots

@@ -1,7 +1,7 @@
-"""Async jobs and HTTP batches run on spare capacity of the real engine, as the README promises: at most
-`jobs.max_share` of `engine.max_num_seqs` jobs at once, none started while a real-time request waits, a
-real-time request's first token barely later than on an idle server; batches one at a time, cancellable,
-resumed after the server is killed."""
+"""Async jobs and HTTP batches run on spare capacity of the real engine, as the README promises: with no
+real-time traffic a backlog fills every engine slot, none starts while a real-time request waits, a real-time
+request's first token barely later than on an idle server (it preempts a background generation); batches one
+at a time, cancellable, resumed after the server is killed."""
 
 from __future__ import annotations
 
@@ -25,14 +25,13 @@ from tests.conftest import ManagedServer
 pytestmark = pytest.mark.slow
 
 MAX_NUM_SEQS = 4
-SHARE_SLOTS = 2  # max_share 0.5 of 4
 
 
 @pytest.fixture(scope="module")
 def spare(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ManagedServer]:
     env = {
         "MONOLITH_ENGINE__MAX_NUM_SEQS": str(MAX_NUM_SEQS),
-        "MONOLITH_JOBS__MAX_SHARE": "0.5",
+        "MONOLITH_SCHEDULING__REALTIME_QUIET_S": "1",  # the backlog has the engine a second after real-time leaves
         "MONOLITH_JOBS__LEASE_S": "6",  # a killed server's batch is free again by the time it restarts
     }
     managed = ManagedServer(tmp_path_factory.mktemp("spare"), model_dir, env)
@@ -91,23 +90,23 @@ def cancel_all(client: httpx.Client, ids: list[str]) -> None:
     wait_for(lambda: gauge(client, "monolith_async_running") == 0, 30, "the runner to let go of every job")
 
 
-def test_a_job_backlog_uses_its_share_and_real_time_first_tokens_stay_fast(spare: ManagedServer) -> None:
+def test_a_job_backlog_fills_the_engine_and_real_time_first_tokens_stay_fast(spare: ManagedServer) -> None:
     with httpx.Client(base_url=spare.up().base_url, timeout=120) as client:
         idle = median_first_token_s(client)
         ids = [client.post("/v1/async/chat/completions", json=long_job(150)).json()["id"] for _ in range(8)]
         try:
             with Sampler(client, "monolith_async_running") as running:
-                wait_for(lambda: gauge(client, "monolith_async_running") >= SHARE_SLOTS, 60, "the share to fill")
+                wait_for(lambda: gauge(client, "monolith_async_running") >= MAX_NUM_SEQS, 60, "the engine to fill")
                 loaded = median_first_token_s(client)
                 time.sleep(2)
             queued = [j["status"] for j in client.get("/v1/jobs", params={"limit": 1000}).json()["data"]]
         finally:
             cancel_all(client, ids)
-    assert running.peak == SHARE_SLOTS, "never more jobs than jobs.max_share x engine.max_num_seqs"
-    assert queued.count("queued") >= 8 - SHARE_SLOTS - 1, "the rest of the backlog waits"
-    # Had the jobs taken every engine slot, the real-time request would wait for a 150-token job (~10 s here).
+    assert running.peak == MAX_NUM_SEQS, "with no real-time traffic, every slot; never more"
+    assert queued.count("queued") >= 8 - MAX_NUM_SEQS - 1, "the rest of the backlog waits"
+    # Had no job given way, the real-time request would wait for a 150-token job to end (~10 s here).
     assert loaded < max(1.5, 5 * idle), (idle, loaded)
-    print(f"time to first token: idle {idle:.3f} s, beside {SHARE_SLOTS} running jobs {loaded:.3f} s")
+    print(f"time to first token: idle {idle:.3f} s, beside a full engine of jobs {loaded:.3f} s")
 
 
 def test_no_job_starts_while_a_real_time_request_waits(spare: ManagedServer) -> None:

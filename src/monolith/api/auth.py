@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ANONYMOUS = ""
 # Routes that answer without a key: probes, and the scrape unless `server.protect_metrics`.
-PROBES = ("/health/live", "/health/ready")
+PROBES = ("/health/live", "/health/ready", "/ping")  # /ping: SageMaker's, which sends no credentials
 FILE_CHECK_EVERY_S = 1.0
 
 

@@ -26,6 +26,7 @@ from litestar.routes import HTTPRoute
 from monolith.config import Settings
 from monolith.protocol.common import TOKEN_ID_MAX
 from monolith.protocol.errors import ErrorResponse
+from monolith.protocol.tgi import TgiRequest
 
 WHY = {
     400: "A field is missing, malformed or cannot be honoured; `error.param` names it",
@@ -33,6 +34,7 @@ WHY = {
     404: "No such model, job, file or batch (or it belongs to another key)",
     409: "The request conflicts with the resource's state (a reused Idempotency-Key, a file a batch reads)",
     413: "The body is larger than the server accepts",
+    422: "TGI's routes: a field is missing, malformed or cannot be honoured (TGI's validation error)",
     429: "The server is full (Retry-After says when to come back), or the key's quota is used up",
     503: "The server is loading, draining or failed to start, or its job store is down (Retry-After)",
     504: "The request ran past its deadline (X-Request-Timeout or the server's default)",
@@ -41,7 +43,7 @@ WHY = {
 # What every route behind the services answers besides its own errors.
 SERVED = (400, 401, 503)
 GENERATION = (*SERVED, 404, 413, 429, 504)
-MAX_TOKENS_FIELDS = {"max_tokens", "max_completion_tokens", "max_output_tokens"}
+MAX_TOKENS_FIELDS = {"max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens"}
 # OpenAPI 3.1 describes a server-sent stream by the schema of one event.
 SSE_EVENT = {
     "type": "object",
@@ -138,14 +140,28 @@ def truthful(schema: dict[str, Any], request: Request, settings: Settings, vocab
     if vocabulary is not None:
         token_ids_within(components, vocabulary)
     out.setdefault("components", {}).setdefault("schemas", {}).update(components)
-    for (path, method, _, streams), body in zip(routes, bodies, strict=True):
+    for (path, method, kind, streams), body in zip(routes, bodies, strict=True):
         operation = out["paths"][path][method]
         if streams and "200" in operation["responses"]:
             operation["responses"]["200"].setdefault("content", {}).update(EVENT_STREAM)
         elif streams:  # an async submit (202): the answer is polled or called back, never streamed
             body = {"allOf": [body, {"properties": {"stream": {"enum": [False]}}}]}
         operation["requestBody"]["content"]["application/json"]["schema"] = body
+        if kind is TgiRequest and "422" in operation["responses"]:  # TGI's routes say 422 where Litestar says 400
+            operation["responses"].pop("400", None)
+    for path, item in out.get("paths", {}).items():
+        if path.endswith("/invocations"):
+            either_error_shape(item["post"])
     return out
+
+
+def either_error_shape(operation: dict[str, Any]) -> None:
+    """SageMaker's /invocations answers a TGI payload's errors in TGI's shape and every other body's in OpenAI's:
+    a 400 is OpenAI's (TGI says 422), a 422 TGI's, any other status either."""
+    either = {"oneOf": [{"$ref": "#/components/schemas/ErrorResponse"}, {"$ref": "#/components/schemas/TgiError"}]}
+    for status, response in operation["responses"].items():
+        if status.startswith(("4", "5")) and status not in ("400", "422"):
+            response["content"]["application/json"]["schema"] = either
 
 
 class TruthfulJsonSchema(JsonRenderPlugin):

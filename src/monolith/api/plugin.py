@@ -23,9 +23,17 @@ from monolith.api.openai import OpenAIController
 from monolith.api.openapi import TruthfulJsonSchema
 from monolith.api.rag import RagController
 from monolith.api.rerank import RerankController
+from monolith.api.sagemaker import SageMakerController, payload_limit
+from monolith.api.tgi import TgiController
 from monolith.api.tokenize import TokenizeController
 from monolith.config import Settings
 from monolith.runtime import Runtime
+
+
+def sagemaker_controller(settings: Settings) -> type[SageMakerController]:
+    """/invocations takes SageMaker's real-time payloads (6 MB) even where server.max_body_bytes is smaller."""
+    limit = payload_limit(settings)
+    return type("SageMakerController", (SageMakerController,), {"request_max_body_size": limit})
 
 
 def files_controller(settings: Settings) -> type[FilesController]:
@@ -53,6 +61,8 @@ class MonolithPlugin(InitPluginProtocol):
                 files_controller(settings),
                 BatchesController,
                 HealthController,
+                TgiController,
+                sagemaker_controller(settings),
             ]
         )
         app_config.dependencies.update(DEPENDENCIES)

@@ -3,19 +3,30 @@ or streamed as SSE; abandoned in the engine when the client leaves."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response
 from litestar.response import Stream
 
 from monolith.api.admit import admitted_many
-from monolith.api.streaming import sse, unless_disconnected
+from monolith.api.streaming import error_frame, sse, unless_disconnected
+from monolith.errors import MonolithError
 from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS
 
 
-async def answer(request: Request, path: str, data: Any, services: Services) -> Response[Any] | Stream:
+async def answer(
+    request: Request,
+    path: str,
+    data: Any,
+    services: Services,
+    stream: bool | None = None,
+    on_error: Callable[[MonolithError], bytes] = error_frame,
+) -> Response[Any] | Stream:
+    """`stream`: whether to stream (default: the body's `stream`); `on_error`: a failed stream's last frame."""
     endpoint = ENDPOINTS[path]
+    streamed = getattr(data, "stream", False) if stream is None else stream
     request_id = endpoint.id_prefix + request.state.request_id.removeprefix("req-")
     count = endpoint.admissions(data)
     if count == 0:  # no engine behind it: nothing to wait for, nothing to admit
@@ -23,8 +34,8 @@ async def answer(request: Request, path: str, data: Any, services: Services) -> 
         return Response(await endpoint.run(services, plan, request_id, None))
     with admitted_many(request, services.settings, count) as tickets:
         plan = await endpoint.plan(services, data, request_id)
-        if endpoint.stream is not None and getattr(data, "stream", False):
+        if endpoint.stream is not None and streamed:
             # What comes before the first byte (retrieval) still gets a proper status when it fails.
             frames = await unless_disconnected(request, endpoint.stream(services, plan, request_id))
-            return sse(frames, request_id, tickets[0])
+            return sse(frames, request_id, tickets[0], on_error)
         return Response(await unless_disconnected(request, endpoint.run(services, plan, request_id, tickets)))

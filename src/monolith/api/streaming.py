@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from litestar import Request
@@ -22,8 +22,14 @@ T = TypeVar("T")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-async def guarded(frames: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:
-    """Headers are already sent once streaming starts, so an error becomes a last data frame."""
+def error_frame(exc: MonolithError) -> bytes:
+    return frame(error_response(exc))
+
+
+async def guarded(
+    frames: AsyncIterator[bytes], request_id: str, on_error: Callable[[MonolithError], bytes] = error_frame
+) -> AsyncIterator[bytes]:
+    """Headers are already sent once streaming starts, so an error becomes a last data frame (`on_error`'s)."""
     try:
         async for chunk in frames:
             yield chunk
@@ -31,7 +37,7 @@ async def guarded(frames: AsyncIterator[bytes], request_id: str) -> AsyncIterato
         if not isinstance(exc, MonolithError):
             log.exception("stream failed (request %s)", request_id)
             exc = InternalError(f"internal server error (request {request_id})")
-        yield frame(error_response(exc))
+        yield on_error(exc)
 
 
 async def holding(ticket: Ticket, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -44,11 +50,16 @@ async def holding(ticket: Ticket, frames: AsyncIterator[bytes]) -> AsyncIterator
         ticket.release()
 
 
-def sse(frames: AsyncIterator[bytes], request_id: str, ticket: Ticket | None = None) -> Stream:
+def sse(
+    frames: AsyncIterator[bytes],
+    request_id: str,
+    ticket: Ticket | None = None,
+    on_error: Callable[[MonolithError], bytes] = error_frame,
+) -> Stream:
     if ticket is not None:
         ticket.streaming = True
         frames = holding(ticket, frames)
-    return Stream(guarded(frames, request_id), media_type="text/event-stream", headers=SSE_HEADERS)
+    return Stream(guarded(frames, request_id, on_error), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _disconnected(request: Request) -> None:

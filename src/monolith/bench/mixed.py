@@ -5,8 +5,9 @@ backlog of long background answers (`ignore_eos`). The monolith gets the backlog
 async chat jobs (`/v1/async/chat/completions`) and one HTTP batch (`/v1/files` + `/v1/batches`); `vllm serve`,
 which has neither, gets the same requests as ordinary concurrent chat completions, as its users would send them.
 Per system: real-time TTFT and inter-token latency (the gaps between streamed chunks), real-time end to end, the
-background's goodput (its output tokens over the time the backlog took to drain) and that drain time; and the
-real-time figures with no background at all (the floor)."""
+background's goodput (its output tokens over the time the backlog took to drain) and that drain time; the
+real-time figures with no background at all (the floor); and the backlog alone, with no real-time traffic
+(what a fixed background share would leave idle shows as goodput below `vllm serve`'s)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -23,6 +25,9 @@ from httpx_sse import aconnect_sse
 from monolith.bench.load import TOPICS, percentile
 
 POLL_S = 0.25
+Mode = Literal["floor", "mixed", "background"]  # real-time alone, both, the backlog alone
+MODES: tuple[Mode, ...] = ("floor", "mixed", "background")
+SHOWN = {"floor": "no (floor)", "mixed": "yes", "background": "alone"}
 
 
 @dataclass(frozen=True)
@@ -138,22 +143,24 @@ class MonolithBacklog:
             self.batch_id = batch.json()["id"]
 
     async def drained(self) -> tuple[int, int]:
-        """(output tokens, failures) once everything finished."""
+        """(output tokens, failures) once everything finished. It asks for the unfinished jobs, two requests a
+        poll: polling each job would steal this 2-core box's CPU from the engine the peer does not share."""
         tokens = failures = 0
-        pending = list(self.job_ids)
-        while pending:
-            still = []
-            for job_id in pending:
-                job = (await self.client.get(f"/v1/jobs/{job_id}")).json()
-                if job["status"] in ("queued", "running"):
-                    still.append(job_id)
-                elif job["status"] == "succeeded":
-                    tokens += job["result"]["usage"]["completion_tokens"]
-                else:
-                    failures += 1
-            pending = still
-            if pending:
-                await asyncio.sleep(POLL_S)
+        mine = set(self.job_ids)
+        while True:
+            unfinished = set()
+            for status in ("queued", "running"):
+                page = (await self.client.get("/v1/jobs", params={"status": status, "limit": 1000})).json()
+                unfinished |= {job["id"] for job in page["data"]} & mine
+            if not unfinished:
+                break
+            await asyncio.sleep(POLL_S)
+        for job_id in self.job_ids:
+            job = (await self.client.get(f"/v1/jobs/{job_id}")).json()
+            if job["status"] == "succeeded":
+                tokens += job["result"]["usage"]["completion_tokens"]
+            else:
+                failures += 1
         if self.batch_id is not None:
             while True:
                 batch = (await self.client.get(f"/v1/batches/{self.batch_id}")).json()
@@ -214,37 +221,41 @@ def realtime_figures(samples: list[Streamed]) -> dict:
 @dataclass
 class Run:
     system: str
-    background: bool
+    mode: Mode
     samples: list[Streamed]
     background_tokens: int = 0
     background_failures: int = 0
     drain_s: float = 0.0
 
 
-async def measure(system: str, base_url: str, name: str, traffic: Traffic, background: bool) -> Run:
-    """One run: the backlog (when `background`), a head start, the real-time stream, then the drain."""
+async def measure(system: str, base_url: str, name: str, traffic: Traffic, mode: Mode) -> Run:
+    """One run: the backlog (unless the floor), a head start, the real-time stream (unless the backlog alone),
+    then the drain."""
     limits = httpx.Limits(max_connections=None)
     async with httpx.AsyncClient(base_url=base_url, timeout=1800, limits=limits) as client:
-        if not background:
-            return Run(system, False, await realtime(base_url, name, traffic))
+        if mode == "floor":
+            return Run(system, mode, await realtime(base_url, name, traffic))
         kind = MonolithBacklog if system.startswith("monolith") else ConcurrentBacklog
         backlog = kind(client, name, traffic)
         started = time.perf_counter()
         await backlog.submit()
-        await asyncio.sleep(traffic.head_start_s)
-        samples = await realtime(base_url, name, traffic)
+        samples = []
+        if mode == "mixed":
+            await asyncio.sleep(traffic.head_start_s)
+            samples = await realtime(base_url, name, traffic)
         tokens, failures = await backlog.drained()
-        return Run(system, True, samples, tokens, failures, time.perf_counter() - started)
+        return Run(system, mode, samples, tokens, failures, time.perf_counter() - started)
 
 
 def summarize(runs: list[Run]) -> list[dict]:
-    """One row per system and backlog, over every round's samples (ABBA rounds pooled)."""
+    """One row per system and mode, over every round's samples (ABBA rounds pooled)."""
     rows = []
-    for key in dict.fromkeys((r.system, r.background) for r in runs):
-        mine = [r for r in runs if (r.system, r.background) == key]
-        row: dict = {"system": key[0], "background": key[1], "rounds": len(mine)}
-        row |= realtime_figures([s for r in mine for s in r.samples])
-        if key[1]:
+    for key in dict.fromkeys((r.system, r.mode) for r in runs):
+        mine = [r for r in runs if (r.system, r.mode) == key]
+        row: dict = {"system": key[0], "mode": key[1], "rounds": len(mine)}
+        if key[1] != "background":
+            row |= realtime_figures([s for r in mine for s in r.samples])
+        if key[1] != "floor":
             tokens, drain = sum(r.background_tokens for r in mine), sum(r.drain_s for r in mine)
             row |= {
                 "background_tokens": tokens,
@@ -256,24 +267,31 @@ def summarize(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def run_rounds(systems: dict[str, str], name: str, traffic: Traffic, rounds: int) -> dict:
-    """Floors first, then the mixed runs; each round in turns, the order flipping every round (ABBA)."""
+def run_rounds(systems: dict[str, str], name: str, traffic: Traffic, rounds: int, quiet_s: float = 0.0) -> dict:
+    """Floors first, then the mixed runs, then the backlog alone; each round in turns, the order flipping every
+    round (ABBA). `quiet_s`: the pause before the backlog alone, so that no system still counts the mixed runs'
+    real-time traffic as recent (the monolith's scheduling.realtime_quiet_s)."""
     order = list(systems)
     runs = []
-    for background in (False, True):
+    for mode in MODES:
+        if mode == "background":
+            time.sleep(quiet_s)
         for i in range(rounds):
             for system in order if i % 2 == 0 else order[::-1]:
-                run = asyncio.run(measure(system, systems[system], name, traffic, background))
-                print(json.dumps({"system": system, "background": background, **realtime_figures(run.samples)}))
+                run = asyncio.run(measure(system, systems[system], name, traffic, mode))
+                figures = realtime_figures(run.samples) if run.samples else {"drain_s": round(run.drain_s, 2)}
+                print(json.dumps({"system": system, "mode": mode, **figures}))
                 runs.append(run)
     rows = summarize(runs)
     return {"traffic": traffic.__dict__, "rounds": rounds, "rows": rows, "ratios": ratios(rows)}
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """Each system's mixed-load figures against its own floor, and the monolith's against `vllm serve`'s."""
-    floors = {r["system"]: r for r in rows if not r["background"]}
-    mixed = {r["system"]: r for r in rows if r["background"]}
+    """Each system's mixed-load figures against its own floor, and the monolith's against `vllm serve`'s (mixed,
+    and the backlog alone)."""
+    floors = {r["system"]: r for r in rows if r["mode"] == "floor"}
+    mixed = {r["system"]: r for r in rows if r["mode"] == "mixed"}
+    alone = {r["system"]: r for r in rows if r["mode"] == "background"}
     out = []
     for system, row in mixed.items():
         floor = floors.get(system)
@@ -285,6 +303,10 @@ def ratios(rows: list[dict]) -> list[dict]:
         if peer and system != "vllm":
             entry["ttft_p99_vs_vllm"] = _ratio(row["ttft_p99_s"], peer["ttft_p99_s"])
             entry["goodput_vs_vllm"] = _ratio(row["background_tok_s"], peer["background_tok_s"])
+        if system in alone and "vllm" in alone and system != "vllm":
+            entry["goodput_alone_vs_vllm"] = _ratio(
+                alone[system]["background_tok_s"], alone["vllm"]["background_tok_s"]
+            )
         out.append(entry)
     return out
 
@@ -302,24 +324,29 @@ def markdown(result: dict | None) -> list[str]:
         f"Mixed load: real-time streamed chats ({t['realtime_requests']} at {t['realtime_rate']}/s Poisson, "
         f"{t['realtime_max_tokens']} tokens) while a backlog shares the engine ({t['jobs']} async chat jobs of "
         f"{t['job_max_tokens']} tokens and a {t['batch_lines']}-line HTTP batch of {t['batch_max_tokens']}; to "
-        "`vllm serve` the same as concurrent chat requests). Floor: the same real-time stream with no backlog.",
+        "`vllm serve` the same as concurrent chat requests). Floor: the same real-time stream with no backlog; "
+        "alone: the backlog with no real-time traffic.",
         "",
         "| system | backlog | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | e2e p99 | background tok/s | drain s "
         "| errors |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
-        errors = r["realtime_errors"] + r.get("background_failures", 0)
+        errors = r.get("realtime_errors", 0) + r.get("background_failures", 0)
         lines.append(
-            f"| {r['system']} | {'yes' if r['background'] else 'no (floor)'} | {r['ttft_p50_s']} | {r['ttft_p99_s']} "
-            f"| {r['itl_p50_s']} | {r['itl_p99_s']} | {r['e2e_p99_s']} | {r.get('background_tok_s', '')} "
+            f"| {r['system']} | {SHOWN[r['mode']]} | {r.get('ttft_p50_s', '')} | {r.get('ttft_p99_s', '')} "
+            f"| {r.get('itl_p50_s', '')} | {r.get('itl_p99_s', '')} | {r.get('e2e_p99_s', '')} "
+            f"| {r.get('background_tok_s', '')} "
             f"| {r.get('drain_s', '')} | {errors} |"
         )
-    lines += ["", "| system | TTFT p99 / floor | ITL p99 / floor | TTFT p99 / vllm | goodput / vllm |"]
-    lines += ["| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| system | TTFT p99 / floor | ITL p99 / floor | TTFT p99 / vllm | goodput / vllm | goodput alone / vllm |",
+    ]
+    lines += ["| --- | --- | --- | --- | --- | --- |"]
     lines += [
         f"| {r['system']} | {r.get('ttft_p99_vs_floor')} | {r.get('itl_p99_vs_floor')} | "
-        f"{r.get('ttft_p99_vs_vllm', '')} | {r.get('goodput_vs_vllm', '')} |"
+        f"{r.get('ttft_p99_vs_vllm', '')} | {r.get('goodput_vs_vllm', '')} | {r.get('goodput_alone_vs_vllm', '')} |"
         for r in result["ratios"]
     ]
     return lines
@@ -338,13 +365,13 @@ def plot(result: dict | None, out: Path) -> None:
     systems = list(dict.fromkeys(r["system"] for r in rows))
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     for ax, key, title in zip(axes, ("ttft_p99_s", "itl_p99_s"), ("TTFT p99 (s)", "inter-token p99 (s)"), strict=True):
-        for offset, background in ((-0.2, False), (0.2, True)):
-            values = [
-                next((r[key] for r in rows if r["system"] == s and r["background"] == background), 0) or 0
-                for s in systems
-            ]
+        for offset, mode in ((-0.2, "floor"), (0.2, "mixed")):
+            values = [next((r[key] for r in rows if r["system"] == s and r["mode"] == mode), 0) or 0 for s in systems]
             ax.bar(
-                [i + offset for i in range(len(systems))], values, 0.4, label="with backlog" if background else "floor"
+                [i + offset for i in range(len(systems))],
+                values,
+                0.4,
+                label="with backlog" if mode == "mixed" else "floor",
             )
         ax.set_xticks(range(len(systems)), systems)
         ax.set_yscale("log")

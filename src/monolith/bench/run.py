@@ -94,6 +94,7 @@ PROFILES = {
         2,
     ),
 }
+BEFORE = "monolith before"  # part 6's third system
 PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed")
 # Part 4's modes: the server's defaults, and the helper steps (self-query by the LLM's choice where needed,
 # expansion) all on.
@@ -270,10 +271,10 @@ def measure_servers(
         load_s["vllm"] = round(servers["vllm"].wait_ready("/v1/models"), 1)
         if "rag" in parts:
             servers["split"] = start_split(config, model_dir, work, servers["vllm"].base_url)
-        if "mixed" in parts:  # the monolith as it was before priority scheduling, beside the one as it is
-            fcfs = {"MONOLITH_SCHEDULING__POLICY": "fcfs"}
-            servers["monolith fcfs"] = start_monolith(config, settings, model_dir, work / "fcfs", fcfs)
-        for key in ("monolith", "split", "monolith fcfs"):
+        if "mixed" in parts:  # the monolith as it was before issue 21 (fcfs, a fixed background share), beside it
+            before = {"MONOLITH_SCHEDULING__POLICY": "fcfs", "MONOLITH_SCHEDULING__ADAPTIVE": "false"}
+            servers[BEFORE] = start_monolith(config, settings, model_dir, work / "before", before)
+        for key in ("monolith", "split", BEFORE):
             if key in servers:
                 load_s[key] = round(servers[key].wait_ready("/health/ready"), 1)
         if "completions" in parts:
@@ -293,8 +294,9 @@ def measure_servers(
         if "structured" in parts:
             structured_rows = measure_structured(servers, name, profile)
         if "mixed" in parts:
-            urls = {key: servers[key].base_url for key in ("monolith", "monolith fcfs", "vllm")}
-            mixed_load = mixed.run_rounds(urls, name, profile.mixed, profile.mixed_rounds)
+            urls = {key: servers[key].base_url for key in ("monolith", BEFORE, "vllm")}
+            quiet_s = settings.scheduling.realtime_quiet_s + 1
+            mixed_load = mixed.run_rounds(urls, name, profile.mixed, profile.mixed_rounds, quiet_s)
     finally:
         for server in servers.values():
             server.stop()

@@ -57,6 +57,7 @@ class Delta:
     index: int = 0  # which of the request's n choices
     logprobs: list[TokenLogprob] | None = None  # the new tokens', with sampling.logprobs
     prompt_logprobs: list[TokenLogprob] | None = None  # on the first delta, with sampling.prompt_logprobs
+    stop_reason: str | int | None = None  # on the last: the stop string or token id that ended it (None: EOS)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class EngineStats:
 
 class Tokenizer(Protocol):
     chat_template: Any  # the template's source (None where the tokenizer has none)
+    all_special_ids: list[int]
 
     def __len__(self) -> int: ...
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...

@@ -159,6 +159,7 @@ class VllmEngine:
                             choice.index,
                             logprobs,
                             prompt_logprobs,
+                            choice.stop_reason,
                         )
         except EngineDeadError as exc:
             raise DependencyDown("the inference engine has stopped") from exc

@@ -9,10 +9,10 @@ import contextlib
 import logging
 import time
 
-from monolith.admission import realtime_waiting
 from monolith.config import JobsSettings
 from monolith.jobs.lines import read_lines, written
 from monolith.jobs.transform import run_batch
+from monolith.scheduling import BackgroundBudget
 from monolith.serving.common import Services
 from monolith.store.batches import BatchRecord, BatchStore
 
@@ -22,10 +22,10 @@ IDLE_POLL_S = 1.0
 
 
 class BatchRunner:
-    def __init__(self, store: BatchStore, services: Services, max_in_flight: int, settings: JobsSettings) -> None:
+    def __init__(self, store: BatchStore, services: Services, budget: BackgroundBudget, settings: JobsSettings) -> None:
         self.store = store
         self.services = services
-        self.max_in_flight = max_in_flight
+        self.budget = budget
         self.heartbeat_s = settings.heartbeat_s
         self.paused = False
         self._wake = asyncio.Event()
@@ -118,10 +118,11 @@ class BatchRunner:
                 self.services,
                 source,
                 output,
-                self.max_in_flight,
+                self.budget.capacity,
                 progress=False,
                 endpoint=batch.endpoint,
-                gate=lambda: realtime_waiting() == 0,
+                budget=self.budget,
+                queued_at=batch.created_at,
                 on_line=lambda ok: self.store.count_line(batch.id, ok),
                 total=total,
             )

@@ -3,6 +3,7 @@ and written as an output line; the lines an output already holds (what a resume 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -12,10 +13,12 @@ from typing import Any
 
 import msgspec
 
+from monolith.admission import BATCH, LANE, OVERDUE
 from monolith.config import Settings
 from monolith.errors import BadRequest, MonolithError
+from monolith.scheduling import BackgroundBudget
 from monolith.serving.common import Services
-from monolith.serving.registry import ENDPOINTS, answer_of
+from monolith.serving.registry import ENDPOINTS, Endpoint, answer_of
 from monolith.store.atomic import write_atomically
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,28 @@ class LineChecker:
 async def answer(services: Services, request: RequestLine, request_id: str) -> Any:
     """A line's answer: its route's own checks, then its run (never streamed)."""
     return await answer_of(services, ENDPOINTS[request.url], request.body, request_id, "batch requests cannot stream")
+
+
+async def answer_in_background(
+    services: Services, budget: BackgroundBudget, endpoint: Endpoint, data: Any, request_id: str, queued_at: float
+) -> Any:
+    """One request answered as batch work: it starts when the background budget has room, and when real-time
+    traffic preempts it, it starts again from the beginning (SageMaker batch transform's records)."""
+    LANE.set(BATCH)
+    while True:
+        held = budget.hold(BATCH, await budget.wait_for_room(queued_at))
+        OVERDUE.set(held.overdue)
+        attempt = asyncio.create_task(answer_of(services, endpoint, data, request_id, "batch requests cannot stream"))
+        held.task = attempt
+        try:
+            await asyncio.wait({attempt})
+        finally:
+            budget.release(held)
+            if not attempt.done():  # this request itself was cancelled (its client left)
+                attempt.cancel()
+        if attempt.cancelled() and held.preempted:
+            continue
+        return attempt.result()
 
 
 def needs_retrieval(path: Path, settings: Settings) -> bool:

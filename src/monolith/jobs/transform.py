@@ -7,17 +7,19 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 from tqdm import tqdm
 
-from monolith.admission import BATCH, LANE
+from monolith.admission import BATCH, LANE, OVERDUE
 from monolith.errors import BadRequest, InternalError, MonolithError
 from monolith.jobs.lines import RequestLine, answer, done_custom_ids, output_line, parse_line, read_lines
 from monolith.protocol.errors import error_response
+from monolith.scheduling import BackgroundBudget, Hold
 from monolith.serving.common import Services
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ class BatchReport:
         )
 
 
+Item = tuple[str, RequestLine | None, MonolithError | None]  # custom_id, the request or why the line is bad
+
+
 async def run_batch(
     services: Services,
     input_path: Path,
@@ -52,15 +57,17 @@ async def run_batch(
     max_in_flight: int,
     progress: bool = True,
     endpoint: str | None = None,
-    gate: Callable[[], bool] | None = None,
+    budget: BackgroundBudget | None = None,
+    queued_at: float = 0.0,
     on_line: Callable[[bool], Awaitable[None]] | None = None,
     total: int | None = None,
 ) -> BatchReport:
     """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish.
 
-    `endpoint`: every line must name it (the HTTP Batch API's rule); `gate`: new lines start only while it
-    holds (real-time traffic first); `on_line(ok)`: called as each line is written; `total`: the input's
-    line count when the caller has it already.
+    `endpoint`: every line must name it (the HTTP Batch API's rule); `budget`: a line starts only when the
+    background budget has room (real-time traffic first; overdue once the batch, queued at `queued_at`, waited
+    too long), and a line it preempts is answered again later; `on_line(ok)`: called as each line is written;
+    `total`: the input's line count when the caller has it already.
     """
     LANE.set(BATCH)
     report = BatchReport()
@@ -70,36 +77,12 @@ async def run_batch(
     started = time.perf_counter()
     slots = asyncio.Semaphore(max_in_flight)
     running: set[asyncio.Task] = set()
+    failures: list[BaseException] = []  # a line that could not be written or counted stops the batch
+    preempted: deque[Item] = deque()  # answered again before the next new line
     bar = tqdm(total=total, desc="batch", unit="line", disable=not progress)
     output_path.parent.mkdir(parents=True, exist_ok=True)
 
-    with output_path.open("ab") as out:
-
-        async def one(custom_id: str, request: RequestLine | None, error: MonolithError | None) -> None:
-            request_id = f"batch-{uuid.uuid4().hex}"
-            try:
-                if error is not None:
-                    raise error
-                assert request is not None
-                result, status = msgspec.to_builtins(await answer(services, request, request_id)), 200
-                report.succeeded += 1
-                used = result.get("usage") or {}
-                report.output_tokens += used.get("completion_tokens", used.get("output_tokens", 0))
-            except Exception as exc:
-                if not isinstance(exc, MonolithError):
-                    log.exception("batch line %s failed", custom_id)
-                    exc = InternalError(f"internal error (request {request_id})")
-                result, status = msgspec.to_builtins(error_response(exc)), exc.status_code
-                report.failed += 1
-            finally:
-                slots.release()
-            out.write(output_line(custom_id, status, result, request_id))
-            out.flush()
-            if on_line is not None:
-                await on_line(status == 200)  # written lines survive the process being killed: the resume skips them
-            bar.update(1)
-            bar.set_postfix(tok_s=f"{report.output_tokens / (time.perf_counter() - started):.1f}", refresh=False)
-
+    def new_lines() -> Iterator[Item]:
         for number, raw in read_lines(input_path):
             report.total += 1
             custom_id, request, error = parse_line(raw, number)
@@ -113,13 +96,75 @@ async def run_batch(
                 bar.update(1)
                 continue
             done.add(custom_id)  # a repeated custom_id in the input is answered once
-            while gate is not None and not gate():
-                await asyncio.sleep(0.05)
-            await slots.acquire()
-            task = asyncio.create_task(one(custom_id, request, error))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        await asyncio.gather(*running)
+            yield custom_id, request, error
+
+    with output_path.open("ab") as out:
+
+        async def one(item: Item, held: Hold | None) -> None:
+            custom_id, request, error = item
+            OVERDUE.set(held is not None and held.overdue)
+            request_id = f"batch-{uuid.uuid4().hex}"
+            try:
+                if error is not None:
+                    raise error
+                assert request is not None
+                result, status = msgspec.to_builtins(await answer(services, request, request_id)), 200
+                report.succeeded += 1
+                used = result.get("usage") or {}
+                report.output_tokens += used.get("completion_tokens", used.get("output_tokens", 0))
+            except asyncio.CancelledError:
+                if held is not None and held.preempted:  # for real-time traffic: this line again, later
+                    preempted.append(item)
+                    return
+                raise
+            except Exception as exc:
+                if not isinstance(exc, MonolithError):
+                    log.exception("batch line %s failed", custom_id)
+                    exc = InternalError(f"internal error (request {request_id})")
+                result, status = msgspec.to_builtins(error_response(exc)), exc.status_code
+                report.failed += 1
+            finally:
+                slots.release()
+                if held is not None and budget is not None:
+                    budget.release(held)
+            out.write(output_line(custom_id, status, result, request_id))
+            out.flush()
+            if on_line is not None:
+                await on_line(status == 200)  # written lines survive the process being killed: the resume skips them
+            bar.update(1)
+            bar.set_postfix(tok_s=f"{report.output_tokens / (time.perf_counter() - started):.1f}", refresh=False)
+
+        def finished(task: asyncio.Task) -> None:
+            running.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failures.append(task.exception())
+
+        lines = new_lines()
+        try:
+            while not failures:
+                item = preempted.popleft() if preempted else next(lines, None)
+                if item is None:
+                    if not running:
+                        break
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)  # may preempt a line
+                    continue
+                held = None
+                if item[1] is not None and budget is not None:
+                    held = budget.hold(BATCH, await budget.wait_for_room(queued_at))
+                await slots.acquire()
+                task = asyncio.create_task(one(item, held))
+                if held is not None:
+                    held.task = task
+                running.add(task)
+                task.add_done_callback(finished)
+            if failures:
+                raise failures[0]
+        finally:
+            # Stopped (a cancel, the shutdown): lines in flight stop too, and are answered by the resume.
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
     bar.close()
     report.seconds = time.perf_counter() - started
     return report

@@ -1,4 +1,5 @@
-"""Runs queued jobs on spare engine capacity: never while a real-time request waits, at most a share of it.
+"""Runs queued jobs on the engine capacity real-time traffic leaves (scheduling.BackgroundBudget); a job the
+budget preempts goes back to the queue, that run not counted, and runs again from the start.
 
 Jobs come from the shared store with a lease. A heartbeat renews the leases of the jobs this replica runs
 and stops any that were cancelled through another replica or taken over; a replica that dies stops
@@ -10,18 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from monolith.admission import ADMISSION, ASYNC, LANE, TICKET, realtime_waiting
+from monolith.admission import ADMISSION, ASYNC, LANE, OVERDUE, TICKET
 from monolith.errors import InternalError, MonolithError
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
 from monolith.protocol.errors import error_response
+from monolith.scheduling import BackgroundBudget, Hold
 from monolith.serving.common import Services
 from monolith.serving.registry import BY_KIND, answer_of
 from monolith.store.jobs import Job, JobStore
@@ -34,11 +35,11 @@ HOUSEKEEPING = "housekeeping"
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, services: Services) -> None:
+    def __init__(self, store: JobStore, services: Services, budget: BackgroundBudget) -> None:
         self.store = store
         self.services = services
         self.settings = services.settings.jobs
-        self.slots = max(1, math.floor(services.settings.engine.max_num_seqs * self.settings.max_share))
+        self.budget = budget
         self.running: dict[str, asyncio.Task] = {}
         self.callbacks = CallbackSender(store, self.settings)
         # One replica at a time exports the shared backlog and purges old jobs.
@@ -102,17 +103,28 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
             self._wake.clear()
             try:
-                while not self.paused and len(self.running) < self.slots and realtime_waiting() == 0:
+                while not self.paused and await self._room():
                     job = await self.store.claim_next()
                     if job is None:
                         break
-                    self.running[job.id] = asyncio.create_task(self._run(job))
+                    held = self.budget.hold(ASYNC, self.budget.is_overdue(job.created_at))
+                    held.task = self.running[job.id] = asyncio.create_task(self._run(job, held))
             except Exception:
                 log.exception("claiming a job failed; trying again")
             ASYNC_RUNNING.set(len(self.running))
 
-    async def _run(self, job: Job) -> None:
+    async def _room(self) -> bool:
+        """Room in the background budget for the job claim_next would take."""
+        if self.budget.room():
+            return True
+        if not self.budget.room(overdue=True):
+            return False
+        oldest = await self.store.oldest_queued_at()
+        return oldest is not None and self.budget.is_overdue(oldest)
+
+    async def _run(self, job: Job, held: Hold) -> None:
         LANE.set(ASYNC)
+        OVERDUE.set(held.overdue)
         # One ticket per job: a RAG job's helper generations and its answer count as one request.
         ticket = ADMISSION.admit(self.services.settings.server.request_timeout_s, lane=ASYNC)
         TICKET.set(ticket)
@@ -122,20 +134,32 @@ class JobRunner:
                 result = await answer_of(self.services, BY_KIND[job.kind], job.request, job.id, why)
                 outcome = ("succeeded", msgspec.json.encode(result), None)
             except asyncio.CancelledError:
-                return  # cancelled by a caller (already recorded), taken over, or shutdown (released)
+                if held.preempted:  # for real-time traffic: back to the queue, to run again from the start
+                    await self._requeue(job.id)
+                return  # else cancelled by a caller (already recorded), taken over, or shutdown (released)
             except Exception as exc:
                 if not isinstance(exc, MonolithError):
                     log.exception("job %s failed", job.id)
                     exc = InternalError(f"internal error (job {job.id})")
                 outcome = ("failed", None, msgspec.json.encode(error_response(exc).error))
+            # The outcome is in hand: from here a preemption must not cancel it. Nothing awaits between the
+            # answer and this line, so releasing the slot here closes that window.
+            self.budget.release(held)
             status, result_bytes, error_bytes = outcome
             if not await self.store.finish(job.id, status, result=result_bytes, error=error_bytes, held=True):
                 log.warning("job %s finished here after its lease was lost; its recorded outcome stands", job.id)
         finally:
+            self.budget.release(held)
             ticket.release()
             self.running.pop(job.id, None)
             ASYNC_RUNNING.set(len(self.running))
             self.wake()
+
+    async def _requeue(self, job_id: str) -> None:
+        try:
+            await self.store.release([job_id])
+        except Exception:  # the lease runs out instead, and the job is taken up again (that run then counts)
+            log.exception("job %s: handing the preempted job back failed", job_id)
 
     async def _heartbeat(self) -> None:
         """Renews this replica's leases; stops jobs it no longer holds; housekeeping if it holds that lease."""

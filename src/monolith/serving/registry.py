@@ -21,6 +21,7 @@ from monolith.protocol.embeddings import EmbeddingRequest
 from monolith.protocol.errors import field_of
 from monolith.protocol.rag import RagRequest
 from monolith.protocol.responses import ResponsesRequest
+from monolith.protocol.tgi import TgiRequest
 from monolith.serving.chat import chat_chunks, plan_chat, retrieve_for_chat, run_chat
 from monolith.serving.common import Services, model_names
 from monolith.serving.completions import completion_chunks, plan_completion, prompt_count, run_completion
@@ -28,6 +29,7 @@ from monolith.serving.embeddings import plan_embeddings, run_embeddings
 from monolith.serving.rag import plan_rag, prepare_rag, rag_events, run_rag
 from monolith.serving.responses import plan_response, run_response
 from monolith.serving.responses_events import response_events
+from monolith.serving.tgi import plan_tgi, run_tgi, tgi_events
 
 Plan = Callable[[Services, Any, str], Awaitable[Any]]
 Run = Callable[[Services, Any, str, "list[Ticket] | None"], Awaitable[Any]]
@@ -85,6 +87,18 @@ async def _plan_response(services: Services, data: ResponsesRequest, request_id:
 
 async def _plan_embeddings(services: Services, data: EmbeddingRequest, request_id: str) -> Any:
     return await plan_embeddings(services, data)
+
+
+async def _plan_tgi(services: Services, data: TgiRequest, request_id: str) -> Any:
+    return await services.generator.off_loop(plan_tgi, services, data)
+
+
+async def _run_tgi(services: Services, plan: Any, request_id: str, tickets: list[Ticket] | None) -> Any:
+    return await run_tgi(services, plan, request_id)
+
+
+async def _stream_tgi(services: Services, plan: Any, request_id: str) -> AsyncIterator[bytes]:
+    return tgi_events(services, plan, request_id)
 
 
 async def _run_rag(services: Services, plan: Any, request_id: str, tickets: list[Ticket] | None) -> Any:
@@ -170,6 +184,8 @@ ENDPOINTS: dict[str, Endpoint] = {
             "",
         ),
         Endpoint("/rag", "rag", RagRequest, _plan_rag, _run_rag, _stream_rag, _always, lambda d: 1, "req-"),
+        # TGI's generate (its routes, SageMaker's TGI payload): answered as TGI answers, errors aside.
+        Endpoint("/generate", "tgi", TgiRequest, _plan_tgi, _run_tgi, _stream_tgi, _never, lambda d: 1, "tgi-"),
     )
 }
 BY_KIND: dict[str, Endpoint] = {e.kind: e for e in ENDPOINTS.values()}

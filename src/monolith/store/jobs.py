@@ -211,7 +211,7 @@ class JobStore:
         return updated.rowcount == 1
 
     async def release(self, job_ids: list[str]) -> int:
-        """A clean shutdown hands its running jobs back to the queue at once (that run does not count)."""
+        """Running jobs back to the queue at once, that run not counted: a clean shutdown, or a preemption."""
         if not job_ids:
             return 0
         async with self.db.begin() as conn:
@@ -238,6 +238,12 @@ class JobStore:
     async def unfinished(self, owner: str) -> int:
         """One owner's queued and running jobs (its quota)."""
         query = select(func.count()).where(jobs.c.owner == owner, jobs.c.status.in_(UNFINISHED))
+        async with self.db.read() as conn:
+            return (await conn.execute(query)).scalar_one()
+
+    async def oldest_queued_at(self) -> float | None:
+        """When the oldest queued job was submitted (what claim_next takes first), or None."""
+        query = select(func.min(jobs.c.created_at)).where(jobs.c.status == "queued")
         async with self.db.read() as conn:
             return (await conn.execute(query)).scalar_one()
 

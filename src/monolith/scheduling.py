@@ -1,0 +1,165 @@
+"""The background budget: how many engine slots async jobs and batch lines may hold together, now.
+
+Real-time requests come first, and the background takes what they leave:
+- with no real-time request for `scheduling.realtime_quiet_s`, the background may fill the engine (every one of
+  `engine.max_num_seqs`; a fixed share would leave slots idle that nobody asked for), ramping up to it from the
+  moment the last real-time request left;
+- while real-time requests come, the background's slots follow real-time decode speed, additive increase and
+  multiplicative decrease: every `adjust_every_s`, halved while the median real-time inter-token latency is above
+  `realtime_itl_target_s` (each background sequence makes every engine step, and so every real-time token, a
+  little slower), one more while it is below;
+- when a real-time request arrives to a full engine, or the budget shrinks below what the background holds, the
+  youngest background generation is preempted: aborted in the engine (vLLM frees a slot only when a sequence
+  ends: it preempts for KV-cache pressure, never for priority, vllm-project/vllm#40004) and handed back to its
+  runner, which requeues it. Its prompt is still in the prefix cache, so the restart is cheap, and only the run
+  that finishes writes a result;
+- work that waited longer than `max_background_wait_s` is overdue: it starts even while real-time requests wait,
+  goes into the engine like a real-time request, and is never preempted, so it cannot starve.
+With `scheduling.adaptive` false the background may always fill the engine while no real-time request waits and
+nothing is preempted (the behaviour before 0.3, which the bench keeps as its "before" row).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from monolith.admission import ADMISSION, ASYNC, BATCH, REALTIME, Admission
+from monolith.config import Settings
+from monolith.metrics import BACKGROUND_PREEMPTED, BACKGROUND_SLOTS
+
+log = logging.getLogger(__name__)
+
+ROOM_POLL_S = 0.02  # how often a batch line waiting for a slot looks again
+for _lane in (ASYNC, BATCH):  # exported from the start, at 0
+    BACKGROUND_PREEMPTED.labels(_lane)
+
+
+@dataclass(eq=False)
+class Hold:
+    """One background item holding an engine slot; `task` is what a preemption cancels."""
+
+    lane: str
+    overdue: bool
+    task: asyncio.Task | None = None
+    started: float = field(default_factory=time.monotonic)
+    preempted: bool = False
+
+
+class BackgroundBudget:
+    def __init__(self, settings: Settings, admission: Admission = ADMISSION) -> None:
+        self.settings = settings.scheduling
+        self.admission = admission
+        self.capacity = settings.engine.max_num_seqs
+        # The background's slots under real-time load; it starts at half the engine (the old fixed share) and
+        # moves with the real-time inter-token latency from there.
+        self.limit = max(self.settings.min_background_slots, self.capacity // 2)
+        self.holds: list[Hold] = []
+        self.preempted = 0
+        self._samples_after = time.monotonic()
+        self._controller: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.settings.adaptive:
+            self.admission.on_realtime = self.enforce
+            self._controller = asyncio.create_task(self._adjust_forever())
+        BACKGROUND_SLOTS.set(self.allowed())
+
+    async def stop(self) -> None:
+        if self.admission.on_realtime == self.enforce:
+            self.admission.on_realtime = None
+        if self._controller is not None:
+            self._controller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._controller
+
+    def is_overdue(self, queued_at: float) -> bool:
+        """`queued_at`: wall-clock seconds (a job's or batch's created_at)."""
+        return time.time() - queued_at > self.settings.max_background_wait_s
+
+    def allowed(self) -> int:
+        """Slots the background may hold now: its budget while real-time requests are in flight, then more and
+        more of the rest of the engine as the quiet lasts, all of it after realtime_quiet_s. A ramp, not a switch:
+        what a short lull lets in is young when the next real-time request preempts it, so little work is lost."""
+        quiet_for = self.admission.realtime_quiet_for()
+        if not self.settings.adaptive or quiet_for >= self.settings.realtime_quiet_s:
+            return self.capacity
+        spare = self.capacity - self.limit
+        return self.limit + int(spare * quiet_for / self.settings.realtime_quiet_s)
+
+    def room(self, overdue: bool = False) -> bool:
+        """Whether one more background item may start now."""
+        held = len(self.holds)
+        if overdue:
+            return held < max(1, self.allowed())
+        if self.admission.waiting[REALTIME]:
+            return False
+        if not self.settings.adaptive:
+            return held < self.capacity
+        # Leave the slots real-time requests in flight need: else the next one would preempt this at once.
+        return held < min(self.allowed(), self.capacity - self.admission.in_flight(REALTIME))
+
+    def hold(self, lane: str, overdue: bool, task: asyncio.Task | None = None) -> Hold:
+        held = Hold(lane, overdue, task)
+        self.holds.append(held)
+        return held
+
+    def release(self, held: Hold) -> None:
+        """The item finished (or failed, or was cancelled): its slot is free. Idempotent."""
+        with contextlib.suppress(ValueError):
+            self.holds.remove(held)
+
+    async def wait_for_room(self, queued_at: float) -> bool:
+        """Waits until an item queued at `queued_at` may start; returns whether it is overdue."""
+        while True:
+            overdue = self.is_overdue(queued_at)
+            if self.room(overdue):
+                return overdue
+            await asyncio.sleep(ROOM_POLL_S)
+
+    def enforce(self) -> None:
+        """Preempts the youngest background items above what real-time traffic leaves them (overdue ones never)."""
+        if not self.settings.adaptive:
+            return
+        keep = min(self.allowed(), self.capacity - self.admission.in_flight(REALTIME))
+        excess = len(self.holds) - max(keep, 0)
+        if excess <= 0:
+            return
+        youngest_first = sorted((h for h in self.holds if not h.overdue), key=lambda h: h.started, reverse=True)
+        for held in youngest_first[:excess]:
+            self._preempt(held)
+
+    def _preempt(self, held: Hold) -> None:
+        held.preempted = True
+        self.release(held)
+        self.preempted += 1
+        BACKGROUND_PREEMPTED.labels(held.lane).inc()
+        if held.task is not None:
+            held.task.cancel()
+
+    def adjust(self) -> None:
+        """One step of the controller, on the real-time inter-token gaps since the last step."""
+        now = time.monotonic()
+        gaps = [gap for at, gap in self.admission.itl if at > self._samples_after]
+        self._samples_after = now
+        if gaps and self.admission.realtime_quiet_for() < self.settings.realtime_quiet_s:
+            if statistics.median(gaps) > self.settings.realtime_itl_target_s:
+                if self.holds:  # with no background running, shrinking it would not speed real-time up
+                    shrunk = min(self.limit, len(self.holds)) // 2
+                    self.limit = max(self.settings.min_background_slots, shrunk)
+            elif len(self.holds) >= self.limit:  # grow only while the background uses what it has
+                self.limit = min(self.capacity, self.limit + 1)
+        self.enforce()
+        BACKGROUND_SLOTS.set(self.allowed())
+
+    async def _adjust_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.adjust_every_s)
+            try:
+                self.adjust()
+            except Exception:
+                log.exception("adjusting the background budget failed; trying again")

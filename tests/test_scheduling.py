@@ -1,0 +1,191 @@
+"""The background budget's decisions, on an admission queue of its own and tasks that stand in for background
+generations (the real engine's side: tests/jobs/test_preemption.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from monolith.admission import ASYNC, BATCH, REALTIME, Admission
+from monolith.config import Settings, load_settings
+from monolith.scheduling import BackgroundBudget, Hold
+from tests.conftest import CPU_CONFIG
+
+CAPACITY = 8
+
+
+def settings(**scheduling: object) -> Settings:
+    base = load_settings(CPU_CONFIG)
+    engine = base.engine.model_copy(update={"max_num_seqs": CAPACITY})
+    defaults = {"adaptive": True, "realtime_quiet_s": 5.0, "realtime_itl_target_s": 0.05, "min_background_slots": 1}
+    return base.model_copy(
+        update={"engine": engine, "scheduling": base.scheduling.model_copy(update={**defaults, **scheduling})}
+    )
+
+
+@pytest.fixture
+async def admission() -> AsyncIterator[Admission]:
+    yield Admission()
+
+
+async def started(budget: BackgroundBudget) -> AsyncIterator[BackgroundBudget]:
+    budget.start()
+    try:
+        yield budget
+    finally:
+        await budget.stop()
+
+
+def running(budget: BackgroundBudget, count: int, lane: str = ASYNC, overdue: bool = False) -> list[Hold]:
+    """`count` background items holding slots, each a task that runs until cancelled."""
+    holds = []
+    for _ in range(count):
+        held = budget.hold(lane, overdue)
+        held.task = asyncio.create_task(asyncio.sleep(3600))
+        holds.append(held)
+        time.sleep(0.001)  # distinct start times: the youngest is the last
+    return holds
+
+
+def realtime_gaps(admission: Admission, seconds_per_token: float, count: int = 20) -> None:
+    now = time.monotonic()
+    admission.itl.extend((now, seconds_per_token) for _ in range(count))
+
+
+async def test_with_no_real_time_traffic_the_background_may_fill_the_engine(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    running(budget, CAPACITY - 1)
+    assert budget.allowed() == CAPACITY and budget.room()
+    running(budget, 1)
+    assert not budget.room(), "never more than the engine's slots"
+
+
+async def test_while_real_time_requests_come_the_background_keeps_its_budget_and_their_slots(
+    admission: Admission,
+) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    ticket = admission.admit(30)
+    admission._started(ticket._slot)  # generating: in flight, not waiting
+    assert budget.allowed() == budget.limit == CAPACITY // 2
+    running(budget, budget.limit - 1)
+    assert budget.room()
+    running(budget, 1)
+    assert not budget.room()
+    ticket.release()
+    assert budget.allowed() == budget.limit, "a real-time request left a moment ago: not quiet yet"
+
+
+async def test_no_background_item_starts_while_a_real_time_request_waits_unless_overdue(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    ticket = admission.admit(30)
+    assert not budget.room()
+    assert budget.room(overdue=True)
+    assert budget.is_overdue(time.time() - 301) and not budget.is_overdue(time.time() - 10)
+    ticket.release()
+
+
+async def test_a_real_time_arrival_to_a_full_engine_preempts_the_youngest_background_item(
+    admission: Admission,
+) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    async for _ in started(budget):
+        oldest = running(budget, 1, overdue=True)
+        rest = running(budget, CAPACITY - 1, lane=BATCH)
+        budget.limit = CAPACITY  # the controller had let the background have it all
+        tickets = [admission.admit(30) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert [h.preempted for h in rest] == [False] * (CAPACITY - 3) + [True, True], "the two youngest"
+        assert rest[-1].task is not None and rest[-1].task.cancelled()
+        assert budget.preempted == 2 and not oldest[0].preempted
+        assert len(budget.holds) == CAPACITY - 2
+        for ticket in tickets:
+            ticket.release()
+
+
+async def test_an_overdue_item_is_never_preempted(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    async for _ in started(budget):
+        overdue = running(budget, CAPACITY, overdue=True)
+        tickets = [admission.admit(30) for _ in range(3)]
+        assert not any(h.preempted for h in overdue) and budget.preempted == 0
+        for ticket in tickets:
+            ticket.release()
+
+
+async def test_the_budget_halves_while_real_time_decode_is_slow_and_grows_while_it_is_fast(
+    admission: Admission,
+) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    ticket = admission.admit(30)
+    admission._started(ticket._slot)
+    holds = running(budget, budget.limit)
+    assert budget.limit == 4
+    realtime_gaps(admission, 0.2)
+    budget.adjust()
+    assert budget.limit == 2
+    assert [h.preempted for h in holds] == [False, False, True, True], "down to the budget at once, youngest first"
+    realtime_gaps(admission, 0.2)
+    budget.adjust()
+    budget.adjust()  # no new samples: no change
+    assert budget.limit == 1
+    realtime_gaps(admission, 0.2)
+    budget.adjust()
+    assert budget.limit == 1, "min_background_slots"
+    realtime_gaps(admission, 0.01)
+    budget.adjust()
+    assert budget.limit == 2
+    realtime_gaps(admission, 0.01)
+    budget.adjust()
+    assert budget.limit == 2, "grows only while the background uses what it has"
+    ticket.release()
+
+
+async def test_after_the_last_real_time_request_the_budget_ramps_up_to_the_whole_engine(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(realtime_quiet_s=1.0), admission)
+    admission.admit(30).release()
+    assert budget.allowed() == budget.limit == 4
+    await asyncio.sleep(0.55)
+    assert 4 < budget.allowed() < CAPACITY, "part of the rest, half-way through the quiet period"
+    await asyncio.sleep(0.5)
+    assert budget.allowed() == CAPACITY
+
+
+async def test_quiet_means_the_whole_engine_and_nothing_is_preempted_for_slow_decode(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(realtime_quiet_s=0.05), admission)
+    admission.admit(30).release()
+    await asyncio.sleep(0.1)
+    holds = running(budget, CAPACITY)
+    realtime_gaps(admission, 0.5)
+    budget.adjust()
+    assert budget.allowed() == CAPACITY and not any(h.preempted for h in holds)
+
+
+async def test_not_adaptive_the_background_fills_the_engine_and_is_never_preempted(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(adaptive=False), admission)
+    async for _ in started(budget):
+        ticket = admission.admit(30)
+        admission._started(ticket._slot)
+        assert budget.allowed() == CAPACITY
+        holds = running(budget, CAPACITY - 1)
+        tickets = [admission.admit(30) for _ in range(CAPACITY)]
+        realtime_gaps(admission, 0.5)
+        budget.adjust()
+        assert not any(h.preempted for h in holds)
+        assert not budget.room(), "still none while real-time requests wait"
+        for t in [ticket, *tickets]:
+            t.release()
+        assert budget.room()
+
+
+async def test_waiting_for_room_returns_when_a_slot_frees(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    holds = running(budget, CAPACITY)
+    waiter = asyncio.create_task(budget.wait_for_room(time.time()))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    budget.release(holds[0])
+    assert await asyncio.wait_for(waiter, 1) is False, "not overdue"
+    assert REALTIME not in admission.waiting or admission.waiting[REALTIME] == 0
