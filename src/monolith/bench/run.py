@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monolith.bench import mixed, structured, tax
+from monolith.bench import invocations, mixed, structured, tax
 from monolith.bench.batch import compare as batch_compare
 from monolith.bench.load import TOPICS, closed_loop, open_loop, summarize
 from monolith.bench.mixed import Traffic
@@ -64,12 +64,34 @@ class Profile:
     structured_max_tokens: int
     mixed: Traffic  # part 6
     mixed_rounds: int
+    invocations_rounds: int = 10  # part 7: /invocations against the direct route, same requests
+    invocations_max_tokens: int = 16
 
 
 # Sized for a 2-core CPU box: full fits `make bench` in ~16 minutes, quick in ~3 (no batch part).
 PROFILES = {
     "quick": Profile(
-        (1, 8), 1, 4, 32, 1.0, 8, (1, 4), 2, 32, 0, 0, 0, 2, 16, (1, 8), 2, 32, Traffic(1.0, 10, 8, 8, 64, 8, 32), 1
+        (1, 8),
+        1,
+        4,
+        32,
+        1.0,
+        8,
+        (1, 4),
+        2,
+        32,
+        0,
+        0,
+        0,
+        2,
+        16,
+        (1, 8),
+        2,
+        32,
+        Traffic(1.0, 10, 8, 8, 64, 8, 32),
+        1,
+        invocations_rounds=4,
+        invocations_max_tokens=8,
     ),
     "full": Profile(
         (1, 2, 4, 8, 16),
@@ -95,7 +117,7 @@ PROFILES = {
     ),
 }
 BEFORE = "monolith before"  # part 6's third system
-PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed")
+PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed", "invocations")
 # Part 4's modes: the server's defaults, and the helper steps (self-query by the LLM's choice where needed,
 # expansion) all on.
 TAX_MODES = {"defaults": {}, "expand + self_query": {"expand": True, "self_query": True}}
@@ -209,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         rows, structured_rows, mixed_load, load_s = measure_servers(
             args.config, settings, model_dir, work, profile, parts
         )
-    tax = measure_tax(args.config, settings, model_dir, work, profile) if "rag_tax" in parts else None
+    tax, overhead = None, None
+    if parts & {"rag_tax", "invocations"}:
+        tax, overhead = measure_one_server(args.config, settings, model_dir, work, profile, parts)
     batch = None
     if "batch" in parts and profile.batch_lines:
         lines, small, tokens = profile.batch_lines, profile.batch_small, profile.batch_max_tokens
@@ -233,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         if structured_rows
         else None,
         "mixed": mixed_load,
+        "invocations": overhead,
         "wall_s": round(time.monotonic() - started, 1),
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))
@@ -242,15 +267,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_tax(config: Path, settings: Settings, model_dir: Path, work: Path, profile: Profile) -> dict:
+def measure_one_server(
+    config: Path, settings: Settings, model_dir: Path, work: Path, profile: Profile, parts: set[str]
+) -> tuple[dict | None, dict | None]:
+    """Parts 4 (the RAG tax) and 7 (/invocations' overhead), each against one monolith alone."""
     server = start_monolith(config, settings, model_dir, work / "tax")
     try:
         server.wait_ready("/health/ready")
         name = settings.engine.served_model_name
-        return {
-            mode: tax.measure(server.base_url, name, profile.tax_max_tokens, profile.tax_rounds, fields)
-            for mode, fields in TAX_MODES.items()
-        }
+        rag_tax = None
+        if "rag_tax" in parts:
+            rag_tax = {
+                mode: tax.measure(server.base_url, name, profile.tax_max_tokens, profile.tax_rounds, fields)
+                for mode, fields in TAX_MODES.items()
+            }
+        overhead = None
+        if "invocations" in parts:
+            rounds, tokens = profile.invocations_rounds, profile.invocations_max_tokens
+            overhead = invocations.measure(server.base_url, name, tokens, rounds)
+        return rag_tax, overhead
     finally:
         server.stop()
 
