@@ -22,6 +22,7 @@ FLOORS: dict[str, int] = {
     "protocol": 1,
     "engine": 1,
     "model_prep": 1,
+    "sagemaker": 1,
     "admission": 2,
     "generation": 3,
     "scheduling": 3,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from monolith.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
@@ -160,6 +162,92 @@ def _bench(settings: Settings, args: argparse.Namespace) -> None:
     bench_main(["--config", str(args.config_path), "--profile", args.profile, "--parts", args.parts])
 
 
+def _sagemaker(settings: Settings, args: argparse.Namespace) -> None:
+    """boto3 reads credentials, region and endpoint (AWS_ENDPOINT_URL) the usual way; --region overrides."""
+    try:
+        import boto3
+    except ImportError:
+        raise SageMakerFailed("boto3 is needed: pip install 'monolith[sagemaker]'") from None
+    from monolith import sagemaker
+
+    session = boto3.session.Session(region_name=args.region)
+    client, scaling = session.client("sagemaker"), session.client("application-autoscaling")
+    try:
+        if args.action == "deploy":
+            env = dict(pair.split("=", 1) for pair in args.env)
+            deployment = sagemaker.Deployment(
+                args.name,
+                args.image,
+                args.role,
+                args.instance_type,
+                args.instance_count,
+                args.model_data_url,
+                env,
+                args.async_output,
+                args.sns_success,
+                args.sns_error,
+            )
+            result: Any = sagemaker.deploy(client, deployment)
+        elif args.action == "autoscale":
+            result = sagemaker.autoscale(scaling, args.name, args.min, args.max, args.target, args.asynchronous)
+        elif args.action == "transform":
+            job = args.job or f"{args.name}-{int(time.time())}"
+            where = (args.input, args.output, args.instance_type, args.count)
+            result = sagemaker.transform(client, job, args.name, *where)
+        else:
+            result = {"deleted": sagemaker.delete(client, scaling, args.name)}
+    except Exception as exc:  # botocore's errors name the call and AWS's reason
+        raise SageMakerFailed(str(exc)) from None
+    print(json.dumps(result))
+
+
+class SageMakerFailed(Exception):
+    pass
+
+
+def _key_value(text: str) -> str:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return text
+
+
+def add_sagemaker(commands: Any, config: argparse.ArgumentParser) -> None:
+    group = commands.add_parser("sagemaker", parents=[config], help="deploy the image on SageMaker (boto3)")
+    actions = group.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", required=True, help="the model, endpoint config and endpoint name")
+    common.add_argument("--region", help="default: boto3's (AWS_REGION, ~/.aws/config)")
+
+    deploy = actions.add_parser("deploy", parents=[config, common], help="model + endpoint config + endpoint")
+    deploy.add_argument("--image", required=True, help="the ECR image URI (make image, then push)")
+    deploy.add_argument("--role", required=True, help="the execution role's ARN")
+    deploy.add_argument("--model-data-url", help="s3://.../model.tar.gz, unpacked into /opt/ml/model")
+    deploy.add_argument("--instance-type", default="ml.g5.2xlarge")
+    deploy.add_argument("--instance-count", type=int, default=1)
+    deploy.add_argument("--env", type=_key_value, action="append", default=[], help="MONOLITH_*=value, repeatable")
+    deploy.add_argument("--async-output", help="s3://... : an asynchronous endpoint writing its answers there")
+    deploy.add_argument("--sns-success", help="SNS topic ARN told when an async answer is written")
+    deploy.add_argument("--sns-error", help="SNS topic ARN told when an async request fails")
+
+    scale = actions.add_parser("autoscale", parents=[config, common], help="target tracking on the variant")
+    scale.add_argument("--min", type=int, default=1, help="instances (0 allowed for an asynchronous endpoint)")
+    scale.add_argument("--max", type=int, required=True)
+    scale.add_argument(
+        "--target", type=float, required=True, help="invocations per instance a minute, or queued per instance (async)"
+    )
+    scale.add_argument("--asynchronous", action="store_true", help="scale on ApproximateBacklogSizePerInstance")
+
+    batch = actions.add_parser("transform", parents=[config, common], help="a batch transform job on the model")
+    batch.add_argument("--input", required=True, help="s3:// prefix of JSON Lines records")
+    batch.add_argument("--output", required=True, help="s3:// prefix for the answers")
+    batch.add_argument("--job", help="the job's name (default: the model's name and the time)")
+    batch.add_argument("--instance-type", default="ml.g5.2xlarge")
+    batch.add_argument("--count", type=int, default=1)
+
+    actions.add_parser("delete", parents=[config, common], help="scaling, endpoint, endpoint config, model")
+    group.set_defaults(run=_sagemaker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config is accepted before or after the sub-command: `monolith serve --config FILE`.
     config = argparse.ArgumentParser(add_help=False)
@@ -217,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-tokens", type=int)
     generate.add_argument("--temperature", type=float, default=0.7)
     generate.set_defaults(run=_generate)
+
+    add_sagemaker(commands, config)
     return parser
 
 
@@ -233,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Unhealthy as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    except SageMakerFailed as exc:
+        print(f"monolith sagemaker: {exc}", file=sys.stderr)
         return 1
     return 0
 
