@@ -237,3 +237,15 @@ def test_execution_parameters_say_what_batch_transform_should_send(http: httpx.C
         "BatchStrategy": "MULTI_RECORD",
         "MaxPayloadInMB": 6,
     }
+
+
+def test_invocations_take_sagemaker_s_six_megabytes_where_other_routes_stop_at_the_body_limit(
+    http: httpx.Client, settings: Settings
+) -> None:
+    assert settings.server.max_body_bytes < 2_000_000, "the test's premise: a 2 MB body is over the usual limit"
+    big = {"model": "twin", "prompt": "word " * 400_000, "max_tokens": 1}  # 2 MB
+    assert http.post("/v1/completions", json=big).status_code == 413
+    answered = http.post("/invocations", json=big)
+    assert answered.status_code == 400 and answered.json()["error"]["param"] == "prompt", "read, then too long"
+    huge = {"model": "twin", "prompt": "word " * 1_300_000, "max_tokens": 1}  # 6.5 MB
+    assert http.post("/invocations", json=huge).status_code == 413
