@@ -28,7 +28,6 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post, route
 from litestar.response import Stream
 
-from monolith.admission import BATCH, LANE
 from monolith.api.errors import respond
 from monolith.api.openapi import GENERATION, errors
 from monolith.api.realtime import answer
@@ -39,7 +38,7 @@ from monolith.jobs.lines import answer_in_background
 from monolith.protocol.errors import error_response
 from monolith.runtime import Phase, Runtime
 from monolith.serving.common import Services
-from monolith.serving.registry import ENDPOINTS, answer_of, body_of
+from monolith.serving.registry import ENDPOINTS, body_of
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +165,9 @@ async def transform(raw: bytes, services: Services, runtime: Runtime) -> Respons
             tgi = path == TGI_PATH
             endpoint = ENDPOINTS[path]
             data = body_of(endpoint, line)
-            if runtime.jobs is not None:
-                result = await answer_in_background(
-                    services, runtime.jobs.budget, endpoint, data, request_id, queued_at
-                )
-            else:  # no job store, so no background budget: at most the engine's slots at once
-                async with slots:
-                    LANE.set(BATCH)
-                    result = await answer_of(services, endpoint, data, request_id, "records cannot stream")
+            budget = runtime.jobs.budget if runtime.jobs is not None else None  # none without a job store
+            async with slots:  # the engine's slots at most, budget or not
+                result = await answer_in_background(services, budget, endpoint, data, request_id, queued_at)
             return msgspec.json.encode([result] if tgi else result)
         except Exception as exc:
             if not isinstance(exc, MonolithError):

@@ -114,17 +114,20 @@ class LineChecker:
         self.seen[custom_id] = number
 
 
-async def answer(services: Services, request: RequestLine, request_id: str) -> Any:
-    """A line's answer: its route's own checks, then its run (never streamed)."""
-    return await answer_of(services, ENDPOINTS[request.url], request.body, request_id, "batch requests cannot stream")
-
-
 async def answer_in_background(
-    services: Services, budget: BackgroundBudget, endpoint: Endpoint, data: Any, request_id: str, queued_at: float
+    services: Services,
+    budget: BackgroundBudget | None,
+    endpoint: Endpoint,
+    data: Any,
+    request_id: str,
+    queued_at: float,
 ) -> Any:
-    """One request answered as batch work: it starts when the background budget has room, and when real-time
-    traffic preempts it, it starts again from the beginning (SageMaker batch transform's records)."""
+    """One request answered as batch work (a batch line, a SageMaker batch transform record): it starts when the
+    background budget has room (`queued_at` tells when it is overdue), and when real-time traffic preempts it, it
+    starts again from the beginning. With no budget (`monolith batch`, no job store) it starts at once."""
     LANE.set(BATCH)
+    if budget is None:
+        return await answer_of(services, endpoint, data, request_id, "batch requests cannot stream")
     while True:
         held = budget.hold(BATCH, await budget.wait_for_room(queued_at))
         OVERDUE.set(held.overdue)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +14,13 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from monolith.admission import BATCH, LANE, OVERDUE
+from monolith.admission import BATCH, LANE
 from monolith.errors import BadRequest, InternalError, MonolithError
-from monolith.jobs.lines import RequestLine, answer, done_custom_ids, output_line, parse_line, read_lines
+from monolith.jobs.lines import RequestLine, answer_in_background, done_custom_ids, output_line, parse_line, read_lines
 from monolith.protocol.errors import error_response
-from monolith.scheduling import BackgroundBudget, Hold
+from monolith.scheduling import BackgroundBudget
 from monolith.serving.common import Services
+from monolith.serving.registry import ENDPOINTS
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ async def run_batch(
     slots = asyncio.Semaphore(max_in_flight)
     running: set[asyncio.Task] = set()
     failures: list[BaseException] = []  # a line that could not be written or counted stops the batch
-    preempted: deque[Item] = deque()  # answered again before the next new line
     bar = tqdm(total=total, desc="batch", unit="line", disable=not progress)
     output_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -100,23 +99,19 @@ async def run_batch(
 
     with output_path.open("ab") as out:
 
-        async def one(item: Item, held: Hold | None) -> None:
+        async def one(item: Item) -> None:
             custom_id, request, error = item
-            OVERDUE.set(held is not None and held.overdue)
             request_id = f"batch-{uuid.uuid4().hex}"
             try:
                 if error is not None:
                     raise error
                 assert request is not None
-                result, status = msgspec.to_builtins(await answer(services, request, request_id)), 200
+                endpoint = ENDPOINTS[request.url]
+                answered = await answer_in_background(services, budget, endpoint, request.body, request_id, queued_at)
+                result, status = msgspec.to_builtins(answered), 200
                 report.succeeded += 1
                 used = result.get("usage") or {}
                 report.output_tokens += used.get("completion_tokens", used.get("output_tokens", 0))
-            except asyncio.CancelledError:
-                if held is not None and held.preempted:  # for real-time traffic: this line again, later
-                    preempted.append(item)
-                    return
-                raise
             except Exception as exc:
                 if not isinstance(exc, MonolithError):
                     log.exception("batch line %s failed", custom_id)
@@ -125,8 +120,6 @@ async def run_batch(
                 report.failed += 1
             finally:
                 slots.release()
-                if held is not None and budget is not None:
-                    budget.release(held)
             out.write(output_line(custom_id, status, result, request_id))
             out.flush()
             if on_line is not None:
@@ -139,24 +132,16 @@ async def run_batch(
             if not task.cancelled() and task.exception() is not None:
                 failures.append(task.exception())
 
-        lines = new_lines()
         try:
-            while not failures:
-                item = preempted.popleft() if preempted else next(lines, None)
-                if item is None:
-                    if not running:
-                        break
-                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)  # may preempt a line
-                    continue
-                held = None
-                if item[1] is not None and budget is not None:
-                    held = budget.hold(BATCH, await budget.wait_for_room(queued_at))
+            for item in new_lines():
+                if failures:
+                    break
                 await slots.acquire()
-                task = asyncio.create_task(one(item, held))
-                if held is not None:
-                    held.task = task
+                task = asyncio.create_task(one(item))
                 running.add(task)
                 task.add_done_callback(finished)
+            while running and not failures:
+                await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
             if failures:
                 raise failures[0]
         finally:
