@@ -17,7 +17,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus postgres serve test test-quick lint prepare ingest image scale-demo bench eval clean
+.PHONY: install prometheus postgres chromium serve test test-quick lint prepare ingest image scale-demo bench eval clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ postgres: $(POSTGRES)
 $(POSTGRES): tools/get_postgres.sh
 	tools/get_postgres.sh $(VENV)/postgresql
 
+# Debian's chromium and chromium-driver for the chat page's browser tests (tests/api/test_webui_browser.py).
+chromium:
+	tools/get_chromium.sh
+
 prepare: install
 	$(VENV)/bin/monolith --config $(CONFIG) model prepare
 
@@ -61,11 +65,11 @@ serve: prepare
 ingest: install
 	$(VENV)/bin/monolith --config $(CONFIG) ingest $(FILE)
 
-test: install prometheus postgres
+test: install prometheus postgres chromium
 	$(PY) -m pytest -q
 
 # Everything that does not need the real engine: seconds, not minutes.
-test-quick: install prometheus postgres
+test-quick: install prometheus postgres chromium
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

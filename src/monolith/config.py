@@ -35,6 +35,8 @@ class ServerSettings(Section):
     api_keys_file: str | None = None
     protect_metrics: bool = False  # Prometheus scrapes /metrics without a key unless this is set
     protect_schema: bool = True  # /schema (OpenAPI) needs a key like the API itself
+    # The chat page at / (and its files under /ui/): no key needed to load it, every call it makes needs one.
+    web_ui: bool = True
 
 
 class AdmissionSettings(Section):

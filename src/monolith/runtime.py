@@ -225,6 +225,6 @@ async def warm_up(generator: Generator, settings: Settings) -> None:
         [{"role": "system", "content": context}, {"role": "user", "content": "How do I deploy an LLM?"}],
     ]
     sampling = Sampling(max_tokens=settings.engine.warmup_tokens, temperature=0.0)
-    await asyncio.gather(
-        *(generator.complete(generator.chat_ids(p), sampling, new_request_id("warmup")) for p in prompts)
-    )
+    # One after the other: each is admitted like a real-time request, and admission.max_waiting may be 1.
+    for prompt in prompts:
+        await generator.complete(generator.chat_ids(prompt), sampling, new_request_id("warmup"))

@@ -107,11 +107,13 @@ def is_public(path: str, settings: ServerSettings) -> bool:
 
 def api_key_guard(keys: ApiKeys, settings: ServerSettings) -> Guard:
     """Litestar's guard (it runs before the body is read): a 401 from the one exception handler, like every other
-    error, and the caller's key id on the connection for the handlers (`owner`)."""
+    error, and the caller's key id on the connection for the handlers (`owner`). A handler with `opt={"public":
+    True}` (the chat page's files) answers without a key."""
 
     def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         owner = keys.owner_of(connection.headers.get("authorization"))
-        if owner is None and not is_public(connection.scope["path"], settings):
+        public = handler.opt.get("public", False) or is_public(connection.scope["path"], settings)
+        if owner is None and not public:
             raise Unauthorized("a valid API key is required: send `Authorization: Bearer <key>`")
         connection.state.owner = owner or ANONYMOUS
 

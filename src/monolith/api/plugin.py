@@ -26,6 +26,7 @@ from monolith.api.rerank import RerankController
 from monolith.api.sagemaker import SageMakerController, payload_limit
 from monolith.api.tgi import TgiController
 from monolith.api.tokenize import TokenizeController
+from monolith.api.webui import load_assets, web_ui_handlers
 from monolith.config import Settings
 from monolith.runtime import Runtime
 
@@ -50,7 +51,8 @@ class MonolithPlugin(InitPluginProtocol):
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         settings = self.runtime.settings
-        app_config.state = State({"runtime": self.runtime, "api_keys": self.keys})
+        assets = load_assets() if settings.server.web_ui else {}
+        app_config.state = State({"runtime": self.runtime, "api_keys": self.keys, "web_assets": assets})
         app_config.route_handlers.extend(
             [
                 RagController,
@@ -63,6 +65,7 @@ class MonolithPlugin(InitPluginProtocol):
                 HealthController,
                 TgiController,
                 sagemaker_controller(settings),
+                *web_ui_handlers(settings),  # after the controllers: see web_ui_handlers
             ]
         )
         app_config.dependencies.update(DEPENDENCIES)
