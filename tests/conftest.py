@@ -155,7 +155,8 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-_REAL_ENGINE_FIXTURES = {"server", "http", "openai_client"}
+# The fixtures that start a real engine (the session's server, the API tests' second one): their tests are slow.
+_REAL_ENGINE_FIXTURES = {"server", "http", "openai_client", "small_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

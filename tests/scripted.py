@@ -68,6 +68,7 @@ class ScriptedEngine:
                 self.aborted += 1
 
     sampling_defaults: dict[str, float] = field(default_factory=dict)
+    dead: bool = False  # a test sets it: the engine core "died"
 
     def check(self, sampling: Sampling, param: str) -> None:
         pass  # the scripted engine takes any sampling
@@ -76,6 +77,9 @@ class ScriptedEngine:
         from monolith.engine.vllm_tools import ToolCallReader  # vLLM's real parsers, over this engine's tokenizer
 
         return ToolCallReader(name, self.tokenizer)
+
+    def is_dead(self) -> bool:
+        return self.dead
 
     async def abort(self, request_id: str) -> None:
         pass

@@ -205,6 +205,9 @@ class JobsSettings(Section):
     lease_s: float = Field(15.0, gt=0)
     heartbeat_s: float = Field(2.0, gt=0)
     max_runs: int = Field(3, ge=1)
+    # A job (or batch) that met an outage (the engine stopped, the vector store unreachable) waits this long in the
+    # queue before it is tried again; a run that met a server error (a 5xx) counts toward max_runs and waits too.
+    retry_after_s: float = Field(5.0, gt=0)
     result_ttl_s: float = Field(86400.0, gt=0)
     callback_secret: str | None = None
     callback_max_attempts: int = Field(5, ge=1, le=20)

@@ -89,3 +89,9 @@ class ClientGone(MonolithError):
 
     status_code = 499
     error_type = "client_closed_request"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """A dependency's fault (the engine stopped or not loaded, the vector store unreachable), never the request's:
+    background work that meets one goes back to wait for the dependency, and is neither failed nor counted."""
+    return isinstance(exc, (DependencyDown, NotReady))

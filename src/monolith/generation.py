@@ -66,6 +66,9 @@ class Generator:
         """Runs `work` (anything that tokenises: the plan_* steps, a RAG prompt) on the tokenizer thread."""
         return await asyncio.get_running_loop().run_in_executor(self._tokenizer_thread, work, *args)
 
+    def engine_stopped(self) -> bool:
+        return self.engine.is_dead()
+
     @property
     def max_model_len(self) -> int:
         return self.engine.max_model_len

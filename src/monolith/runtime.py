@@ -39,6 +39,7 @@ from monolith.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ENGINE_WATCH_S = 0.5  # how often the engine's liveness is read once ready
 
 
 class Phase(enum.Enum):
@@ -60,6 +61,10 @@ class Runtime:
     batches: BatchRunner | None = None
     database: Database | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    # Why this process must exit to be restarted (the engine died); the server exits non-zero when it is set.
+    fatal: str | None = None
+    on_fatal: Callable[[], None] | None = None
+    _watcher: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
         # One admission queue per process (the engine is one per process too); its bounds are this runtime's.
@@ -81,6 +86,7 @@ class Runtime:
         self.services = services
         self.phase, self.detail = Phase.READY, "ready"
         READY.set(1)
+        self._watcher = asyncio.create_task(self._watch_engine(services.generator))
 
     def begin_drain(self) -> None:
         """Readiness and new work turn 503; queued async jobs stay queued for the next start."""
@@ -134,9 +140,34 @@ class Runtime:
             self.phase, self.detail = Phase.FAILED, f"start-up failed during '{self.detail}' (see the server log)"
             log.exception("start-up failed")
 
+    async def _watch_engine(self, generator: Generator) -> None:
+        while not generator.engine_stopped():
+            await asyncio.sleep(ENGINE_WATCH_S)
+        self.stop_for_good("the inference engine stopped")
+
+    def stop_for_good(self, why: str) -> None:
+        """What `vllm serve` does when its engine dies: stop pretending. Readiness and new work turn 503 at once,
+        the runners claim nothing more (work in hand goes back to the queue, never failed: see jobs.worker), and
+        the server exits non-zero, so Kubernetes or SageMaker start a fresh process."""
+        if self.fatal is not None:
+            return
+        self.fatal = why
+        self.phase, self.detail = Phase.FAILED, f"{why}; the process exits to be restarted"
+        READY.set(0)
+        if self.jobs is not None:
+            self.jobs.pause()
+        if self.batches is not None:
+            self.batches.pause()
+        log.error("%s: readiness is 503 and the process exits to be restarted", why)
+        if self.on_fatal is not None:
+            self.on_fatal()
+
     async def close(self) -> None:
         """Work in hand goes back to the shared store (another replica, or the next start, takes it up)."""
-        self.phase, self.detail = Phase.DRAINING, "shutting down"
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self.fatal is None:
+            self.phase, self.detail = Phase.DRAINING, "shutting down"
         READY.set(0)
         if self.batches is not None:
             await self.batches.stop()

@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monolith.api.app import create_app
 from monolith.config import Settings
-from monolith.runtime import Phase, Runtime
+from monolith.runtime import ENGINE_WATCH_S, Phase, Runtime
 from tests.conftest import ServerProcess, start_server, stop_server
+from tests.scripted import ScriptedEngine, scripted_loader
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -92,6 +93,27 @@ async def test_failed_start_stays_alive_and_says_why(settings: Settings) -> None
         ready = await client.get("/health/ready")
         assert ready.status_code == 503
         assert "boom" in ready.json()["detail"]
+
+
+async def test_a_dead_engine_turns_readiness_liveness_and_new_work_503_at_once(settings: Settings) -> None:
+    """The watcher reads the engine's liveness every ENGINE_WATCH_S; the server's exit is tests/jobs/
+    test_engine_death.py (a real engine core killed)."""
+    engine = ScriptedEngine()
+    exits: list[bool] = []
+    app = create_app(settings, loader=scripted_loader(engine))
+    app.state.runtime.on_fatal = lambda: exits.append(True)
+    async with AsyncTestClient(app=app) as client:
+        await asyncio.sleep(0.05)
+        assert (await client.get("/health/ready")).status_code == 200
+        engine.dead = True
+        await asyncio.sleep(ENGINE_WATCH_S + 0.2)
+        ready = await client.get("/health/ready")
+        live = await client.get("/health/live")
+        work = await client.post("/v1/completions", json={"model": "twin", "prompt": "hi", "max_tokens": 2})
+    assert ready.status_code == 503 and "engine stopped" in ready.json()["detail"]
+    assert live.status_code == 503 and live.json()["status"] == "restart"
+    assert work.status_code == 503 and work.json()["error"]["type"] == "not_ready"
+    assert exits == [True], "the server was told to exit once"
 
 
 def test_real_server_reports_ready_with_its_start_up_timings(server: ServerProcess, http: httpx.Client) -> None:

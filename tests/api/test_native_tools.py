@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from transformers import AutoTokenizer
 
@@ -126,8 +127,21 @@ def test_streamed_calls_and_one_call_without_parallel_calls(base_url: str, engin
 
 def test_required_and_named_choices_keep_the_grammar(base_url: str, engine: Answering) -> None:
     engine.answer = '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'
-    ask(base_url, tool_choice="required")
+    required = ask(base_url, tool_choice="required").json()["choices"][0]
     assert engine.asked[-1][1].structured is not None
+    assert required["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+    # A named choice: the grammar is that function's arguments object, and the answer is a call of it.
+    engine.answer = '{"city": "Lyon"}'
+    named = ask(base_url, tool_choice={"type": "function", "function": {"name": "get_weather"}}).json()["choices"][0]
+    _, sampling = engine.asked[-1]
+    assert sampling.structured is not None
+    assert "city" in json.dumps(msgspec.to_builtins(sampling.structured))
+    calls = named["message"]["tool_calls"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Lyon"})
+    ]
+    assert named["finish_reason"] in ("tool_calls", "stop")
 
 
 def test_a_template_without_tools_keeps_the_grammar_and_an_unknown_parser_fails_the_start(

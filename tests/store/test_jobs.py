@@ -173,3 +173,30 @@ async def test_retention_deletes_old_finished_jobs_but_not_pending_callbacks(db:
     assert await store.purge(time.time() + 1) == 1
     assert await store.get(plain.id) is None and await store.get(with_callback.id) is not None
     assert [j.id for j in await store.claim_callbacks()] == [with_callback.id]
+
+
+async def test_an_outage_hands_the_job_back_uncounted_and_delayed(db: Database, other_db: Database) -> None:
+    a, b = replica(db, "a", max_runs=1), replica(other_db, "b", max_runs=1)
+    job, _ = await a.submit("chat", b"{}", None, None)
+    await a.claim_next()
+    assert await b.retry_later(job.id, 0.5, count_run=False, error=b"{}") is None, "only the holder hands it back"
+    assert await a.retry_later(job.id, 0.5, count_run=False, error=b"{}") == "queued"
+    waiting = await a.get(job.id)
+    assert waiting.status == "queued" and waiting.runs == 0 and waiting.started_at is None
+    assert await b.claim_next() is None, "claimed before its delay"
+    await asyncio.sleep(0.6)
+    again = await b.claim_next()
+    assert again.id == job.id and again.runs == 1  # max_runs 1, and still it runs: the outage was not its run
+
+
+async def test_a_server_error_counts_the_run_and_fails_the_job_at_max_runs(db: Database) -> None:
+    store = replica(db, "a", max_runs=2)
+    job, _ = await store.submit("chat", b"{}", None, None)
+    error = b'{"message": "internal error", "type": "internal_error", "param": null, "code": null}'
+    await store.claim_next()
+    assert await store.retry_later(job.id, 0.01, count_run=True, error=error) == "queued"
+    await asyncio.sleep(0.05)
+    assert (await store.claim_next()).runs == 2
+    assert await store.retry_later(job.id, 0.01, count_run=True, error=error) == "failed"
+    failed = await store.get(job.id)
+    assert failed.status == "failed" and failed.error == error and failed.finished_at

@@ -13,9 +13,12 @@ from monolith.runtime import Phase, Runtime
 class HealthController(Controller):
     tags = ["operations"]
 
-    @get("/health/live", summary="The process answers")
-    async def live(self, runtime: Runtime) -> dict[str, str]:
-        return {"status": "alive", "phase": runtime.phase.value}
+    @get("/health/live", summary="The process answers (503 once it must be restarted)", responses=errors(503))
+    async def live(self, runtime: Runtime) -> Response[dict]:
+        if runtime.fatal is not None:  # it is exiting; should it not manage to, the kubelet restarts it
+            body = {"status": "restart", "phase": runtime.phase.value, "detail": runtime.fatal}
+            return Response(body, status_code=503)
+        return Response({"status": "alive", "phase": runtime.phase.value}, status_code=200)
 
     @get(
         "/health/ready",

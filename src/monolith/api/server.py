@@ -3,11 +3,14 @@
 Plain uvicorn closes its socket at once and re-raises the signal when done (exit 143). Here the
 process keeps answering (readiness 503, new work 503 + Retry-After) while in-flight requests finish,
 for at most `shutdown.drain_seconds`, then shuts down and exits 0. A second signal stops it at once.
+When the engine dies the process exits 3 within seconds instead, so that it is restarted.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from types import FrameType
 
@@ -21,6 +24,11 @@ log = logging.getLogger(__name__)
 
 # Once drained, connections still open (idle keep-alives, a last response being written) get this long.
 CLOSE_GRACE_S = 5
+# The engine died (Runtime.stop_for_good): in-flight requests get this long to send their 503, then the server
+# shuts down and the process exits with FATAL_EXIT_CODE; if that shutdown hangs, the process ends itself anyway.
+FATAL_GRACE_S = 2.0
+FATAL_EXIT_CODE = 3
+FATAL_DEADLINE_S = 30.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -29,6 +37,15 @@ class DrainingServer(uvicorn.Server):
         self.state = state
         self.drain_s = state.settings.shutdown.drain_seconds
         self.signalled_at: float | None = None
+        self.fatal_at: float | None = None
+        state.on_fatal = self.exit_for_restart
+
+    def exit_for_restart(self) -> None:
+        self.fatal_at = time.monotonic()
+        # A daemon timer, not a task: it fires even if the event loop is stuck in the shutdown.
+        deadline = threading.Timer(FATAL_DEADLINE_S, os._exit, args=(FATAL_EXIT_CODE,))
+        deadline.daemon = True
+        deadline.start()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.signalled_at is None:
@@ -37,6 +54,8 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        if self.fatal_at is not None and time.monotonic() - self.fatal_at >= FATAL_GRACE_S:
+            self.should_exit = True
         if self.signalled_at is not None and not self.should_exit:
             if not self.state.draining:
                 self.state.begin_drain()
@@ -62,3 +81,6 @@ def serve(app: Litestar, host: str, port: int) -> None:
         timeout_graceful_shutdown=CLOSE_GRACE_S,
     )
     DrainingServer(config, runtime).run()
+    if runtime.fatal is not None:
+        log.error("exiting with status %d: %s", FATAL_EXIT_CODE, runtime.fatal)
+        raise SystemExit(FATAL_EXIT_CODE)

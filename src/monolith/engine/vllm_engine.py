@@ -111,6 +111,11 @@ class VllmEngine:
     def tool_call_reader(self, name: str) -> ToolCallReader:
         return ToolCallReader(name, self.tokenizer)
 
+    def is_dead(self) -> bool:
+        # vLLM's monitor thread marks the client dead when the engine core process exits, and its output handler
+        # stops on any error reading from the core; AsyncLLM.errored says either.
+        return self._llm is not None and bool(self._llm.errored)
+
     def _logprobs(self, ids: Any, entries: Any, limit: int) -> list[TokenLogprob]:
         """vLLM's per-position {token id: Logprob(logprob, rank, decoded_token)} as TokenLogprobs."""
         out = []

@@ -10,6 +10,7 @@ import logging
 import time
 
 from monolith.config import JobsSettings
+from monolith.errors import is_outage
 from monolith.jobs.lines import read_lines, written
 from monolith.jobs.transform import run_batch
 from monolith.scheduling import BackgroundBudget
@@ -27,6 +28,8 @@ class BatchRunner:
         self.services = services
         self.budget = budget
         self.heartbeat_s = settings.heartbeat_s
+        self.retry_after_s = settings.retry_after_s
+        self._resume_at = 0.0  # after an outage, no batch is claimed before this (monotonic)
         self.paused = False
         self._wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
@@ -63,7 +66,7 @@ class BatchRunner:
     async def _run_forever(self) -> None:
         while True:
             batch = None
-            if not self.paused:
+            if not self.paused and time.monotonic() >= self._resume_at:
                 try:
                     batch = await self.store.claim_next()
                 except Exception:
@@ -137,6 +140,12 @@ class BatchRunner:
                 await self._end_cancelled(batch)
             raise
         except Exception as exc:
+            if is_outage(exc):  # the engine or the vector store, not the batch: handed back, resumed later
+                log.warning("batch %s: %s; resumed in %.0f s", batch.id, exc, self.retry_after_s)
+                self._resume_at = time.monotonic() + self.retry_after_s
+                with contextlib.suppress(Exception):  # the job store is down too: then the lease runs out
+                    await self.store.release(batch.id)
+                return
             log.exception("batch %s failed", batch.id)
             await self.store.finish_held(batch.id, "failed", failed_at=int(time.time()), error=type(exc).__name__)
 

@@ -15,7 +15,7 @@ import msgspec
 from tqdm import tqdm
 
 from monolith.admission import BATCH, LANE
-from monolith.errors import BadRequest, InternalError, MonolithError
+from monolith.errors import BadRequest, InternalError, MonolithError, is_outage
 from monolith.jobs.lines import RequestLine, answer_in_background, done_custom_ids, output_line, parse_line, read_lines
 from monolith.protocol.errors import error_response
 from monolith.scheduling import BackgroundBudget
@@ -113,6 +113,8 @@ async def run_batch(
                 used = result.get("usage") or {}
                 report.output_tokens += used.get("completion_tokens", used.get("output_tokens", 0))
             except Exception as exc:
+                if is_outage(exc):  # not the line's fault: unwritten, so the batch's resume answers it
+                    raise
                 if not isinstance(exc, MonolithError):
                     log.exception("batch line %s failed", custom_id)
                     exc = InternalError(f"internal error (request {request_id})")

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from monolith.admission import ADMISSION, ASYNC, LANE, OVERDUE, TICKET
-from monolith.errors import InternalError, MonolithError
+from monolith.errors import InternalError, MonolithError, is_outage
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
@@ -141,6 +141,10 @@ class JobRunner:
                 if not isinstance(exc, MonolithError):
                     log.exception("job %s failed", job.id)
                     exc = InternalError(f"internal error (job {job.id})")
+                if exc.status_code >= 500:  # the server's fault or a dependency's, not the job's: again, later
+                    self.budget.release(held)
+                    await self._retry_later(job.id, exc)
+                    return
                 outcome = ("failed", None, msgspec.json.encode(error_response(exc).error))
             # The outcome is in hand: from here a preemption must not cancel it. Nothing awaits between the
             # answer and this line, so releasing the slot here closes that window.
@@ -160,6 +164,18 @@ class JobRunner:
             await self.store.release([job_id])
         except Exception:  # the lease runs out instead, and the job is taken up again (that run then counts)
             log.exception("job %s: handing the preempted job back failed", job_id)
+
+    async def _retry_later(self, job_id: str, exc: MonolithError) -> None:
+        """An outage (the engine stopped, the vector store unreachable) does not count the run; another server
+        error does, so a job that fails the same way max_runs times ends `failed` with that error."""
+        error = msgspec.json.encode(error_response(exc).error)
+        try:
+            now = await self.store.retry_later(job_id, self.settings.retry_after_s, not is_outage(exc), error)
+        except Exception:  # the store is unreachable too: the lease runs out and the job is taken up again
+            log.warning("job %s: could not hand it back after %s; its lease will run out", job_id, exc.error_type)
+            return
+        if now == "queued":
+            log.warning("job %s: %s; queued again in %.0f s", job_id, exc.message, self.settings.retry_after_s)
 
     async def _heartbeat(self) -> None:
         """Renews this replica's leases; stops jobs it no longer holds; housekeeping if it holds that lease."""

@@ -149,7 +149,8 @@ class JobStore:
                     **_finished_values(),
                 )
             )
-            candidate = oldest_unlocked(jobs, or_(jobs.c.status == "queued", lapsed))
+            due = and_(jobs.c.status == "queued", or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
+            candidate = oldest_unlocked(jobs, or_(due, lapsed))
             row = (
                 await conn.execute(
                     update(jobs)
@@ -221,6 +222,36 @@ class JobStore:
                 .values(status="queued", started_at=None, runs=jobs.c.runs - 1, lease_owner=None, lease_expires_at=None)
             )
         return updated.rowcount
+
+    async def retry_later(self, job_id: str, delay_s: float, count_run: bool, error: bytes) -> str | None:
+        """A job this replica holds goes back to the queue, claimed again no sooner than `delay_s` from now: after
+        an outage the run is not counted (the job did nothing wrong); after a server error it is, and the job
+        that has had `max_runs` runs fails with that error instead. Returns the status it now has (None: not
+        held here any more)."""
+        held = [jobs.c.id == job_id, jobs.c.status == "running", jobs.c.lease_owner == self.replica]
+        async with self.db.begin() as conn:
+            if count_run:
+                failed = await conn.execute(
+                    update(jobs)
+                    .where(*held, jobs.c.runs >= self.max_runs)
+                    .values(status="failed", error=error, lease_owner=None, lease_expires_at=None, **_finished_values())
+                )
+                if failed.rowcount:
+                    return "failed"
+            runs = jobs.c.runs if count_run else jobs.c.runs - 1
+            queued = await conn.execute(
+                update(jobs)
+                .where(*held)
+                .values(
+                    status="queued",
+                    started_at=None,
+                    runs=runs,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    not_before=epoch_now() + delay_s,
+                )
+            )
+        return "queued" if queued.rowcount else None
 
     async def list(
         self, status: str | None, limit: int, after: str | None, owner: str | None = None

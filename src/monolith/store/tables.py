@@ -44,6 +44,8 @@ jobs = Table(
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     Column("callback_next_at", Float),
     Column("runs", Integer, nullable=False, server_default="0"),
+    # A queued job is not claimed before this (the database's clock): a retry after an outage or a server error.
+    Column("not_before", Float),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
