@@ -85,6 +85,10 @@ class PostgresServer:
             timeout=120,
             **self._as_user(),
         )
+        return self._launch(timeout_s)
+
+    def _launch(self, timeout_s: float) -> PostgresServer:
+        binaries, data = bin_dir(), self.dir / "data"
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
@@ -96,7 +100,7 @@ class PostgresServer:
             "full_page_writes": "off",
         }
         options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
-        log = (self.dir / "postgres.log").open("wb")
+        log = (self.dir / "postgres.log").open("ab")
         self.proc = subprocess.Popen(
             [binaries / "postgres", "-D", data, *options],
             stdout=log,
@@ -129,6 +133,16 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def halt(self) -> None:
+        """An outage: the server shuts down ("fast": every connection is cut) and its data stays for resume()."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+
+    def resume(self, timeout_s: float = 60) -> PostgresServer:
+        """Back on the same address with the same data, as after a restart or a failover that keeps the address."""
+        return self._launch(timeout_s)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

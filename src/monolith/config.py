@@ -198,6 +198,9 @@ def parse_callback_rule(entry: str) -> CallbackRule:
 class JobsSettings(Section):
     # A SQLite path (relative: in data_dir; one host) or a postgresql:// URL shared by every replica.
     database: str = "jobs.sqlite3"
+    # A call to the job store that takes longer (to connect, to wait for a pooled connection, or to run) is
+    # an outage: a 503 with Retry-After for the client, a retry with backoff for the runners.
+    database_timeout_s: float = Field(5.0, gt=0)
     poll_interval_s: float = Field(0.2, gt=0)
     # A replica holds each job (and batch) it runs for lease_s, renewed every heartbeat_s; when it dies,
     # another replica takes the work over once the lease has run out. A job started max_runs times

@@ -54,6 +54,13 @@ class DependencyDown(MonolithError):
     error_type = "dependency_unavailable"
 
 
+class StoreDown(DependencyDown):
+    """The job store (its database) is unreachable or too slow: what needs it answers 503 with Retry-After, and
+    real-time serving, which never needs it, goes on."""
+
+    code = "store_unavailable"
+
+
 class QuotaExceeded(MonolithError):
     """An owner's share of the service is used up (OpenAI answers `insufficient_quota` with a 429 too)."""
 

@@ -67,6 +67,11 @@ BACKGROUND_PREEMPTED = Counter(
     registry=REGISTRY,
 )
 READY = Gauge("monolith_ready", "1 when the server is ready for traffic.", registry=REGISTRY)
+STORE_UP = Gauge(
+    "monolith_store_up",
+    "1 while the job store (SQLite or PostgreSQL) answered its last call, 0 while it is unreachable.",
+    registry=REGISTRY,
+)
 
 
 class EngineStatsCollector:

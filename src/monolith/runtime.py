@@ -113,7 +113,7 @@ class Runtime:
             # The engine load runs in a thread; the embedder, the vector store and the job store load beside it.
             engine_task = asyncio.create_task(self._step("engine_load", "loading the engine", load_engine(settings)))
             if with_jobs:
-                opening = open_database(settings.jobs.database, settings.data_dir)
+                opening = open_database(settings.jobs.database, settings.data_dir, settings.jobs.database_timeout_s)
                 self.database = await self._step("job_store", "opening the job store", opening)
             loaded = await self._load_retrieval() if retrieval else None
             engine = await engine_task

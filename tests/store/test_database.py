@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
+import pytest
+from sqlalchemy import text
+
+from monolith.bench.peers import free_port
+from monolith.errors import StoreDown
+from monolith.metrics import STORE_UP
 from monolith.store.database import Database, database_url
 
 
@@ -20,3 +28,42 @@ def test_postgresql_urls_keep_their_libpq_parameters_and_hide_the_password(tmp_p
         assert url.query == {"sslmode": "require"} and url.password == "s3cret"
         shown = Database(url).describe()
         assert "s3cret" not in shown and "db.internal:5432/app" in shown
+
+
+async def test_an_unreachable_store_is_a_store_down_in_bounded_time(tmp_path: Path) -> None:
+    """Nothing listens (refused at once), or something listens and never answers (a network that drops packets):
+    both are a StoreDown (a 503 at the edge) within about twice the timeout, never a hang."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections into its backlog and never says a word
+    refused_port = free_port()
+    try:
+        for port in (refused_port, silent.getsockname()[1]):
+            db = Database(database_url(f"postgresql://u:p@127.0.0.1:{port}/x", tmp_path), timeout_s=1)
+            started = time.monotonic()
+            with pytest.raises(StoreDown) as raised:
+                async with db.read() as conn:
+                    await conn.execute(text("SELECT 1"))
+            assert time.monotonic() - started < 3
+            assert (
+                raised.value.status_code == 503
+                and raised.value.retry_after
+                and raised.value.code == "store_unavailable"
+            )
+            assert not db.health.up and STORE_UP._value.get() == 0
+            await db.engine.dispose()
+    finally:
+        silent.close()
+
+
+async def test_the_store_coming_back_is_said_once_and_the_gauge_follows(tmp_path: Path, caplog) -> None:
+    db = Database(database_url("jobs.sqlite3", tmp_path), timeout_s=1)
+    db.health.failed(OSError("gone"))
+    db.health.failed(OSError("still gone"))
+    assert STORE_UP._value.get() == 0 and db.health.backoff_s() == 1.0
+    async with db.read() as conn:
+        await conn.execute(text("SELECT 1"))
+    assert db.health.up and STORE_UP._value.get() == 1
+    said = [r.getMessage() for r in caplog.records if "job store" in r.getMessage()]
+    assert len(said) == 2 and "unreachable" in said[0] and "back after" in said[1]
+    await db.engine.dispose()

@@ -27,6 +27,10 @@ class HealthController(Controller):
     )
     async def ready(self, runtime: Runtime) -> Response[dict]:
         body = {"status": runtime.phase.value, "detail": runtime.detail, "timings_s": runtime.timings_s}
+        if runtime.database is not None:
+            # Stays ready while the job store is down: real-time serving never needs it, and every replica shares
+            # one store, so dropping them all from the Service would turn a jobs outage into a total one.
+            body["store"] = "up" if runtime.database.health.up else "down"
         if runtime.phase is Phase.READY:
             return Response(body, status_code=200)
         retry = "1" if runtime.phase is Phase.DRAINING else "5"

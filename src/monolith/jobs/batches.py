@@ -10,7 +10,7 @@ import logging
 import time
 
 from monolith.config import JobsSettings
-from monolith.errors import is_outage
+from monolith.errors import StoreDown, is_outage
 from monolith.jobs.lines import read_lines, written
 from monolith.jobs.transform import run_batch
 from monolith.scheduling import BackgroundBudget
@@ -28,6 +28,7 @@ class BatchRunner:
         self.services = services
         self.budget = budget
         self.heartbeat_s = settings.heartbeat_s
+        self.lease_s = settings.lease_s
         self.retry_after_s = settings.retry_after_s
         self._resume_at = 0.0  # after an outage, no batch is claimed before this (monotonic)
         self.paused = False
@@ -69,6 +70,8 @@ class BatchRunner:
             if not self.paused and time.monotonic() >= self._resume_at:
                 try:
                     batch = await self.store.claim_next()
+                except StoreDown:  # said once by the store's health
+                    self._resume_at = time.monotonic() + self.store.db.health.backoff_s()
                 except Exception:
                     log.exception("claiming a batch failed; trying again")
             if batch is None:
@@ -85,16 +88,28 @@ class BatchRunner:
             finally:
                 heartbeat.cancel()
                 self._current = None
+            if not task.cancelled() and task.exception() is not None:  # the store failed before or after the lines
+                if not isinstance(task.exception(), StoreDown):
+                    log.error("batch %s stopped: %r; its lease runs out and it is resumed", batch.id, task.exception())
+                self._resume_at = time.monotonic() + self.retry_after_s
 
     async def _heartbeat(self, batch_id: str, task: asyncio.Task) -> None:
         """Renews the lease; stops the batch when a replica asked to cancel it, or when the lease is lost."""
+        renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 status = await self.store.renew(batch_id)
+            except StoreDown:
+                if time.monotonic() - renewed_at > self.lease_s:
+                    log.warning("batch %s: job store unreachable past the lease; stopping it here", batch_id)
+                    task.cancel()
+                    return
+                continue
             except Exception:
                 log.exception("batch heartbeat failed; trying again")
                 continue
+            renewed_at = time.monotonic()
             if status is None:
                 log.warning("batch %s: lease lost (taken over); stopping it here", batch_id)
                 task.cancel()

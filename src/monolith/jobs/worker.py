@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from monolith.admission import ADMISSION, ASYNC, LANE, OVERDUE, TICKET
-from monolith.errors import InternalError, MonolithError, is_outage
+from monolith.errors import InternalError, MonolithError, StoreDown, is_outage
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
@@ -109,6 +109,8 @@ class JobRunner:
                         break
                     held = self.budget.hold(ASYNC, self.budget.is_overdue(job.created_at))
                     held.task = self.running[job.id] = asyncio.create_task(self._run(job, held))
+            except StoreDown:  # said once by the store's health; wait longer each time until it is back
+                await asyncio.sleep(self.store.db.health.backoff_s())
             except Exception:
                 log.exception("claiming a job failed; trying again")
             ASYNC_RUNNING.set(len(self.running))
@@ -150,7 +152,12 @@ class JobRunner:
             # answer and this line, so releasing the slot here closes that window.
             self.budget.release(held)
             status, result_bytes, error_bytes = outcome
-            if not await self.store.finish(job.id, status, result=result_bytes, error=error_bytes, held=True):
+            try:
+                finished = await self.store.finish(job.id, status, result=result_bytes, error=error_bytes, held=True)
+            except StoreDown:  # the answer cannot be recorded: the lease runs out and the job runs again
+                log.warning("job %s: finished, but the job store is unreachable; it will run again", job.id)
+                return
+            if not finished:
                 log.warning("job %s finished here after its lease was lost; its recorded outcome stands", job.id)
         finally:
             self.budget.release(held)
@@ -162,6 +169,8 @@ class JobRunner:
     async def _requeue(self, job_id: str) -> None:
         try:
             await self.store.release([job_id])
+        except StoreDown:  # said once by the store's health; the lease runs out and the job is taken up again
+            pass
         except Exception:  # the lease runs out instead, and the job is taken up again (that run then counts)
             log.exception("job %s: handing the preempted job back failed", job_id)
 
@@ -179,18 +188,32 @@ class JobRunner:
 
     async def _heartbeat(self) -> None:
         """Renews this replica's leases; stops jobs it no longer holds; housekeeping if it holds that lease."""
+        renewed_at = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 mine = list(self.running)
                 held = await self.store.renew(mine)
+                renewed_at = time.monotonic()
                 for job_id in mine:
                     if job_id not in held and job_id in self.running:
                         log.info("job %s was cancelled or taken over through another replica; stopping it", job_id)
                         await self._stop_here(job_id)
                 await self._housekeeping()
+            except StoreDown:
+                if self.running and time.monotonic() - renewed_at > self.settings.lease_s:
+                    await self._stop_unproven()
             except Exception:
                 log.exception("job heartbeat failed; trying again")
+
+    async def _stop_unproven(self) -> None:
+        """The leases could not be renewed for longer than they last: another replica may already run these jobs
+        (and this one could not record their results anyway). They stop here; whoever claims them when the
+        store is back runs them again."""
+        held = len(self.running)
+        log.warning("job store unreachable past the lease: stopping %d job(s) this replica cannot prove it holds", held)
+        for job_id in list(self.running):
+            await self._stop_here(job_id)
 
     async def _housekeeping(self) -> None:
         if not await self.housekeeper.hold():
@@ -208,6 +231,8 @@ class JobRunner:
         while True:
             try:
                 await self.callbacks.deliver_due(render_job)
+            except StoreDown:
+                await asyncio.sleep(self.store.db.health.backoff_s())
             except Exception:
                 log.exception("callback delivery failed; trying again")
             await asyncio.sleep(self.settings.poll_interval_s)

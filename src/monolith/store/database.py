@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,22 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import URL, Connection, Float, Table, event, make_url, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from monolith.config import DATABASE_SCHEMES
+from monolith.errors import StoreDown
+from monolith.metrics import STORE_UP
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # pg_advisory_xact_lock key: replicas starting together migrate one after the other.
 _MIGRATION_LOCK = 0x6D6F6E6F  # "mono"
+RETRY_AFTER_S = 5  # what a client that met a store outage is told to wait
 
 
 class epoch_now(FunctionElement):
@@ -86,20 +92,84 @@ def _sqlite_settings(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+# What an unreachable, restarting or overloaded database raises (a constraint violation is none of these).
+UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
+MAX_BACKOFF_S = 5.0
+
+
+class StoreHealth:
+    """Whether the job store answered its last call, for readiness's detail, `monolith_store_up` and the runners'
+    backoff; one warning when it goes away and one when it is back, not a traceback per call."""
+
+    def __init__(self, describe: str) -> None:
+        self.describe = describe
+        self.down_since: float | None = None
+        self.failures = 0
+        STORE_UP.set(1)
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            STORE_UP.set(0)
+            log.warning(
+                "the job store is unreachable (%s: %s): what needs it answers 503 and the runners retry with backoff;"
+                " real-time serving goes on",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
+
+    def answered(self) -> None:
+        if self.down_since is not None:
+            log.warning(
+                "the job store is back after %.1f s (%d failed calls)",
+                time.monotonic() - self.down_since,
+                self.failures,
+            )
+            self.down_since = None
+            self.failures = 0
+            STORE_UP.set(1)
+
+    def backoff_s(self) -> float:
+        """How long a runner's loop waits before its next try while the store is down: 0.25 s, doubling, 5 s."""
+        return min(MAX_BACKOFF_S, 0.25 * 2 ** min(self.failures, 5))
+
+
 class Database:
     """The engine and what differs by dialect. SQLite is for one host (WAL needs shared memory, so not
-    over a network filesystem); PostgreSQL for many replicas."""
+    over a network filesystem); PostgreSQL for many replicas.
 
-    def __init__(self, url: URL) -> None:
+    Every call is bounded by `timeout_s` (connecting, waiting for a pooled connection, running); an outage is a
+    StoreDown (503 with Retry-After at the edge, a retry later for the runners), never a hang or a 500."""
+
+    def __init__(self, url: URL, timeout_s: float = 5.0) -> None:
         self.url = url
+        self.timeout_s = timeout_s
         self.dialect = url.get_backend_name()
         if self.is_sqlite:
             Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_async_engine(url)
             _sqlite_settings(self.engine)
         else:
-            # pre_ping: managed servers and proxies close idle connections.
-            self.engine = create_async_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+            # pre_ping: managed servers, proxies and a failover close connections; a dead one is replaced before
+            # use. connect_timeout and pool_timeout bound the wait for a connection; statement_timeout (unless the
+            # operator's URL sets its own options) a query the server cannot finish.
+            connect_args: dict[str, Any] = {"connect_timeout": max(1, round(timeout_s))}
+            if "options" not in url.query:
+                connect_args["options"] = f"-c statement_timeout={round(timeout_s * 1000)}"
+            self.engine = create_async_engine(
+                url,
+                pool_size=5,
+                max_overflow=10,
+                pool_pre_ping=True,
+                pool_timeout=timeout_s,
+                connect_args=connect_args,
+            )
+        self.health = StoreHealth(self.describe())
 
     @property
     def is_sqlite(self) -> bool:
@@ -115,13 +185,25 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.begin() as conn:
+        async with self._bounded(), self.engine.begin() as conn:
             yield conn
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        async with self._bounded(), self.engine.connect() as conn:
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        """One call: at most twice timeout_s in all (a network that drops packets answers nothing at all), and
+        what an outage raises becomes StoreDown."""
+        try:
+            async with asyncio.timeout(self.timeout_s * 2):
+                yield
+        except UNREACHABLE as exc:
+            self.health.failed(exc)
+            raise StoreDown("the job store is unreachable; retry later", retry_after=RETRY_AFTER_S) from exc
+        self.health.answered()
 
     async def migrate(self) -> None:
         """Brings the schema to the newest version; replicas starting together take turns."""
@@ -148,7 +230,7 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
-async def open_database(database: str, data_dir: Path) -> Database:
-    db = Database(database_url(database, data_dir))
+async def open_database(database: str, data_dir: Path, timeout_s: float = 5.0) -> Database:
+    db = Database(database_url(database, data_dir), timeout_s)
     await db.migrate()
     return db
