@@ -99,6 +99,11 @@ class ClientGone(MonolithError):
 
 
 def is_outage(exc: BaseException) -> bool:
-    """A dependency's fault (the engine stopped or not loaded, the vector store unreachable), never the request's:
-    background work that meets one goes back to wait for the dependency, and is neither failed nor counted."""
-    return isinstance(exc, (DependencyDown, NotReady))
+    """A dependency's fault (the engine stopped or not loaded, the vector store or the job store unreachable, a
+    full disk), never the request's: background work that meets one goes back to wait, neither failed nor counted."""
+    return isinstance(exc, (DependencyDown, NotReady, StorageFull))
+
+
+# What the job store raises when it cannot take a call (unreachable, or out of room): the runners' loops wait
+# with backoff on these, and the store's health says so once, instead of a traceback per call.
+STORE_OUTAGES = (StoreDown, StorageFull)

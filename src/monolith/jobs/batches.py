@@ -10,7 +10,7 @@ import logging
 import time
 
 from monolith.config import JobsSettings
-from monolith.errors import StoreDown, is_outage
+from monolith.errors import STORE_OUTAGES, is_outage
 from monolith.jobs.lines import read_lines, written
 from monolith.jobs.transform import run_batch
 from monolith.scheduling import BackgroundBudget
@@ -70,7 +70,7 @@ class BatchRunner:
             if not self.paused and time.monotonic() >= self._resume_at:
                 try:
                     batch = await self.store.claim_next()
-                except StoreDown:  # said once by the store's health
+                except STORE_OUTAGES:  # said once by the store's health
                     self._resume_at = time.monotonic() + self.store.db.health.backoff_s()
                 except Exception:
                     log.exception("claiming a batch failed; trying again")
@@ -89,7 +89,7 @@ class BatchRunner:
                 heartbeat.cancel()
                 self._current = None
             if not task.cancelled() and task.exception() is not None:  # the store failed before or after the lines
-                if not isinstance(task.exception(), StoreDown):
+                if not isinstance(task.exception(), STORE_OUTAGES):
                     log.error("batch %s stopped: %r; its lease runs out and it is resumed", batch.id, task.exception())
                 self._resume_at = time.monotonic() + self.retry_after_s
 
@@ -100,7 +100,7 @@ class BatchRunner:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 status = await self.store.renew(batch_id)
-            except StoreDown:
+            except STORE_OUTAGES:
                 if time.monotonic() - renewed_at > self.lease_s:
                     log.warning("batch %s: job store unreachable past the lease; stopping it here", batch_id)
                     task.cancel()

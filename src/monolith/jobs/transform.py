@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 import uuid
@@ -15,7 +16,7 @@ import msgspec
 from tqdm import tqdm
 
 from monolith.admission import BATCH, LANE
-from monolith.errors import BadRequest, InternalError, MonolithError, is_outage
+from monolith.errors import BadRequest, InternalError, MonolithError, StorageFull, is_outage
 from monolith.jobs.lines import RequestLine, answer_in_background, done_custom_ids, output_line, parse_line, read_lines
 from monolith.protocol.errors import error_response
 from monolith.scheduling import BackgroundBudget
@@ -122,8 +123,13 @@ async def run_batch(
                 report.failed += 1
             finally:
                 slots.release()
-            out.write(output_line(custom_id, status, result, request_id))
-            out.flush()
+            try:
+                out.write(output_line(custom_id, status, result, request_id))
+                out.flush()
+            except OSError as exc:  # a full disk stops the batch (resumed later); a torn line is dropped then
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFull("the server's file storage is full") from None
+                raise
             if on_line is not None:
                 await on_line(status == 200)  # written lines survive the process being killed: the resume skips them
             bar.update(1)

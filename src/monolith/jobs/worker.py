@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from monolith.admission import ADMISSION, ASYNC, LANE, OVERDUE, TICKET
-from monolith.errors import InternalError, MonolithError, StoreDown, is_outage
+from monolith.errors import STORE_OUTAGES, InternalError, MonolithError, is_outage
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
@@ -109,7 +109,7 @@ class JobRunner:
                         break
                     held = self.budget.hold(ASYNC, self.budget.is_overdue(job.created_at))
                     held.task = self.running[job.id] = asyncio.create_task(self._run(job, held))
-            except StoreDown:  # said once by the store's health; wait longer each time until it is back
+            except STORE_OUTAGES:  # said once by the store's health; wait longer each time until it is back
                 await asyncio.sleep(self.store.db.health.backoff_s())
             except Exception:
                 log.exception("claiming a job failed; trying again")
@@ -154,7 +154,7 @@ class JobRunner:
             status, result_bytes, error_bytes = outcome
             try:
                 finished = await self.store.finish(job.id, status, result=result_bytes, error=error_bytes, held=True)
-            except StoreDown:  # the answer cannot be recorded: the lease runs out and the job runs again
+            except STORE_OUTAGES:  # the answer cannot be recorded: the lease runs out and the job runs again
                 log.warning("job %s: finished, but the job store is unreachable; it will run again", job.id)
                 return
             if not finished:
@@ -169,7 +169,7 @@ class JobRunner:
     async def _requeue(self, job_id: str) -> None:
         try:
             await self.store.release([job_id])
-        except StoreDown:  # said once by the store's health; the lease runs out and the job is taken up again
+        except STORE_OUTAGES:  # said once by the store's health; the lease runs out, the job is taken up again
             pass
         except Exception:  # the lease runs out instead, and the job is taken up again (that run then counts)
             log.exception("job %s: handing the preempted job back failed", job_id)
@@ -200,7 +200,7 @@ class JobRunner:
                         log.info("job %s was cancelled or taken over through another replica; stopping it", job_id)
                         await self._stop_here(job_id)
                 await self._housekeeping()
-            except StoreDown:
+            except STORE_OUTAGES:
                 if self.running and time.monotonic() - renewed_at > self.settings.lease_s:
                     await self._stop_unproven()
             except Exception:
@@ -231,7 +231,7 @@ class JobRunner:
         while True:
             try:
                 await self.callbacks.deliver_due(render_job)
-            except StoreDown:
+            except STORE_OUTAGES:
                 await asyncio.sleep(self.store.db.health.backoff_s())
             except Exception:
                 log.exception("callback delivery failed; trying again")

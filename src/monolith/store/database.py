@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import time
@@ -23,7 +24,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from monolith.config import DATABASE_SCHEMES
-from monolith.errors import StoreDown
+from monolith.errors import StorageFull, StoreDown
 from monolith.metrics import STORE_UP
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,16 @@ def _sqlite_settings(engine: AsyncEngine) -> None:
 # What an unreachable, restarting or overloaded database raises (a constraint violation is none of these).
 UNREACHABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, TimeoutError)
 MAX_BACKOFF_S = 5.0
+SQLITE_FULL = 13
+FULL_SAID_EVERY_S = 60.0
+
+
+def disk_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL, PostgreSQL's disk_full (SQLSTATE 53100), or the OS's ENOSPC / EDQUOT."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return getattr(cause, "sqlite_errorcode", None) == SQLITE_FULL or getattr(cause, "sqlstate", None) == "53100"
 
 
 class StoreHealth:
@@ -104,6 +115,7 @@ class StoreHealth:
     def __init__(self, describe: str) -> None:
         self.describe = describe
         self.down_since: float | None = None
+        self.full_said_at: float | None = None
         self.failures = 0
         STORE_UP.set(1)
 
@@ -122,6 +134,15 @@ class StoreHealth:
                 type(exc).__name__,
                 str(exc).splitlines()[0][:200] if str(exc) else "",
             )
+
+    def full(self) -> None:
+        """The store answered that its disk is full: said at most once a minute (a write that needs no new page
+        still goes through on a full disk, so no write tells when there is room again)."""
+        self.failures += 1
+        now = time.monotonic()
+        if self.full_said_at is None or now - self.full_said_at > FULL_SAID_EVERY_S:
+            self.full_said_at = now
+            log.warning("the job store's disk is full: submits answer 507 and the runners retry with backoff")
 
     def answered(self) -> None:
         if self.down_since is not None:
@@ -201,6 +222,9 @@ class Database:
             async with asyncio.timeout(self.timeout_s * 2):
                 yield
         except UNREACHABLE as exc:
+            if disk_full(exc):  # the database answered: it has no room (SQLite's data dir, PostgreSQL's volume)
+                self.health.full()
+                raise StorageFull("the job store's disk is full; try again later", retry_after=RETRY_AFTER_S) from exc
             self.health.failed(exc)
             raise StoreDown("the job store is unreachable; retry later", retry_after=RETRY_AFTER_S) from exc
         self.health.answered()
