@@ -176,3 +176,41 @@ def test_tokenising_long_prompts_does_not_stall_other_clients(http: httpx.Client
     assert all(a.status_code == 400 and a.json()["error"]["param"] == "messages" for a in answers)
     assert set(answers_seen) == {200}, [a for a in answers_seen if a != 200][:5]
     assert len(latencies) >= 10 and max(latencies) < 0.3, sorted(latencies)[-5:]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "param"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "metadata"),  # OpenAI: at most 16 pairs
+        ({"k" * 65: "v"}, "metadata"),  # keys up to 64 characters
+        ({"k": "v" * 513}, "metadata"),  # values up to 512
+        ({"k": 1}, "metadata"),  # values are strings
+    ],
+)
+def test_batch_metadata_has_openais_bounds(http: httpx.Client, metadata: dict, param: str) -> None:
+    file_id = upload(http, line("meta")).json()["id"]
+    body = {"input_file_id": file_id, "endpoint": "/v1/completions", "completion_window": "24h"}
+    refused = http.post("/v1/batches", json={**body, "metadata": metadata})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"].startswith(param), refused.text
+    edge = {f"k{i}" + "k" * 60: "v" * 512 for i in range(16)}  # every bound met exactly
+    accepted = http.post("/v1/batches", json={**body, "metadata": edge})
+    assert accepted.status_code == 200 and accepted.json()["metadata"] == edge, accepted.text
+    http.post(f"/v1/batches/{accepted.json()['id']}/cancel")
+
+
+@pytest.mark.parametrize("path", ["/v1/responses"])
+def test_response_metadata_has_openais_bounds(http: httpx.Client, path: str) -> None:
+    body = {"model": "twin", "input": "hi", "max_output_tokens": 2}
+    refused = http.post(path, json={**body, "metadata": {f"k{i}": "v" for i in range(17)}})
+    assert refused.status_code == 400 and refused.json()["error"]["param"].startswith("metadata"), refused.text
+
+
+def test_ids_and_file_names_are_bounded(http: httpx.Client) -> None:
+    body = {"input_file_id": "f" * 129, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+    refused = http.post("/v1/batches", json=body)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input_file_id", refused.text
+    named = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("n" * 256 + ".jsonl", line("x"))})
+    assert named.status_code == 400 and named.json()["error"]["param"] == "file", named.text
+    empty = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("empty.jsonl", b"")})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "file", empty.text

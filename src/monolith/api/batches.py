@@ -14,6 +14,7 @@ from monolith.errors import NotFound
 from monolith.jobs.batches import BatchRunner
 from monolith.jobs.wire import batch_object
 from monolith.protocol.batches import BatchList, BatchObject
+from monolith.protocol.common import Metadata, ObjectId
 from monolith.serving.registry import BatchEndpoint
 from monolith.store.batches import BatchRecord
 from monolith.store.files import FileStore
@@ -21,10 +22,10 @@ from monolith.store.files import FileStore
 
 @dataclass
 class BatchCreate:
-    input_file_id: str
+    input_file_id: ObjectId
     endpoint: BatchEndpoint
     completion_window: Literal["24h"] = "24h"
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
 
 
 async def batch_or_404(batches: BatchRunner, batch_id: str, owner: str) -> BatchRecord:

@@ -21,6 +21,7 @@ from monolith.jobs.wire import file_object
 from monolith.protocol.files import FileDeleted, FileList, FileObject
 from monolith.store.files import FileRecord, FileStore
 
+MAX_FILENAME = 255  # what a filesystem takes for one name; it is stored and shown back, never used as a path
 # The multipart envelope around the file: headers, boundary, the purpose field.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -70,6 +71,8 @@ class FilesController(Controller):
         size = upload_size(data.file)
         if size == 0:
             raise BadRequest("the file is empty", param="file")
+        if len(data.file.filename or "") > MAX_FILENAME:
+            raise BadRequest(f"the file's name has more than {MAX_FILENAME} characters", param="file")
         if size > cfg.max_file_bytes:
             raise BadRequest(f"the file has {size} bytes; the limit is {cfg.max_file_bytes}", param="file")
         count, stored = await files.usage(owner)

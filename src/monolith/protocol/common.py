@@ -23,6 +23,12 @@ StopString = Annotated[str, Meta(min_length=1, max_length=1000)]
 Stop = StopString | Annotated[list[StopString], Meta(max_length=4)] | None
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]  # a 64-bit signed integer, as torch seeds are
 Name = Annotated[str, Meta(max_length=256)]
+# OpenAI's documented bounds on `metadata`: at most 16 pairs, keys up to 64 characters, values up to 512.
+Metadata = Annotated[
+    dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]], Meta(max_length=16)
+]
+# An id this server made (file-..., batch_..., job-...): anything longer names nothing here.
+ObjectId = Annotated[str, Meta(min_length=1, max_length=128)]
 # Choices per request (`n`): vLLM runs them as one request of n sequences.
 MAX_N = 16
 N = Annotated[int, Meta(ge=1, le=MAX_N)]

@@ -11,6 +11,7 @@ from msgspec import Meta
 
 from monolith.protocol.common import (
     MaxTokens,
+    Metadata,
     Name,
     Priority,
     Refused,
@@ -118,10 +119,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     parallel_tool_calls: bool | None = None
     stream: bool = False
     stream_options: ResponsesStreamOptions | None = None
-    metadata: (
-        Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]], Meta(max_length=16)]
-        | None
-    ) = None
+    metadata: Metadata | None = None
     user: Name | None = None
     safety_identifier: Name | None = None
     prompt_cache_key: Name | None = None

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
-from monolith.protocol.common import Refused, RefusedUnlessFalse, RefusedUnlessOne, StopString
+from monolith.protocol.common import Refused, RefusedUnlessFalse, RefusedUnlessOne, Schema, StopString
 
 # TGI's own bounds where it has them (temperature > 0, 0 < top_p < 1, top_k > 0, repetition_penalty > 0, at most
 # 4 stop sequences); the upper ones are this server's, so that a value never reaches the engine unchecked.
@@ -26,7 +26,7 @@ class TgiGrammar(msgspec.Struct, forbid_unknown_fields=True):
     """TGI's `grammar`: a JSON schema (an object) or a regular expression (a string)."""
 
     type: Literal["json", "regex"]
-    value: dict[str, Any] | Annotated[str, Meta(min_length=1, max_length=100_000)]
+    value: Schema | Annotated[str, Meta(min_length=1, max_length=100_000)]  # Schema: at most 1000 keys
 
     __schema_rules__: ClassVar[dict[str, Any]] = {
         "if": {"properties": {"type": {"const": "regex"}}},
