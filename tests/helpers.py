@@ -102,7 +102,14 @@ class Receiver:
     """A real HTTP server that records callbacks. It fails the first `fail_first` requests with 500; `status`,
     `delay_s` and `reply_bytes` make every later answer a redirect, a slow one or a huge one."""
 
-    def __init__(self, fail_first: int = 0, status: int = 200, delay_s: float = 0.0, reply_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        fail_first: int = 0,
+        status: int = 200,
+        delay_s: float = 0.0,
+        reply_bytes: int = 0,
+        address: tuple[str, int] = ("127.0.0.1", 0),
+    ) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.arrived: list[float] = []  # time.monotonic() of each request, in order
         self.fail_first = fail_first
@@ -127,7 +134,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(address, Handler)
         # By name: the test servers allow `localhost` (jobs.callback_allow), not every loopback spelling.
         self.url = f"http://localhost:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

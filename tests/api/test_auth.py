@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from monolith.api.auth import ANONYMOUS, ApiKeys, is_public, key_id, warn_if_open
 from monolith.config import ServerSettings
-from tests.api.test_jobs import wait_for
+from tests.api.test_jobs import wait_for, wait_for_job
 from tests.conftest import ManagedServer
 
 
@@ -267,3 +267,29 @@ def test_a_key_past_its_quota_gets_a_429_and_another_key_does_not(keyed: Managed
         finally:
             for file_id in made:
                 a.delete(f"/v1/files/{file_id}")
+
+
+@pytest.mark.slow
+def test_a_key_never_appears_in_logs_errors_or_what_the_server_stores(keyed: ManagedServer) -> None:
+    """Every place the key a caller authenticates with could leak to: the server's log, an error body (a wrong key,
+    a bad request, a field that carries the key, a 404), a job's body and the job list, the job store's files."""
+    wrong = "key-wrong-5555555555"
+    with as_key(keyed, KEY_A) as client, as_key(keyed, wrong) as stranger:
+        answers = [
+            stranger.post("/v1/chat/completions", json={"model": "twin", "messages": []}),
+            client.post("/v1/chat/completions", json={"model": "twin", "messages": [], "api_key": KEY_A}),
+            client.post("/rag", json={"query": "hi", "bogus": 1}),
+            client.get("/v1/jobs/job-none"),
+        ]
+        chat = {"model": "twin", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        job = client.post("/v1/async/chat/completions", json=chat)
+        assert job.status_code == 202, job.text
+        done = wait_for_job(client, job.json()["id"])
+        listed = client.get("/v1/jobs").text
+    texts = [a.text for a in answers] + [json.dumps(done), listed, job.text]
+    assert all(a.status_code >= 400 for a in answers)
+    assert not [t for t in texts if KEY_A in t or KEY_B in t or wrong in t]
+    log = keyed.server.log() if keyed.server else ""
+    assert log and KEY_A not in log and KEY_B not in log and wrong not in log
+    stored = b"".join(p.read_bytes() for p in keyed.data_dir.rglob("jobs.sqlite3*"))
+    assert stored and KEY_A.encode() not in stored and wrong.encode() not in stored

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -174,3 +175,34 @@ async def test_a_delivered_callback_verifies_with_the_readme_example(store: JobS
     assert example["verify_callback"](SECRET, headers, body.replace(b"job-", b"jab-")) is False
     stale = {**headers, TIMESTAMP_HEADER: str(int(time.time()) - 3600)}
     assert example["verify_callback"](SECRET, stale, body) is False
+
+
+async def test_the_post_goes_to_the_address_that_was_checked(store: JobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name that resolves to an admitted address when checked and to another one a moment later
+    must not lead the POST there. The sender connects to the address it checked; no second lookup happens."""
+    checked = Receiver()
+    port = checked.server.server_address[1]
+    elsewhere = Receiver(address=("127.0.0.2", port))  # the same port on another loopback address
+    real = socket.getaddrinfo
+    lookups: list[str] = []
+
+    def rebinding(host: str | bytes, *args, **kwargs):  # the first answer is the checked one, every later differs
+        if (host.decode() if isinstance(host, bytes) else host) != "hooks.example":
+            return real(host, *args, **kwargs)
+        lookups.append(host)
+        address = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    settings = JobsSettings(callback_allow=["hooks.example"], callback_max_attempts=1)
+    sender = CallbackSender(store, settings)
+    try:
+        job_id = await finished_job(store, f"http://hooks.example:{port}/hook")
+        await deliver_until_settled(store, sender, job_id, timeout_s=10)
+    finally:
+        await sender.close()
+        checked.close()
+        elsewhere.close()
+    assert (await store.get(job_id)).callback_state == "delivered"
+    assert len(checked.received) == 1 and elsewhere.received == [], "the POST followed a second lookup"
+    assert checked.received[0][0]["Host"] == f"hooks.example:{port}"  # the name, for virtual hosts and TLS
