@@ -9,10 +9,12 @@ import signal
 import subprocess
 import threading
 import time
+from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import msgspec
 
 # Every process the test session starts inherits this variable (children and grandchildren alike, in
 # whatever process group), which is how the session finds what a failed test left behind.
@@ -208,3 +210,13 @@ class SageMakerFrontEnd:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def assert_each_result_delivered_once(receiver: Receiver, ids: list[str]) -> None:
+    """Every job's callback arrived, and no job delivered two different results (a retry may repeat one)."""
+    bodies: dict[str, set[bytes]] = defaultdict(set)
+    for _, body in receiver.received:
+        job = msgspec.json.decode(body)
+        bodies[job["id"]].add(msgspec.json.encode(job["result"]))
+    assert set(bodies) == set(ids), "every job's result reached the callback"
+    assert all(len(results) == 1 for results in bodies.values()), "no job delivered two different results"

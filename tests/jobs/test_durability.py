@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,7 @@ import pytest
 
 from monolith.bench.peers import kill_tree
 from tests.conftest import start_server, stop_server, wait_ready
-from tests.helpers import Receiver
+from tests.helpers import Receiver, assert_each_result_delivered_once
 
 JOBS = 50
 
@@ -76,9 +75,4 @@ def test_jobs_survive_kill_9_and_run_once_to_completion(tmp_path: Path, model_di
     finally:
         stop_server(second)
         receiver.close()
-    bodies: dict[str, set[bytes]] = defaultdict(set)
-    for _, body in receiver.received:
-        job = msgspec.json.decode(body)
-        bodies[job["id"]].add(msgspec.json.encode(job["result"]))
-    assert set(bodies) == set(ids), "every job's result reached the callback"
-    assert all(len(results) == 1 for results in bodies.values()), "no job delivered two different results"
+    assert_each_result_delivered_once(receiver, ids)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from tests.api.test_health import metric_samples
 from tests.conftest import start_server, stop_server, wait_ready
-from tests.helpers import Receiver
+from tests.helpers import Receiver, assert_each_result_delivered_once
 from tests.postgres import PostgresServer
 
 JOBS = 6
@@ -129,9 +128,4 @@ def test_a_store_outage_leaves_real_time_alone_and_loses_no_job(
     assert outage_log.count("the job store is unreachable (") == 1, "the outage is said once"
     assert "Traceback" not in outage_log
     assert jobs == ["succeeded"] * len(ids), jobs
-    bodies: dict[str, set[bytes]] = defaultdict(set)
-    for _, body in receiver.received:
-        job = msgspec.json.decode(body)
-        bodies[job["id"]].add(msgspec.json.encode(job["result"]))
-    assert set(bodies) == set(ids), "every job's result reached the callback"
-    assert all(len(results) == 1 for results in bodies.values()), "no job delivered two different results"
+    assert_each_result_delivered_once(receiver, ids)
