@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
+import msgspec
 from litestar import Controller, get, post
 from litestar.params import Parameter
 
@@ -20,8 +20,8 @@ from monolith.store.batches import BatchRecord
 from monolith.store.files import FileStore
 
 
-@dataclass
-class BatchCreate:
+# A msgspec Struct, not a dataclass: the served schema is then msgspec's own (api/openapi.py), with every bound.
+class BatchCreate(msgspec.Struct):
     input_file_id: ObjectId
     endpoint: BatchEndpoint
     completion_window: Literal["24h"] = "24h"
