@@ -256,6 +256,9 @@ async def warm_up(generator: Generator, settings: Settings) -> None:
         [{"role": "system", "content": context}, {"role": "user", "content": "How do I deploy an LLM?"}],
     ]
     sampling = Sampling(max_tokens=settings.engine.warmup_tokens, temperature=0.0)
-    # One after the other: each is admitted like a real-time request, and admission.max_waiting may be 1.
-    for prompt in prompts:
-        await generator.complete(generator.chat_ids(prompt), sampling, new_request_id("warmup"))
+    runs = [generator.complete(generator.chat_ids(p), sampling, new_request_id("warmup")) for p in prompts]
+    if settings.admission.max_waiting >= len(prompts):
+        await asyncio.gather(*runs)
+    else:  # each is admitted like a real-time request: with fewer waiting places, one after the other
+        for run in runs:
+            await run
