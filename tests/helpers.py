@@ -220,3 +220,8 @@ def assert_each_result_delivered_once(receiver: Receiver, ids: list[str]) -> Non
         bodies[job["id"]].add(msgspec.json.encode(job["result"]))
     assert set(bodies) == set(ids), "every job's result reached the callback"
     assert all(len(results) == 1 for results in bodies.values()), "no job delivered two different results"
+
+
+def job_statuses(base_url: str, ids: list[str]) -> list[str]:
+    """Each job's status, in the order of `ids`, as any client reads it."""
+    return [httpx.get(f"{base_url}/v1/jobs/{i}", timeout=10).json()["status"] for i in ids]

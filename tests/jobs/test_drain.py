@@ -14,13 +14,10 @@ import pytest
 
 from tests.api.test_health import metric_samples
 from tests.conftest import start_server, stop_server, wait_ready
+from tests.helpers import job_statuses as statuses
 
 DRAIN_S = 5
 JOBS = 4
-
-
-def statuses(base_url: str, ids: list[str]) -> list[str]:
-    return [httpx.get(f"{base_url}/v1/jobs/{i}", timeout=10).json()["status"] for i in ids]
 
 
 @pytest.mark.slow

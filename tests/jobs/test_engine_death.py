@@ -16,6 +16,7 @@ import pytest
 
 from monolith.api.server import FATAL_EXIT_CODE
 from tests.conftest import ServerProcess, start_server, stop_server, wait_ready
+from tests.helpers import job_statuses as statuses
 
 JOBS = 6
 
@@ -27,10 +28,6 @@ def engine_core(server: ServerProcess) -> psutil.Process:
         if "EngineCore" in with_title:
             return child
     raise AssertionError("no EngineCore process under the server")
-
-
-def statuses(base_url: str, ids: list[str]) -> list[str]:
-    return [httpx.get(f"{base_url}/v1/jobs/{i}", timeout=10).json()["status"] for i in ids]
 
 
 @pytest.mark.slow
