@@ -17,7 +17,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus postgres chromium serve test test-quick lint prepare ingest image scale-demo bench eval clean
+.PHONY: install prometheus postgres chromium serve test test-quick lint prepare ingest image scale-demo bench soak eval clean
 
 install: $(STAMP)
 
@@ -84,6 +84,12 @@ scale-demo: prepare prometheus
 BENCH_PROFILE ?= full
 bench: prepare
 	$(PY) -m monolith.bench.run --config $(CONFIG) --profile $(BENCH_PROFILE)
+
+# 30 minutes of mixed real-time, async and batch traffic at half the measured capacity on a real PostgreSQL
+# job store: memory, fds, connections and queue depth every 10 s, in bench/results/soak (SOAK_MINUTES to change).
+SOAK_MINUTES ?= 30
+soak: prepare postgres
+	$(PY) -m monolith.bench.soak --config $(CONFIG) --minutes $(SOAK_MINUTES) --out bench/results/soak
 
 # RAG retrieval on the labelled question set (corpus/eval.jsonl), every mode side by side: bench/results/eval.
 eval: prepare

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from monolith.bench.peers import free_port, launch, stop_process
+from monolith.bench.postgres import PostgresServer
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
 from tests.helpers import SESSION_MARK, become_subreaper, reap
-from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 # Inherited by everything the session starts: pytest_sessionfinish kills whatever still carries it.

@@ -18,11 +18,11 @@ import psycopg
 import pytest
 
 from monolith.bench.peers import kill_tree
+from monolith.bench.postgres import PostgresServer
 from tests.api.test_health import gauge, metric_samples
 from tests.api.test_jobs import wait_for
 from tests.conftest import ServerProcess, start_server, stop_server, wait_ready
 from tests.helpers import Receiver
-from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ import httpx
 import msgspec
 import pytest
 
+from monolith.bench.postgres import PostgresServer
 from tests.api.test_health import metric_samples
 from tests.conftest import start_server, stop_server, wait_ready
 from tests.helpers import Receiver, assert_each_result_delivered_once
-from tests.postgres import PostgresServer
 
 JOBS = 6
 OUTAGE_S = 20

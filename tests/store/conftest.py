@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from monolith.bench.postgres import PostgresServer
 from monolith.store.database import Database, open_database
-from tests.postgres import PostgresServer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

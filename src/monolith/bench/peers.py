@@ -47,8 +47,8 @@ class Server:
             time.sleep(0.5)
         raise RuntimeError(f"{self.name} not ready after {timeout_s} s")
 
-    def stop(self) -> None:
-        stop_process(self.proc)
+    def stop(self) -> int:
+        return stop_process(self.proc)
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 60) -> int:

@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the tests, from Debian's package (tools/get_postgres.sh puts it in the venv).
+"""A real PostgreSQL server for the tests and `make soak`, from Debian's package (tools/get_postgres.sh puts it in
+the venv).
 
 PostgreSQL refuses to run as root, and CI runs as root: then the server runs as the `postgres` user (or
 `nobody`) from a data directory that user owns. It listens on loopback with password authentication, the
@@ -20,9 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from monolith.bench.peers import free_port
+from monolith.bench.peers import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 PG_HOME = ROOT / ".venv" / "postgresql"
 USER = "monolith"
 
