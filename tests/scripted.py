@@ -16,8 +16,9 @@ from monolith.api.server import DrainingServer
 from monolith.config import Settings
 from monolith.engine import CallReader, Delta, EngineStats, Sampling
 from monolith.generation import Generator
-from monolith.runtime import Phase, Runtime
+from monolith.runtime import Phase, Runtime, start_work
 from monolith.serving import Services
+from monolith.store.database import open_database
 
 
 class WordTokenizer:
@@ -88,9 +89,15 @@ class ScriptedEngine:
         pass
 
 
-def scripted_loader(engine: ScriptedEngine):
+def scripted_loader(engine: ScriptedEngine, jobs: bool = False):
+    """No retrieval; with `jobs`, the job store in data_dir and the async job and batch runners, as in a server."""
+
     async def load(state: Runtime) -> None:
-        state.ready(Services(Generator(engine, state.settings), rag=None))  # type: ignore[arg-type]
+        services = Services(Generator(engine, state.settings), rag=None)  # type: ignore[arg-type]
+        if jobs:
+            state.database = await open_database(state.settings.jobs.database, state.settings.data_dir)
+            state.jobs, state.batches = start_work(services, state.database)
+        state.ready(services)
 
     return load
 
@@ -98,8 +105,8 @@ def scripted_loader(engine: ScriptedEngine):
 class ThreadedServer:
     """The app under DrainingServer in a thread; `signal()` does what SIGTERM's handler does."""
 
-    def __init__(self, settings: Settings, engine: ScriptedEngine, port: int) -> None:
-        app = create_app(settings, loader=scripted_loader(engine))
+    def __init__(self, settings: Settings, engine: ScriptedEngine, port: int, jobs: bool = False) -> None:
+        app = create_app(settings, loader=scripted_loader(engine, jobs))
         self.state: Runtime = app.state.runtime
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
         self.server = DrainingServer(config, self.state)

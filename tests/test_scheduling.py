@@ -105,6 +105,25 @@ async def test_a_real_time_arrival_to_a_full_engine_preempts_the_youngest_backgr
             ticket.release()
 
 
+async def test_overdue_work_takes_the_slots_real_time_leaves_past_the_budget(admission: Admission) -> None:
+    """Under steady real-time traffic the budget can sit at its minimum; overdue work is served like real-time
+    requests: into every free engine slot but a reserve kept for real-time arrivals."""
+    budget = BackgroundBudget(settings(), admission)
+    budget.limit = 1
+    tickets = [admission.admit(30) for _ in range(2)]
+    for ticket in tickets:
+        admission._started(ticket._slot)  # two real-time streams generating
+    running(budget, 1)
+    assert not budget.room(), "the budget is spent"
+    free = CAPACITY - 2 - budget.overdue_reserve  # 4 of 8: the budget's 1 and 3 overdue
+    running(budget, free - 2, overdue=True)
+    assert budget.room(overdue=True)
+    running(budget, 1, overdue=True)
+    assert not budget.room(overdue=True), "the reserve stays free for real-time arrivals"
+    for ticket in tickets:
+        ticket.release()
+
+
 async def test_an_overdue_item_is_never_preempted(admission: Admission) -> None:
     budget = BackgroundBudget(settings(), admission)
     async for _ in started(budget):

@@ -65,3 +65,49 @@ def test_a_refused_field_is_a_400_naming_it(http: httpx.Client, path: str, body:
     assert response.status_code == 400, f"{path} took it: {response.status_code} {response.text[:300]}"
     named = response.json()["error"]["param"] or ""
     assert named.startswith(param), f"{path}: the 400 names {named!r}, not {param!r}: {response.text[:300]}"
+
+
+TGI = {"inputs": "hi", "parameters": {"max_new_tokens": 2}}
+
+
+def tgi(**parameters: object) -> dict:
+    return {**TGI, "parameters": {**TGI["parameters"], **parameters}}
+
+
+# Values that look like "off" to Python (0 == False, True == 1, "" is falsy) and are not what the schema admits
+# (JSON Schema's enum tells true from 1 and 0 from false): refused like any other value. TGI's are in test_tgi.py
+# (a 422 in TGI's shape).
+NOT_QUITE_OFF = [
+    ("/v1/chat/completions", {**CHAT, "store": 0}, "store"),
+    ("/v1/chat/completions", {**CHAT, "best_of": True}, "best_of"),
+    ("/v1/completions", {**COMPLETION, "best_of": True}, "best_of"),
+    ("/v1/responses", {**RESPONSE, "store": 0}, "store"),
+    ("/v1/responses", {**RESPONSE, "background": ""}, "background"),
+    ("/v1/responses", {**RESPONSE, "include": ""}, "include"),
+    ("/v1/responses", {**RESPONSE, "reasoning": {"effort": ""}}, "reasoning"),
+    (
+        "/v1/responses",
+        {**RESPONSE, "stream": True, "stream_options": {"include_obfuscation": 0}},
+        "stream_options.include_obfuscation",
+    ),
+]
+# The values each of those fields does admit: the default, said out loud.
+OFF = [
+    ("/v1/chat/completions", {**CHAT, "store": False, "best_of": 1}),
+    ("/v1/completions", {**COMPLETION, "best_of": 1.0}),
+    ("/v1/responses", {**RESPONSE, "store": False, "background": False, "include": [], "reasoning": {"effort": None}}),
+    ("/generate", tgi(watermark=False, best_of=1, adapter_id=None)),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "param"), NOT_QUITE_OFF, ids=lambda x: x if isinstance(x, str) else None)
+def test_a_value_only_python_calls_off_is_refused(http: httpx.Client, path: str, body: dict, param: str) -> None:
+    response = http.post(path, json=body)
+    assert response.status_code == 400, f"{path} took it: {response.status_code} {response.text[:300]}"
+    assert response.json()["error"]["param"] == param, response.text[:300]
+
+
+@pytest.mark.parametrize(("path", "body"), OFF, ids=lambda x: x if isinstance(x, str) else None)
+def test_the_off_value_of_a_refused_field_is_accepted(http: httpx.Client, path: str, body: dict) -> None:
+    response = http.post(path, json=body)
+    assert response.status_code == 200, f"{path}: {response.status_code} {response.text[:300]}"

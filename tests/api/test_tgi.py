@@ -73,6 +73,12 @@ def test_sampling_with_a_seed_repeats(client: InferenceClient) -> None:
         ({"best_of": 2}, "best_of"),
         ({"watermark": True}, "watermark"),
         ({"typical_p": 0.5}, "typical_p"),
+        # What Python would take for "off" (0 == False, True == 1) and TGI's schema here does not admit.
+        ({"typical_p": 0}, "typical_p"),
+        ({"adapter_id": False}, "adapter_id"),
+        ({"top_n_tokens": 0}, "top_n_tokens"),
+        ({"watermark": 0}, "watermark"),
+        ({"best_of": True}, "best_of"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"unknown_knob": 1}, "unknown_knob"),
         ({"grammar": {"type": "regex", "value": {"type": "object"}}}, "grammar"),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
 from monolith.bench.peers import free_port
+from monolith.bench.postgres import PostgresServer
 from monolith.errors import StoreDown
 from monolith.metrics import STORE_UP
 from monolith.store.database import Database, database_url
@@ -67,3 +70,24 @@ async def test_the_store_coming_back_is_said_once_and_the_gauge_follows(tmp_path
     said = [r.getMessage() for r in caplog.records if "job store" in r.getMessage()]
     assert len(said) == 2 and "unreachable" in said[0] and "back after" in said[1]
     await db.engine.dispose()
+
+
+async def test_connections_the_server_reset_are_replaced_before_use(tmp_path: Path, postgres: PostgresServer) -> None:
+    """A failover that keeps the address, a proxy or a managed server closes the pool's connections: the next
+    calls get fresh ones (pre-ping) instead of failing, and the store is never reported down."""
+    db = Database(database_url(postgres.create_database(f"t_{uuid.uuid4().hex[:16]}"), tmp_path), timeout_s=2)
+    try:
+        pids: set[int] = set()
+        for _ in range(3):
+            async with db.read() as conn:
+                pids.add((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+        with psycopg.connect(postgres.url(), autocommit=True) as admin:
+            for pid in pids:  # what a switchover does to every client connection
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        for _ in range(3):
+            async with db.begin() as conn:
+                new_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+                assert new_pid not in pids
+        assert db.health.up and STORE_UP._value.get() == 1
+    finally:
+        await db.engine.dispose()

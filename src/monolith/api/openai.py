@@ -9,7 +9,6 @@ from litestar.response import Stream
 
 from monolith.api.openapi import GENERATION, SERVED, errors
 from monolith.api.realtime import answer
-from monolith.api.unknown_fields import log_unknown_fields
 from monolith.config import Settings
 from monolith.errors import NotFound
 from monolith.protocol.chat import ChatCompletionRequest
@@ -31,7 +30,6 @@ def model_cards(settings: Settings) -> list[ModelCard]:
 class OpenAIController(Controller):
     path = "/v1"
     tags = ["openai"]
-    before_request = log_unknown_fields
 
     @get("/models", summary="The served model, its RAG alias, and the embedding model", responses=errors(401))
     async def models(self, settings: Settings) -> ModelList:

@@ -24,6 +24,7 @@ from monolith.api.openapi import TruthfulJsonSchema
 from monolith.api.rag import RagController
 from monolith.api.rerank import RerankController
 from monolith.api.sagemaker import SageMakerController, payload_limit
+from monolith.api.strict_body import check_body
 from monolith.api.tgi import TgiController
 from monolith.api.tokenize import TokenizeController
 from monolith.api.webui import load_assets, web_ui_handlers
@@ -71,6 +72,7 @@ class MonolithPlugin(InitPluginProtocol):
         app_config.dependencies.update(DEPENDENCIES)
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)  # type: ignore[arg-type]
         app_config.guards.append(api_key_guard(self.keys, settings.server))
+        app_config.before_request = check_body  # every JSON body as strictly as its schema says
         # Every answer, a 401 too, is counted and carries a request id.
         app_config.middleware.insert(0, metrics_middleware)
         if settings.server.cors_origins:

@@ -70,6 +70,12 @@ RefusedUnlessText = Annotated[Any, Meta(description=_REFUSED, extra_json_schema=
 RefusedUnlessEmpty = Annotated[Any, Meta(description=_REFUSED, extra_json_schema={"enum": [None, []]})]
 
 
+def honoured(value: Any, *allowed: Any) -> bool:
+    """Whether a refused field holds one of the values its schema's `enum` admits, compared as JSON Schema does:
+    `true` is not `1` and `0` is not `false` (Python's == says they are), while `1.0` is `1`."""
+    return any(value == a and isinstance(value, bool) == isinstance(a, bool) for a in allowed)
+
+
 class StreamOptions(msgspec.Struct):
     include_usage: bool = False
 

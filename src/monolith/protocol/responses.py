@@ -106,6 +106,16 @@ class ResponsesStreamOptions(msgspec.Struct):
     include_obfuscation: RefusedUnlessFalse = None
 
 
+# Frameworks send `reasoning` with every field null (the Agents SDK's default settings): that asks for nothing.
+NoReasoning = Annotated[
+    Any,
+    Meta(
+        description="Not supported here: null, or an object whose every field is null; anything else is a 400",
+        extra_json_schema={"anyOf": [{"type": "null"}, {"type": "object", "additionalProperties": {"type": "null"}}]},
+    ),
+]
+
+
 class ResponsesRequest(msgspec.Struct, kw_only=True):
     model: Name
     input: Text | Annotated[list[InputItem], Meta(min_length=1, max_length=10_000)]
@@ -133,7 +143,7 @@ class ResponsesRequest(msgspec.Struct, kw_only=True):
     conversation: Refused = None
     background: RefusedUnlessFalse = None
     prompt: Refused = None
-    reasoning: Refused = None
+    reasoning: NoReasoning = None
     include: RefusedUnlessEmpty = None
     top_logprobs: Refused = None
     max_tool_calls: Refused = None

@@ -13,7 +13,7 @@ from monolith.engine import Sampling
 from monolith.errors import BadRequest, NotFound
 from monolith.generation import Generator
 from monolith.protocol.chat import ChatCompletionRequest
-from monolith.protocol.common import Usage
+from monolith.protocol.common import Usage, honoured
 from monolith.protocol.completions import CompletionRequest
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.pipeline import RagOptions, Retrieval
@@ -76,7 +76,7 @@ def wire_sampling(
     prompt_logprobs: int | None = None,
 ) -> Sampling:
     """The OpenAI routes' sampling fields (and vLLM's extensions), as the engine takes them."""
-    if data.best_of not in (None, 1):
+    if not honoured(data.best_of, None, 1):
         raise BadRequest("best_of is not supported (vLLM's engine dropped it); use n", param="best_of")
     if data.stop_token_ids:
         generator.check_token_ids(data.stop_token_ids, "stop_token_ids")
@@ -168,7 +168,7 @@ def refuse_unsupported(data: ChatCompletionRequest | CompletionRequest) -> None:
     modalities = getattr(data, "modalities", None)
     if modalities is not None and modalities != ["text"]:
         raise BadRequest("only text output is supported", param="modalities")
-    if getattr(data, "store", None):
+    if not honoured(getattr(data, "store", None), None, False):
         raise BadRequest("stored completions are not supported; store must be false", param="store")
 
 

@@ -23,6 +23,7 @@ from monolith.protocol.chat import (
     ToolCall,
     ToolCallFunction,
 )
+from monolith.protocol.common import honoured
 from monolith.protocol.responses import ContentPart, FunctionChoice, InputItem, ResponsesRequest
 from monolith.protocol.sampling import JsonSchemaFormat, ResponseFormat
 from monolith.serving.chat import ChatPlan, answer_message, plan_chat, retrieve_for_chat
@@ -57,17 +58,19 @@ class ResponsePlan:
 
 def refuse_unsupported(data: ResponsesRequest) -> None:
     refuse_fields(data, REFUSED)
-    if data.store:
+    if not honoured(data.store, None, False):
         raise BadRequest("responses are not stored; store must be false", param="store")
-    if data.background:
+    if not honoured(data.background, None, False):
         raise BadRequest(
             "background responses are not supported; use /v1/async/responses (202 and a job id)", param="background"
         )
-    if data.reasoning is not None and (not isinstance(data.reasoning, dict) or any(data.reasoning.values())):
+    if data.reasoning is not None and (
+        not isinstance(data.reasoning, dict) or any(v is not None for v in data.reasoning.values())
+    ):
         raise BadRequest("the served model does not reason; reasoning is not supported", param="reasoning")
-    if data.include:
+    if not honoured(data.include, None, []):
         raise BadRequest("no extra output can be included", param="include")
-    if data.stream_options is not None and data.stream_options.include_obfuscation:
+    if data.stream_options is not None and not honoured(data.stream_options.include_obfuscation, None, False):
         raise BadRequest("stream obfuscation is not supported", param="stream_options.include_obfuscation")
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from monolith.engine import Delta, Sampling, TokenLogprob
 from monolith.errors import BadRequest
+from monolith.protocol.common import honoured
 from monolith.protocol.tgi import (
     TgiDetails,
     TgiParameters,
@@ -40,9 +41,9 @@ class TgiPlan:
 
 def refuse_unsupported(params: TgiParameters) -> None:
     for name, why in REFUSED.items():
-        if getattr(params, name) not in (None, False):
+        if not honoured(getattr(params, name), None, *([False] if name == "watermark" else [])):
             raise BadRequest(why, param=f"parameters.{name}")
-    if params.best_of not in (None, 1):
+    if not honoured(params.best_of, None, 1):
         raise BadRequest("best_of above 1 is not supported (vLLM's engine dropped it)", param="parameters.best_of")
 
 
