@@ -77,3 +77,9 @@ def test_each_kind_of_traffic_is_answered_and_counted(settings: Settings) -> Non
         "batch completed": 1,
     }, tally.counts
     assert engine.aborted >= 1  # the client that hung up mid-answer freed its generation
+
+
+def test_a_pool_that_fills_once_on_a_busy_moment_is_not_growth() -> None:
+    filled = timeline(rss=lambda t: 3000, fds=lambda t: 70, connections=lambda t: 4 if t < 500 else 5)
+    judged = verdicts(filled, PLAN)
+    assert judged["db_connections"]["ok"] and judged["db_connections"]["floors_by_third"] == [4, 5, 5]
