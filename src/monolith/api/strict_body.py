@@ -23,8 +23,13 @@ async def check_body(request: Request) -> None:
     kind = struct_body(request.route_handler)  # type: ignore[arg-type]
     if kind is None:
         return
+    body = await request.body()
     try:
-        msgspec.json.decode(await request.body(), type=kind)
+        body.decode()
+    except UnicodeDecodeError:
+        return  # the route says the body is not UTF-8, before any field
+    try:
+        msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
         message = str(exc)
         raise BadRequest(message.split(" - at `")[0], param=field_of(message)) from None

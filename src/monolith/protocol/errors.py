@@ -9,7 +9,7 @@ import msgspec
 
 from monolith.errors import MonolithError
 
-_FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_FIELD_PATH = re.compile(r"(?:at|in) `\$\.?([^`]*)`")  # "- at `$.a.b`", or "- at `key` in `$.a`" (a map key)
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 
 
