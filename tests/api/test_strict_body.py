@@ -53,7 +53,12 @@ def test_tgi_says_so_in_its_own_shape(server: ThreadedServer, parameters: dict, 
 
 
 def test_a_body_that_keeps_to_the_schema_is_served(server: ThreadedServer) -> None:
-    chat = httpx.post(server.base_url + "/v1/chat/completions", json={**CHAT, "temperature": 1}, timeout=10)
-    assert chat.status_code == 200, chat.text  # an integer where a number goes is a number
+    # An integer where a number goes is a number; a number with no fraction where an integer goes is an integer
+    # (JSON Schema's rule: the fuzzer sends `"priority": 0.0`).
+    chat = {**CHAT, "temperature": 1, "max_tokens": 3.0, "priority": 0.0}
+    answer = httpx.post(server.base_url + "/v1/chat/completions", json=chat, timeout=10)
+    assert answer.status_code == 200, answer.text
+    fraction = httpx.post(server.base_url + "/v1/chat/completions", json={**CHAT, "max_tokens": 2.5}, timeout=10)
+    assert fraction.status_code == 400 and fraction.json()["error"]["param"] == "max_tokens", fraction.text
     tgi = httpx.post(server.base_url + "/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}})
     assert tgi.status_code == 200, tgi.text

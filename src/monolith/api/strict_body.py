@@ -18,6 +18,16 @@ from monolith.errors import BadRequest
 from monolith.protocol.errors import field_of
 
 
+def _json_number(text: str) -> int | float:
+    """A JSON number with no fraction is an integer to JSON Schema (`1.0` is a valid `integer`): only the
+    conversions the schema does not allow (a string for a number, a number for a boolean) are refused."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+_JSON = msgspec.json.Decoder(float_hook=_json_number)
+
+
 async def check_body(request: Request) -> None:
     """The app's before_request hook: the body is read once here, and Litestar reuses it to parse the request."""
     kind = struct_body(request.route_handler)  # type: ignore[arg-type]
@@ -29,10 +39,10 @@ async def check_body(request: Request) -> None:
     except UnicodeDecodeError:
         return  # the route says the body is not UTF-8, before any field
     try:
-        msgspec.json.decode(body, type=kind)
+        msgspec.convert(_JSON.decode(body), type=kind, strict=True)
     except msgspec.ValidationError as exc:
         message = str(exc)
         raise BadRequest(message.split(" - at `")[0], param=field_of(message)) from None
-    except msgspec.DecodeError:
-        return  # not JSON: the route answers it with its own 400
+    except (msgspec.DecodeError, RecursionError):
+        return  # not JSON, or nested past what Python can hold: the route answers it with its own 400
     await log_unknown_fields(request)
