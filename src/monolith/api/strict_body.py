@@ -33,16 +33,13 @@ async def check_body(request: Request) -> None:
     kind = struct_body(request.route_handler)  # type: ignore[arg-type]
     if kind is None:
         return
-    body = await request.body()
     try:
-        body.decode()
-    except UnicodeDecodeError:
-        return  # the route says the body is not UTF-8, before any field
-    try:
-        msgspec.convert(_JSON.decode(body), type=kind, strict=True)
+        msgspec.convert(_JSON.decode(await request.body()), type=kind, strict=True)
     except msgspec.ValidationError as exc:
         message = str(exc)
         raise BadRequest(message.split(" - at `")[0], param=field_of(message)) from None
-    except (msgspec.DecodeError, RecursionError):
-        return  # not JSON, or nested past what Python can hold: the route answers it with its own 400
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        # Not JSON, not UTF-8, or nested past what Python can hold: the route answers it with its own 400 (the
+        # whole document is decoded before any field is checked, so a bad byte is never reported as a field).
+        return
     await log_unknown_fields(request)

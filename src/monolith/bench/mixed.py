@@ -112,6 +112,16 @@ def background_bodies(name: str, traffic: Traffic) -> tuple[list[dict], list[dic
     return jobs, lines
 
 
+async def unfinished_jobs(client: httpx.AsyncClient) -> set[str]:
+    """The ids of the jobs queued or running (up to 1000 of each): two list requests, where a GET per job per
+    poll would take this 2-core box's CPU from the engine as a backlog grows."""
+    unfinished: set[str] = set()
+    for status in ("queued", "running"):
+        page = await client.get("/v1/jobs", params={"status": status, "limit": 1000})
+        unfinished |= {job["id"] for job in page.json()["data"]}
+    return unfinished
+
+
 class MonolithBacklog:
     """Async jobs and one HTTP batch, submitted at once; done when every job and the batch are."""
 
@@ -143,16 +153,11 @@ class MonolithBacklog:
             self.batch_id = batch.json()["id"]
 
     async def drained(self) -> tuple[int, int]:
-        """(output tokens, failures) once everything finished. It asks for the unfinished jobs, two requests a
-        poll: polling each job would steal this 2-core box's CPU from the engine the peer does not share."""
+        """(output tokens, failures) once everything finished (the jobs seen through `unfinished_jobs`)."""
         tokens = failures = 0
         mine = set(self.job_ids)
         while True:
-            unfinished = set()
-            for status in ("queued", "running"):
-                page = (await self.client.get("/v1/jobs", params={"status": status, "limit": 1000})).json()
-                unfinished |= {job["id"] for job in page["data"]} & mine
-            if not unfinished:
+            if not await unfinished_jobs(self.client) & mine:
                 break
             await asyncio.sleep(POLL_S)
         for job_id in self.job_ids:

@@ -40,6 +40,7 @@ from httpx_sse import aconnect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from monolith.bench.load import TOPICS
+from monolith.bench.mixed import unfinished_jobs
 from monolith.bench.peers import ROOT, Server, start_monolith
 from monolith.bench.postgres import PostgresServer
 from monolith.config import Settings, load_settings
@@ -170,18 +171,13 @@ class Load:
             self.tally.add("job submit", type(error).__name__)
 
     async def poll_jobs(self, stop_at: float) -> None:
-        """Two list requests a round find which submitted jobs ended (a GET per job per round would load the
-        server with polls as the backlog grows); each ended job is read once."""
+        """Each round, the list of unfinished jobs says which submitted ones ended; each ended job is read once."""
         while self.pending or time.monotonic() < stop_at:
             await asyncio.sleep(POLL_S)
             try:
                 # Only jobs submitted before the lists were read: one submitted meanwhile is in no list yet.
                 candidates = set(self.pending)
-                unfinished: set[str] = set()
-                for status in ("queued", "running"):
-                    page = await self.client.get("/v1/jobs", params={"status": status, "limit": 1000})
-                    unfinished |= {job["id"] for job in page.json()["data"]}
-                for job_id in candidates - unfinished:
+                for job_id in candidates - await unfinished_jobs(self.client):
                     job = (await self.client.get(f"/v1/jobs/{job_id}")).json()
                     if job["status"] in ("queued", "running"):
                         continue  # it moved between the two lists (requeued after a preemption): next round
