@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -49,7 +50,10 @@ def browser() -> Iterator[WebDriver]:
 
 
 def until(driver: WebDriver, check: Callable[[WebDriver], object], timeout_s: float = 120, what: str = "") -> object:
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(check, what)
+    # The page re-renders its log when an answer ends, so an element one poll found can be gone by the next
+    # call on it: that poll says "not yet" and the next one looks again.
+    wait = WebDriverWait(driver, timeout_s, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,))
+    return wait.until(check, what)
 
 
 def open_page(driver: WebDriver, base_url: str, key: str | None = None) -> None:
