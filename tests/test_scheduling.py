@@ -105,6 +105,31 @@ async def test_a_real_time_arrival_to_a_full_engine_preempts_the_youngest_backgr
             ticket.release()
 
 
+async def test_while_real_time_requests_come_the_background_leaves_headroom_for_their_next_arrivals(
+    admission: Admission,
+) -> None:
+    budget = BackgroundBudget(settings(realtime_headroom_slots=2), admission)
+    async for _ in started(budget):
+        budget.limit = CAPACITY  # the controller would let the background have it all
+        first = admission.admit(30)
+        admission._started(first._slot)
+        holds = running(budget, CAPACITY - 1 - 2 - 1)
+        assert budget.room()
+        holds += running(budget, 1)
+        assert not budget.room(), "one real-time stream and two free slots for the next arrivals"
+        arrivals = [admission.admit(30) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert not any(h.preempted for h in holds), "the arrivals found free slots"
+        arrivals.append(admission.admit(30))
+        await asyncio.sleep(0)
+        assert [h.preempted for h in holds] == [False] * (len(holds) - 1) + [True], "past the headroom: preempted"
+        for ticket in [first, *arrivals]:
+            ticket.release()
+        admission.last_realtime -= budget.settings.realtime_quiet_s  # real-time traffic stopped a while ago
+        running(budget, CAPACITY - 1 - len(budget.holds))
+        assert budget.room(), "with no real-time traffic no slot is kept free"
+
+
 async def test_overdue_work_takes_the_slots_real_time_leaves_past_the_budget(admission: Admission) -> None:
     """Under steady real-time traffic the budget can sit at its minimum; overdue work is served like real-time
     requests: into every free engine slot but a reserve kept for real-time arrivals."""
@@ -208,3 +233,16 @@ async def test_waiting_for_room_returns_when_a_slot_frees(admission: Admission) 
     budget.release(holds[0])
     assert await asyncio.wait_for(waiter, 1) is False, "not overdue"
     assert REALTIME not in admission.waiting or admission.waiting[REALTIME] == 0
+
+
+async def test_a_freed_slot_is_announced_once(admission: Admission) -> None:
+    """The async job runner listens, so that it claims the slot before the next batch line polls for it."""
+    budget = BackgroundBudget(settings(), admission)
+    announced: list[int] = []
+    budget.on_release.append(lambda: announced.append(len(budget.holds)))
+    first, second = running(budget, 2)
+    budget.release(first)
+    budget.release(first)  # released twice (a finish after a preemption): one slot freed, one announcement
+    assert announced == [1]
+    budget._preempt(second)
+    assert announced == [1, 0]

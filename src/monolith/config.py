@@ -261,6 +261,9 @@ class SchedulingSettings(Section):
     # Set it a little above what real-time decode takes on an idle engine (ITL p50 in the bench's floor row).
     realtime_itl_target_s: float = Field(0.05, gt=0)
     adjust_every_s: float = Field(0.5, gt=0)
+    # While real-time requests come, slots the background leaves free for their next arrivals (which would else
+    # preempt a background generation each): about the arrivals expected while a background slot frees itself.
+    realtime_headroom_slots: int = Field(2, ge=0)
     # Background slots kept under any real-time load (0: none; aging still serves old items).
     min_background_slots: int = Field(1, ge=0)
     # An async job or batch waiting longer than this is served like a real-time request (vLLM priority 0, first in

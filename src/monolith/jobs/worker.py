@@ -52,6 +52,7 @@ class JobRunner:
         self.paused = False
 
     def start(self) -> None:
+        self.budget.on_release.append(self.wake)
         self._loops = [
             asyncio.create_task(self._dispatch()),
             asyncio.create_task(self._heartbeat()),
@@ -67,6 +68,8 @@ class JobRunner:
 
     async def stop(self) -> None:
         """Running jobs go back to the queue at once, for any replica (or the next start) to run."""
+        with contextlib.suppress(ValueError):
+            self.budget.on_release.remove(self.wake)
         for task in self._loops:
             task.cancel()
         held = list(self.running)
