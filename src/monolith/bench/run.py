@@ -111,8 +111,8 @@ PROFILES = {
         (1, 8),
         4,
         64,
-        # Real-time at "a rate that uses roughly a third of the engine" (issue 21): 16-token chats at 4/s take
-        # ~1.4 s each here, so ~5.6 of the 16 slots stream at once (Little's law), for 20 s; against the issue's
+        # Real-time at "a rate that uses roughly a third of the engine" (issue 21): 16-token chats at 4/s for 20 s
+        # are 64 tokens/s, a third of the ~190 this engine makes with every slot busy; against the issue's
         # backlog of 24 async jobs of 128 tokens and a 24-line batch of 64.
         Traffic(4.0, 80, 16, 24, 128, 24, 64),
         2,
