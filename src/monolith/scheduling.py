@@ -119,8 +119,7 @@ class BackgroundBudget:
             return held < self.capacity
         # Leave the slots real-time requests in flight need, and while they come a few more for the next
         # arrivals: an arrival to a full engine preempts, and the item it throws away is requeued, restarts and
-        # is the youngest again at the next arrival (`make bench`, mixed, 4 real-time requests/s: the engine did
-        # ~50% more work than `vllm serve` for the same answers).
+        # is the youngest again at the next arrival.
         headroom = self.settings.realtime_headroom_slots if self.realtime_recent() else 0
         return held < min(self.allowed(), self.capacity - self.admission.in_flight(REALTIME) - headroom)
 
