@@ -69,8 +69,8 @@ class BackgroundBudget:
         self.preempted = 0
         # Called whenever a slot frees: the async job runner claims its next job at once, where batch lines look
         # again every ROOM_POLL_S, so a freed slot goes to an async job first (the lanes' order) instead of to
-        # whichever batch line polls next (`make bench`, mixed: async jobs held 0-1 slots for 10 s beside 15
-        # batch lines).
+        # whichever batch line polls next (`make bench`, mixed: async jobs held 0-1 slots for ~18 s beside up to
+        # 15 batch lines).
         self.on_release: list[Callable[[], None]] = []
         self._samples_after = time.monotonic()
         self._controller: asyncio.Task | None = None
@@ -111,7 +111,7 @@ class BackgroundBudget:
             # less a reserve so that a real-time arrival still finds one free (overdue work is never preempted).
             # Within the budget alone, a steady real-time stream that keeps the budget at its minimum let a
             # backlog grow without end (`make soak`: 343 jobs after 15 minutes at half capacity).
-            free = self.capacity - self.admission.in_flight(REALTIME) - self.overdue_reserve
+            free = self.realtime_leaves() - self.overdue_reserve
             return held < max(1, self.allowed(), free)
         if self.admission.waiting[REALTIME]:
             return False
@@ -121,7 +121,11 @@ class BackgroundBudget:
         # arrivals: an arrival to a full engine preempts, and the item it throws away is requeued, restarts and
         # is the youngest again at the next arrival.
         headroom = self.settings.realtime_headroom_slots if self.realtime_recent() else 0
-        return held < min(self.allowed(), self.capacity - self.admission.in_flight(REALTIME) - headroom)
+        return held < min(self.allowed(), self.realtime_leaves() - headroom)
+
+    def realtime_leaves(self) -> int:
+        """Engine slots the real-time requests in flight leave free."""
+        return self.capacity - self.admission.in_flight(REALTIME)
 
     def realtime_recent(self) -> bool:
         return self.admission.realtime_quiet_for() < self.settings.realtime_quiet_s
@@ -151,7 +155,7 @@ class BackgroundBudget:
         """Preempts the youngest background items above what real-time traffic leaves them (overdue ones never)."""
         if not self.settings.adaptive:
             return
-        keep = min(self.allowed(), self.capacity - self.admission.in_flight(REALTIME))
+        keep = min(self.allowed(), self.realtime_leaves())
         excess = len(self.holds) - max(keep, 0)
         if excess <= 0:
             return

@@ -23,11 +23,12 @@ from monolith.protocol.tgi import (
 from monolith.serving.common import Services, frame
 
 # TGI's parameters this server recognises and cannot honour: a 422 naming each.
+# Parameters TGI has and this server does not honour: why, and the values that ask for nothing (the schema's enum).
 REFUSED = {
-    "watermark": "watermarking is not supported",
-    "adapter_id": "LoRA adapters are not served",
-    "typical_p": "typical_p sampling is not supported by this engine",
-    "top_n_tokens": "top_n_tokens is not supported",
+    "watermark": ("watermarking is not supported", (None, False)),
+    "adapter_id": ("LoRA adapters are not served", (None,)),
+    "typical_p": ("typical_p sampling is not supported by this engine", (None,)),
+    "top_n_tokens": ("top_n_tokens is not supported", (None,)),
 }
 
 
@@ -40,8 +41,8 @@ class TgiPlan:
 
 
 def refuse_unsupported(params: TgiParameters) -> None:
-    for name, why in REFUSED.items():
-        if not honoured(getattr(params, name), None, *([False] if name == "watermark" else [])):
+    for name, (why, off) in REFUSED.items():
+        if not honoured(getattr(params, name), *off):
             raise BadRequest(why, param=f"parameters.{name}")
     if not honoured(params.best_of, None, 1):
         raise BadRequest("best_of above 1 is not supported (vLLM's engine dropped it)", param="parameters.best_of")
