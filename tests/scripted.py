@@ -61,7 +61,8 @@ class ScriptedEngine:
             async with self._slots:
                 for i in range(1, sampling.max_tokens + 1):
                     await asyncio.sleep(self.gap_s)
-                    yield Delta(" w", i, len(prompt_ids), "length" if i == sampling.max_tokens else None)
+                    finish = "length" if i == sampling.max_tokens else None
+                    yield Delta(" w", i, len(prompt_ids), finish, token_ids=(i,))
             done = True
             self.finished += 1
         finally:

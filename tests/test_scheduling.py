@@ -43,7 +43,7 @@ def running(budget: BackgroundBudget, count: int, lane: str = ASYNC, overdue: bo
     """`count` background items holding slots, each a task that runs until cancelled."""
     holds = []
     for _ in range(count):
-        held = budget.hold(lane, overdue)
+        held = budget.hold(lane, overdue, time.time())
         held.task = asyncio.create_task(asyncio.sleep(3600))
         holds.append(held)
         time.sleep(0.001)  # distinct start times: the youngest is the last

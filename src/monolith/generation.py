@@ -14,6 +14,8 @@ from monolith.admission import LANE, OVERDUE, engine_priority, tracked
 from monolith.config import Settings
 from monolith.engine import CallReader, Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
+from monolith.resume import can_resume, resumable
+from monolith.scheduling import HOLD
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,9 +130,16 @@ class Generator:
     ) -> AsyncIterator[Delta]:
         # The request's ticket carries its deadline; a generation outside a request gets this one.
         timeout = timeout_s or self.settings.server.request_timeout_s
-        if self.settings.scheduling.policy == "priority":
-            sampling = replace(sampling, priority=engine_priority(LANE.get(), sampling.priority, OVERDUE.get()))
-        return tracked(self.engine.stream(prompt_ids, sampling, request_id), timeout)
+
+        def attempt(ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
+            if self.settings.scheduling.policy == "priority":  # OVERDUE may change while a generation is paused
+                sampling = replace(sampling, priority=engine_priority(LANE.get(), sampling.priority, OVERDUE.get()))
+            return tracked(self.engine.stream(ids, sampling, request_id), timeout)
+
+        held = HOLD.get()
+        if held is not None and can_resume(sampling):
+            return resumable(attempt, self.engine.abort, prompt_ids, sampling, request_id, held)
+        return attempt(prompt_ids, sampling, request_id)
 
     def check_sampling(self, sampling: Sampling, param: str) -> None:
         """The engine's own checks (values, a structured-output grammar), before anything is queued."""

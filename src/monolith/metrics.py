@@ -62,7 +62,7 @@ BACKGROUND_SLOTS = Gauge(
 )
 BACKGROUND_PREEMPTED = Counter(
     "monolith_background_preempted",
-    "Background generations aborted to make room for real-time traffic and requeued, by lane.",
+    "Background generations aborted to make room for real-time traffic (paused to resume, or requeued), by lane.",
     ["lane"],
     registry=REGISTRY,
 )

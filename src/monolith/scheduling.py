@@ -12,9 +12,10 @@ Real-time requests come first, and the background takes what they leave:
   without preempting anything;
 - when a real-time request arrives to a full engine, or the budget shrinks below what the background holds, the
   youngest background generation is preempted: aborted in the engine (vLLM frees a slot only when a sequence
-  ends: it preempts for KV-cache pressure, never for priority, vllm-project/vllm#40004) and handed back to its
-  runner, which requeues it. Its prompt is still in the prefix cache, so the restart is cheap, and only the run
-  that finishes writes a result;
+  ends: it preempts for KV-cache pressure, never for priority, vllm-project/vllm#40004). A generation that can
+  go on from its own tokens pauses and resumes from them when there is room again, before any new item starts
+  (`monolith.resume`); any other is handed back to its runner, which requeues it, and only the run that
+  finishes writes a result;
 - work that waited longer than `max_background_wait_s` is overdue: it starts even while real-time requests wait,
   past the budget into any slot real-time requests leave (less a quarter of the engine kept for their arrivals),
   goes into the engine like a real-time request, and is never preempted, so it cannot starve and a backlog under
@@ -31,6 +32,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from monolith.admission import ADMISSION, ASYNC, BATCH, REALTIME, Admission
@@ -46,13 +48,22 @@ for _lane in (ASYNC, BATCH):  # exported from the start, at 0
 
 @dataclass(eq=False)
 class Hold:
-    """One background item holding an engine slot; `task` is what a preemption cancels."""
+    """One background item holding an engine slot; `task` is what a preemption cancels, unless `pause` is set."""
 
     lane: str
     overdue: bool
+    queued_at: float  # wall clock: when the job or batch was submitted (overdue past max_background_wait_s)
+    budget: BackgroundBudget
     task: asyncio.Task | None = None
     started: float = field(default_factory=time.monotonic)
-    preempted: bool = False
+    preempted: bool = False  # cancelled for real-time traffic: its runner requeues it
+    # Set while a generation that can resume from its own tokens runs (monolith.resume): a preemption calls it
+    # (the engine request is aborted) instead of cancelling the task, and the item waits in `budget.paused`.
+    pause: Callable[[], None] | None = None
+
+
+# The slot the current background item holds (set by its runner); None for real-time requests.
+HOLD: ContextVar[Hold | None] = ContextVar("hold", default=None)
 
 
 class BackgroundBudget:
@@ -64,6 +75,8 @@ class BackgroundBudget:
         # moves with the real-time inter-token latency from there.
         self.limit = max(self.settings.min_background_slots, self.capacity // 2)
         self.holds: list[Hold] = []
+        # Preempted generations waiting to resume: they go before any new item (room() counts them as holding).
+        self.paused: list[Hold] = []
         # Slots overdue work leaves to real-time arrivals: it cannot be preempted to make room for them.
         self.overdue_reserve = max(1, self.capacity // 4)
         self.preempted = 0
@@ -103,9 +116,9 @@ class BackgroundBudget:
         spare = self.capacity - self.limit
         return self.limit + int(spare * quiet_for / self.settings.realtime_quiet_s)
 
-    def room(self, overdue: bool = False) -> bool:
-        """Whether one more background item may start now."""
-        held = len(self.holds)
+    def room(self, overdue: bool = False, resuming: bool = False) -> bool:
+        """Whether one more background item may start now (`resuming`: a paused one go on)."""
+        held = len(self.holds) + (0 if resuming else len(self.paused))
         if overdue:
             # Served like a real-time request: past the budget, into any engine slot real-time requests leave,
             # less a reserve so that a real-time arrival still finds one free (overdue work is never preempted).
@@ -130,8 +143,8 @@ class BackgroundBudget:
     def realtime_recent(self) -> bool:
         return self.admission.realtime_quiet_for() < self.settings.realtime_quiet_s
 
-    def hold(self, lane: str, overdue: bool, task: asyncio.Task | None = None) -> Hold:
-        held = Hold(lane, overdue, task)
+    def hold(self, lane: str, overdue: bool, queued_at: float, task: asyncio.Task | None = None) -> Hold:
+        held = Hold(lane, overdue, queued_at, self, task)
         self.holds.append(held)
         return held
 
@@ -143,13 +156,27 @@ class BackgroundBudget:
         for listener in self.on_release:
             listener()
 
-    async def wait_for_room(self, queued_at: float) -> bool:
+    async def wait_for_room(self, queued_at: float, resuming: bool = False) -> bool:
         """Waits until an item queued at `queued_at` may start; returns whether it is overdue."""
         while True:
             overdue = self.is_overdue(queued_at)
-            if self.room(overdue):
+            if self.room(overdue, resuming):
                 return overdue
             await asyncio.sleep(ROOM_POLL_S)
+
+    async def resume(self, held: Hold) -> None:
+        """A paused item takes a slot again once there is room, ahead of new items; it is the youngest again."""
+        try:
+            held.overdue = await self.wait_for_room(held.queued_at, resuming=True)
+        finally:
+            self.forget_pause(held)
+        held.started = time.monotonic()
+        self.holds.append(held)
+
+    def forget_pause(self, held: Hold) -> None:
+        """The paused item will not resume (it finished after all, or was cancelled): it no longer waits."""
+        with contextlib.suppress(ValueError):
+            self.paused.remove(held)
 
     def enforce(self) -> None:
         """Preempts the youngest background items above what real-time traffic leaves them (overdue ones never)."""
@@ -164,10 +191,15 @@ class BackgroundBudget:
             self._preempt(held)
 
     def _preempt(self, held: Hold) -> None:
-        held.preempted = True
-        self.release(held)
         self.preempted += 1
         BACKGROUND_PREEMPTED.labels(held.lane).inc()
+        if held.pause is not None:
+            self.paused.append(held)  # before the release, whose listeners must not give its slot to a new item
+            self.release(held)
+            held.pause()
+            return
+        held.preempted = True
+        self.release(held)
         if held.task is not None:
             held.task.cancel()
 

@@ -1,8 +1,8 @@
 """Real-time first on the real engine, through the background budget (scheduling.BackgroundBudget): on a
 two-slot engine full of background work, a real-time request preempts the youngest background generation and
-is answered while the background is still running; a preempted job or batch line is requeued and answered once,
-in full; background work that waited past scheduling.max_background_wait_s is served under a real-time load
-that never lets up. Order and outcomes, not times (performance: `make bench`, mixed). Under
+is answered while the background is still running; a preempted job or batch line pauses, goes on from its tokens
+and is answered once, in full; background work that waited past scheduling.max_background_wait_s is served under
+a real-time load that never lets up. Order and outcomes, not times (performance: `make bench`, mixed). Under
 scheduling.adaptive false the first two fail: the real-time request waits for a background sequence to end."""
 
 from __future__ import annotations
@@ -66,10 +66,13 @@ def quiet(http: httpx.Client) -> None:
 
 
 def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(two_slots: ManagedServer) -> None:
+    """The preempted job pauses and goes on from its tokens (monolith.resume): the engine makes each of its
+    tokens once, where starting over made the ones before the preemption twice."""
     receiver = Receiver()
     try:
         with httpx.Client(base_url=two_slots.up().base_url, timeout=300) as http:
             quiet(http)
+            generated = gauge(http, "monolith_generated_tokens_total")
             hook = {"callback_url": receiver.url}  # counts each job's outcomes
             ids = [
                 http.post("/v1/async/chat/completions", params=hook, json=chat(150)).json()["id"] for _ in range(SLOTS)
@@ -86,6 +89,7 @@ def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(tw
             jobs = [wait_for_job(http, i) for i in ids]
             wait_for(lambda: len(receiver.received) >= SLOTS, 60, "the callbacks")
             time.sleep(2)  # a second run to a result would call back again
+            made = gauge(http, "monolith_generated_tokens_total") - generated
     finally:
         receiver.close()
     for job in jobs:
@@ -93,11 +97,13 @@ def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(tw
         assert job["result"]["usage"]["completion_tokens"] == 150 and job["result"]["choices"][0]["finish_reason"]
     delivered = Counter(json.loads(body)["id"] for _, body in receiver.received)
     assert delivered == Counter(ids), "each job reached its result once"
+    assert made == SLOTS * 150 + 4, "no token was made twice"
 
 
 def test_a_preempted_batch_line_is_answered_once(two_slots: ManagedServer) -> None:
     with httpx.Client(base_url=two_slots.up().base_url, timeout=300) as http:
         quiet(http)
+        generated = gauge(http, "monolith_generated_tokens_total")
         lines = [
             {"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions", "body": chat(100)} for i in range(4)
         ]
@@ -118,10 +124,12 @@ def test_a_preempted_batch_line_is_answered_once(two_slots: ManagedServer) -> No
             lambda: (b := http.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b, 300, "the batch"
         )
         content = http.get(f"/v1/files/{done['output_file_id']}/content").text
+        made = gauge(http, "monolith_generated_tokens_total") - generated
     output = [json.loads(line) for line in content.splitlines()]
     assert Counter(line["custom_id"] for line in output) == Counter(f"c{i}" for i in range(4))
     assert {line["response"]["body"]["usage"]["completion_tokens"] for line in output} == {100}
     assert done["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+    assert made == 4 * 100 + 4, "the preempted line went on from its tokens: none was made twice"
 
 
 def test_an_old_job_is_served_under_real_time_load_that_never_lets_up(two_slots: ManagedServer) -> None:

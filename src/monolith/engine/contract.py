@@ -58,6 +58,7 @@ class Delta:
     logprobs: list[TokenLogprob] | None = None  # the new tokens', with sampling.logprobs
     prompt_logprobs: list[TokenLogprob] | None = None  # on the first delta, with sampling.prompt_logprobs
     stop_reason: str | int | None = None  # on the last: the stop string or token id that ended it (None: EOS)
+    token_ids: tuple[int, ...] = ()  # the new tokens (a paused generation resumes from them: monolith.resume)
 
 
 @dataclass

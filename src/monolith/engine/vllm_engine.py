@@ -165,6 +165,7 @@ class VllmEngine:
                             logprobs,
                             prompt_logprobs,
                             choice.stop_reason,
+                            tuple(choice.token_ids),
                         )
         except EngineDeadError as exc:
             raise DependencyDown("the inference engine has stopped") from exc

@@ -16,7 +16,7 @@ import msgspec
 from monolith.admission import BATCH, LANE, OVERDUE
 from monolith.config import Settings
 from monolith.errors import BadRequest, MonolithError
-from monolith.scheduling import BackgroundBudget
+from monolith.scheduling import HOLD, BackgroundBudget
 from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS, Endpoint, answer_of
 from monolith.store.atomic import write_atomically
@@ -123,14 +123,16 @@ async def answer_in_background(
     queued_at: float,
 ) -> Any:
     """One request answered as batch work (a batch line, a SageMaker batch transform record): it starts when the
-    background budget has room (`queued_at` tells when it is overdue), and when real-time traffic preempts it, it
-    starts again from the beginning. With no budget (`monolith batch`, no job store) it starts at once."""
+    background budget has room (`queued_at` tells when it is overdue), and when real-time traffic preempts it, its
+    generation pauses and resumes from its tokens (monolith.resume) or, where it cannot, it starts again from the
+    beginning. With no budget (`monolith batch`, no job store) it starts at once."""
     LANE.set(BATCH)
     if budget is None:
         return await answer_of(services, endpoint, data, request_id, "batch requests cannot stream")
     while True:
-        held = budget.hold(BATCH, await budget.wait_for_room(queued_at))
+        held = budget.hold(BATCH, await budget.wait_for_room(queued_at), queued_at)
         OVERDUE.set(held.overdue)
+        HOLD.set(held)  # copied into the attempt's context: its generation can pause and resume (monolith.resume)
         attempt = asyncio.create_task(answer_of(services, endpoint, data, request_id, "batch requests cannot stream"))
         held.task = attempt
         try:

@@ -22,7 +22,7 @@ from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
 from monolith.protocol.errors import error_response
-from monolith.scheduling import BackgroundBudget, Hold
+from monolith.scheduling import HOLD, BackgroundBudget, Hold
 from monolith.serving.common import Services
 from monolith.serving.registry import BY_KIND, answer_of
 from monolith.store.jobs import Job, JobStore
@@ -110,7 +110,7 @@ class JobRunner:
                     job = await self.store.claim_next()
                     if job is None:
                         break
-                    held = self.budget.hold(ASYNC, self.budget.is_overdue(job.created_at))
+                    held = self.budget.hold(ASYNC, self.budget.is_overdue(job.created_at), job.created_at)
                     held.task = self.running[job.id] = asyncio.create_task(self._run(job, held))
             except STORE_OUTAGES:  # said once by the store's health; wait longer each time until it is back
                 await asyncio.sleep(self.store.db.health.backoff_s())
@@ -130,6 +130,7 @@ class JobRunner:
     async def _run(self, job: Job, held: Hold) -> None:
         LANE.set(ASYNC)
         OVERDUE.set(held.overdue)
+        HOLD.set(held)
         # One ticket per job: a RAG job's helper generations and its answer count as one request.
         ticket = ADMISSION.admit(self.services.settings.server.request_timeout_s, lane=ASYNC)
         TICKET.set(ticket)

@@ -1,0 +1,94 @@
+"""A preempted background generation pauses and resumes from its own tokens instead of starting over.
+
+vLLM frees a slot only when a sequence ends, so the background budget makes room for real-time arrivals by
+aborting the youngest background generation (scheduling.BackgroundBudget). Started over, everything it had
+generated is decoded again: `make bench` (mixed) preempted 37-45 of 48 background items per run, and the engine
+spent about half as much CPU again as `vllm serve` for the same backlog. Here the abort keeps the tokens made so
+far; when the budget has room again (before any new background item starts), the generation goes on as a new
+engine request whose prompt is the old prompt plus those tokens, for the tokens still to make. That is how vLLM
+itself resumes a sequence it preempted for KV-cache space (recompute), and the prefix cache still holds most of
+those blocks. The caller sees one generation: text, token counts and logprobs run on across the pause.
+
+Only where the continuation is the same generation: one choice, no seed (a seeded sample would no longer be the
+one the seed promises), no structured output (the grammar's state is not carried over), no presence or
+frequency penalty (vLLM counts those over output tokens, which become prompt tokens), no stop strings (one
+spanning the pause would be missed) and no prompt logprobs (they would cover the tokens made). Anything else
+starts over, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import replace
+
+from monolith.admission import OVERDUE
+from monolith.engine import Delta, Sampling
+from monolith.scheduling import Hold
+
+Attempt = Callable[[list[int], Sampling, str], AsyncIterator[Delta]]
+
+_aborting: set[asyncio.Task] = set()  # strong references to the abort tasks a pause starts
+
+
+def can_resume(sampling: Sampling) -> bool:
+    return (
+        sampling.n == 1
+        and sampling.seed is None
+        and not sampling.structured
+        and not sampling.stop
+        and not sampling.presence_penalty
+        and not sampling.frequency_penalty
+        and sampling.prompt_logprobs is None
+    )
+
+
+async def resumable(
+    attempt: Attempt,
+    abort: Callable[[str], Awaitable[None]],
+    prompt_ids: list[int],
+    sampling: Sampling,
+    request_id: str,
+    held: Hold,
+) -> AsyncIterator[Delta]:
+    """`attempt` runs one engine request; `abort` stops one by id. Yields the deltas of every attempt as one
+    generation's (completion_tokens a running total over all of them)."""
+    made: list[int] = []
+    paused = False
+
+    def pause() -> None:
+        nonlocal paused
+        paused = True
+        task = asyncio.get_running_loop().create_task(abort(request_id_now))  # frees the slot at once
+        _aborting.add(task)
+        task.add_done_callback(_aborting.discard)
+
+    try:
+        for number in itertools.count():
+            request_id_now = request_id if number == 0 else f"{request_id}-resumed-{number}"
+            rest = replace(
+                sampling,
+                max_tokens=sampling.max_tokens - len(made),
+                min_tokens=max(0, sampling.min_tokens - len(made)),
+            )
+            held.pause = pause
+            finished = False
+            try:
+                async with aclosing(attempt(prompt_ids + made, rest, request_id_now)) as deltas:
+                    async for delta in deltas:
+                        if paused:  # the abort's own last delta, or one that came before the abort took effect
+                            break
+                        made += delta.token_ids
+                        finished = delta.finish_reason is not None
+                        yield replace(delta, completion_tokens=len(made), prompt_tokens=len(prompt_ids))
+            finally:
+                held.pause = None
+            if finished or not paused:
+                return
+            paused = False
+            await held.budget.resume(held)
+            OVERDUE.set(held.overdue)  # the engine priority of the rest (overdue work is never preempted again)
+    finally:
+        held.budget.forget_pause(held)  # a pause that came after the last delta: nothing is waiting to resume

@@ -1,0 +1,120 @@
+"""A preempted background generation pauses and goes on from its own tokens (monolith.resume), through the real
+background budget, with engine attempts that stand in for vLLM (the real engine's side: a preempted job's answer
+equals the uninterrupted one, tests/jobs/test_preemption.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from monolith.admission import ASYNC, Admission
+from monolith.engine import Delta, Sampling
+from monolith.resume import can_resume, resumable
+from monolith.scheduling import BackgroundBudget
+from tests.test_scheduling import settings
+
+CAPACITY = 8
+PROMPT = [101, 102, 103]
+
+
+@dataclass
+class Engine:
+    """Each request makes token 1000 + its position in the whole answer, one every `gap_s`; abort ends a running
+    request with vLLM's own last delta (finish_reason "abort")."""
+
+    gap_s: float = 0.01
+    calls: list[tuple[list[int], Sampling, str]] = field(default_factory=list)
+    aborted: set[str] = field(default_factory=set)
+
+    async def attempt(self, ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
+        self.calls.append((ids, sampling, request_id))
+        done = len(ids) - len(PROMPT)
+        for i in range(1, sampling.max_tokens + 1):
+            await asyncio.sleep(self.gap_s)
+            if request_id in self.aborted:
+                yield Delta("", i - 1, len(ids), "abort")
+                return
+            token = 1000 + done + i - 1
+            finish = "length" if i == sampling.max_tokens else None
+            yield Delta(f" t{token}", i, len(ids), finish, token_ids=(token,))
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.add(request_id)
+
+
+async def answer(engine: Engine, budget: BackgroundBudget, sampling: Sampling) -> list[Delta]:
+    held = budget.hold(ASYNC, False, time.time())
+    try:
+        return [d async for d in resumable(engine.attempt, engine.abort, PROMPT, sampling, "job-1", held)]
+    finally:
+        budget.release(held)
+
+
+async def test_a_paused_generation_resumes_from_its_tokens_once_there_is_room() -> None:
+    admission = Admission()
+    budget = BackgroundBudget(settings(realtime_headroom_slots=0), admission)
+    budget.start()  # a real-time arrival preempts through it
+    budget.limit = CAPACITY
+    engine = Engine()
+    others = [budget.hold(ASYNC, False, time.time()) for _ in range(CAPACITY - 1)]
+    job = asyncio.create_task(answer(engine, budget, Sampling(max_tokens=20, min_tokens=15, temperature=0)))
+    while len(engine.calls) < 1 or not budget.holds[-1].pause:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # a few tokens made
+
+    tickets = [admission.admit(30)]  # a real-time arrival to the full engine: the youngest (the job) pauses
+    await asyncio.sleep(0.05)
+    assert len(budget.paused) == 1 and budget.preempted == 1 and len(engine.calls) == 1
+    assert not budget.room(), "a paused generation goes on before any new item starts"
+    tickets[0].release()
+    budget.release(others.pop())  # a slot frees: the paused job takes it
+    deltas = await asyncio.wait_for(job, 10)
+    await budget.stop()
+
+    assert len(engine.calls) == 2, "paused once, resumed once"
+    (_, _, first_id), (ids, rest, resumed_id) = engine.calls
+    made = len(ids) - len(PROMPT)
+    assert 0 < made < 20 and ids[: len(PROMPT)] == PROMPT
+    assert ids[len(PROMPT) :] == [1000 + i for i in range(made)], "the prompt is the old one plus the tokens made"
+    assert (rest.max_tokens, rest.min_tokens) == (20 - made, max(0, 15 - made))
+    assert resumed_id != first_id and first_id in engine.aborted
+    text = "".join(d.text for d in deltas)
+    assert text == "".join(f" t{1000 + i}" for i in range(20)), "one answer, no token twice, none missing"
+    assert [d.completion_tokens for d in deltas] == list(range(1, 21))
+    assert {d.prompt_tokens for d in deltas} == {len(PROMPT)} and deltas[-1].finish_reason == "length"
+    assert all(d.finish_reason != "abort" for d in deltas)
+    assert not budget.paused
+
+
+async def test_a_generation_that_ends_as_it_is_paused_does_not_wait_to_resume() -> None:
+    budget = BackgroundBudget(settings(), Admission())
+    engine = Engine(gap_s=0.0)
+    held = budget.hold(ASYNC, False, time.time())
+    deltas = []
+    async for delta in resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=3), "job-2", held):
+        deltas.append(delta)
+        if delta.finish_reason:
+            budget._preempt(held)  # the last token was out before the pause took effect
+    assert len(deltas) == 3 and len(engine.calls) == 1
+    assert not budget.paused and budget.room(), "nothing waits to resume"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n": 2},
+        {"seed": 7},
+        {"structured": {"choice": ["a", "b"]}},
+        {"stop": ["\n"]},
+        {"presence_penalty": 0.5},
+        {"frequency_penalty": 0.5},
+        {"prompt_logprobs": 0},
+    ],
+)
+def test_a_generation_that_would_not_go_on_as_itself_starts_over_instead(change: dict) -> None:
+    assert can_resume(Sampling(max_tokens=8, logprobs=2, repetition_penalty=1.2, min_tokens=2))
+    assert not can_resume(Sampling(max_tokens=8, **change))
