@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from monolith.admission import ASYNC, Admission
+from monolith.admission import ASYNC, TICKET, Admission
 from monolith.engine import Delta, Sampling
-from monolith.resume import can_resume, resumable
+from monolith.resume import RESUME_MARGIN_S, can_resume, resumable
 from monolith.scheduling import BackgroundBudget
 from tests.test_scheduling import settings
 
@@ -101,6 +101,32 @@ async def test_a_generation_that_ends_as_it_is_paused_does_not_wait_to_resume() 
             budget._preempt(held)  # the last token was out before the pause took effect
     assert len(deltas) == 3 and len(engine.calls) == 1
     assert not budget.paused and budget.room(), "nothing waits to resume"
+
+
+async def test_a_job_whose_deadline_would_pass_while_paused_starts_over_instead() -> None:
+    """A job's ticket runs from its start, pauses included: past RESUME_MARGIN_S before it, the generation gives
+    up its tokens and ends as a preempted one did before resuming (its runner requeues it, run not counted)."""
+    admission = Admission()
+    budget = BackgroundBudget(settings(realtime_headroom_slots=0), admission)
+    budget.limit = CAPACITY
+    engine = Engine()
+    held = budget.hold(ASYNC, False, time.time())
+    others = [budget.hold(ASYNC, False, time.time()) for _ in range(CAPACITY - 1)]
+    ticket = admission.admit(RESUME_MARGIN_S + 0.3, lane=ASYNC)
+    TICKET.set(ticket)
+    deltas = []
+    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=50), "job-3", held)
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):  # without the deadline's patience: waits for room for ever
+            async for delta in generation:
+                deltas.append(delta)
+                if len(deltas) == 3:
+                    budget._preempt(held)
+                    budget.hold(ASYNC, False, time.time())  # a real-time burst took the slot: no room to resume
+    assert held.preempted and not budget.paused and len(engine.calls) == 1
+    ticket.release()
+    for other in others:
+        budget.release(other)
 
 
 @pytest.mark.parametrize(

@@ -20,17 +20,36 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import replace
 
-from monolith.admission import OVERDUE
+from monolith.admission import OVERDUE, TICKET
 from monolith.engine import Delta, Sampling
 from monolith.scheduling import Hold
 
 Attempt = Callable[[list[int], Sampling, str], AsyncIterator[Delta]]
 
+RESUME_MARGIN_S = 30.0  # a paused job resumes only while its deadline leaves it this long to finish
 _aborting: set[asyncio.Task] = set()  # strong references to the abort tasks a pause starts
+
+
+async def resume_in_time(held: Hold) -> None:
+    """Waits for room to resume, while the request's deadline leaves time to finish: a job's one ticket runs from
+    its start, pauses included. Past that the generation starts over as a preempted one did before (its runner
+    requeues it, and the next run has a deadline of its own)."""
+    ticket = TICKET.get()
+    if ticket is None:  # a batch line: each engine request has its own deadline
+        await held.budget.resume(held)
+        return
+    patience = ticket.deadline - time.monotonic() - RESUME_MARGIN_S
+    try:
+        async with asyncio.timeout(max(0.0, patience)):
+            await held.budget.resume(held)
+    except TimeoutError:
+        held.preempted = True
+        raise asyncio.CancelledError from None
 
 
 def can_resume(sampling: Sampling) -> bool:
@@ -88,7 +107,7 @@ async def resumable(
             if finished or not paused:
                 return
             paused = False
-            await held.budget.resume(held)
+            await resume_in_time(held)
             OVERDUE.set(held.overdue)  # the engine priority of the rest (overdue work is never preempted again)
     finally:
         held.budget.forget_pause(held)  # a pause that came after the last delta: nothing is waiting to resume
