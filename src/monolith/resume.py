@@ -39,13 +39,10 @@ async def resume_in_time(held: Hold) -> None:
     """Waits for room to resume, while the request's deadline leaves time to finish: a job's one ticket runs from
     its start, pauses included. Past that the generation starts over as a preempted one did before (its runner
     requeues it, and the next run has a deadline of its own)."""
-    ticket = TICKET.get()
-    if ticket is None:  # a batch line: each engine request has its own deadline
-        await held.budget.resume(held)
-        return
-    patience = ticket.deadline - time.monotonic() - RESUME_MARGIN_S
+    ticket = TICKET.get()  # None for a batch line: each engine request has its own deadline
+    patience = None if ticket is None else max(0.0, ticket.deadline - time.monotonic() - RESUME_MARGIN_S)
     try:
-        async with asyncio.timeout(max(0.0, patience)):
+        async with asyncio.timeout(patience):
             await held.budget.resume(held)
     except TimeoutError:
         held.preempted = True

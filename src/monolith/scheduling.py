@@ -117,7 +117,7 @@ class BackgroundBudget:
         return self.limit + int(spare * quiet_for / self.settings.realtime_quiet_s)
 
     def room(self, overdue: bool = False, resuming: bool = False) -> bool:
-        """Whether one more background item may start now (`resuming`: a paused one go on)."""
+        """Whether one more background item may start now (`resuming`: whether a paused one may go on)."""
         held = len(self.holds) + (0 if resuming else len(self.paused))
         if overdue:
             # Served like a real-time request: past the budget, into any engine slot real-time requests leave,
