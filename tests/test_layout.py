@@ -1,8 +1,9 @@
 """The floors of src/monolith: a module imports only from floors below its own (or from its own package).
 The bottom floor (config, errors, metrics) imports nothing else of the project; protocol and the engine stand
-on it; serving on generation and retrieval; jobs on serving and the store; the runtime on all of those; api/ on
-the runtime; and only the entry points (the benchmark, then the CLI and the scale demo, which start it) may
-import api/."""
+on it; admission on them, the background budget (scheduling) on admission, resuming a paused generation on the
+budget, generation on all of those; serving on generation and retrieval; jobs on serving and the store; the
+runtime on all of those; api/ on the runtime; and only the entry points (the benchmark, then the CLI and the
+scale demo, which start it) may import api/."""
 
 from __future__ import annotations
 
@@ -24,18 +25,19 @@ FLOORS: dict[str, int] = {
     "model_prep": 1,
     "sagemaker": 1,
     "admission": 2,
-    "generation": 3,
     "scheduling": 3,
-    "retrieval": 4,
-    "store": 4,
-    "serving": 5,
-    "jobs": 6,
-    "evaluation": 6,
-    "runtime": 7,
-    "api": 8,
-    "cli": 10,
-    "bench": 9,
-    "scale": 10,
+    "resume": 4,
+    "generation": 5,
+    "retrieval": 6,
+    "store": 6,
+    "serving": 7,
+    "jobs": 8,
+    "evaluation": 8,
+    "runtime": 9,
+    "api": 10,
+    "cli": 12,
+    "bench": 11,
+    "scale": 12,
 }
 # Lazy imports (inside a function) count too: a cycle that only shows at run time is still a cycle.
 
