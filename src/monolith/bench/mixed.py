@@ -131,34 +131,47 @@ class MonolithBacklog:
         self.batch_id: str | None = None
 
     async def submit(self) -> None:
+        """Every job and the batch at once, as many clients with a backlog would send them (and as `vllm serve`
+        gets its 48 requests): one after another, the engine took ~2 s of each drain to fill."""
         jobs, lines = background_bodies(self.name, self.traffic)
-        for body in jobs:
-            response = await self.client.post("/v1/async/chat/completions", json=body)
+        responses, self.batch_id = await asyncio.gather(
+            asyncio.gather(*(self.client.post("/v1/async/chat/completions", json=body) for body in jobs)),
+            self._submit_batch(lines),
+        )
+        for response in responses:
             response.raise_for_status()
             self.job_ids.append(response.json()["id"])
-        if lines:
-            content = "\n".join(
-                json.dumps({"custom_id": f"line-{i}", "method": "POST", "url": "/v1/chat/completions", "body": b})
-                for i, b in enumerate(lines)
-            )
-            upload = await self.client.post(
-                "/v1/files", files={"file": ("mixed.jsonl", content.encode())}, data={"purpose": "batch"}
-            )
-            upload.raise_for_status()
-            batch = await self.client.post(
-                "/v1/batches",
-                json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions"},
-            )
-            batch.raise_for_status()
-            self.batch_id = batch.json()["id"]
+
+    async def _submit_batch(self, lines: list[dict]) -> str | None:
+        if not lines:
+            return None
+        content = "\n".join(
+            json.dumps({"custom_id": f"line-{i}", "method": "POST", "url": "/v1/chat/completions", "body": b})
+            for i, b in enumerate(lines)
+        )
+        upload = await self.client.post(
+            "/v1/files", files={"file": ("mixed.jsonl", content.encode())}, data={"purpose": "batch"}
+        )
+        upload.raise_for_status()
+        batch = await self.client.post(
+            "/v1/batches", json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions"}
+        )
+        batch.raise_for_status()
+        return batch.json()["id"]
 
     async def drained(self) -> tuple[int, int]:
-        """(output tokens, failures) once everything finished (the jobs seen through `unfinished_jobs`)."""
+        """(output tokens, failures) once everything finished: the jobs and the batch watched side by side, so
+        that the drain ends within a poll of the last of them."""
+        (job_tokens, job_failures), (line_tokens, line_failures) = await asyncio.gather(
+            self._jobs_drained(), self._batch_drained()
+        )
+        return job_tokens + line_tokens, job_failures + line_failures
+
+    async def _jobs_drained(self) -> tuple[int, int]:
+        """The jobs, seen through `unfinished_jobs`."""
         tokens = failures = 0
         mine = set(self.job_ids)
-        while True:
-            if not await unfinished_jobs(self.client) & mine:
-                break
+        while await unfinished_jobs(self.client) & mine:
             await asyncio.sleep(POLL_S)
         for job_id in self.job_ids:
             job = (await self.client.get(f"/v1/jobs/{job_id}")).json()
@@ -166,19 +179,24 @@ class MonolithBacklog:
                 tokens += job["result"]["usage"]["completion_tokens"]
             else:
                 failures += 1
-        if self.batch_id is not None:
-            while True:
-                batch = (await self.client.get(f"/v1/batches/{self.batch_id}")).json()
-                if batch["status"] in ("completed", "failed", "cancelled"):
-                    break
-                await asyncio.sleep(POLL_S)
-            output = await self.client.get(f"/v1/files/{batch['output_file_id']}/content")
-            for line in output.text.splitlines():
-                answer = json.loads(line)["response"]
-                if answer["status_code"] == 200:
-                    tokens += answer["body"]["usage"]["completion_tokens"]
-                else:
-                    failures += 1
+        return tokens, failures
+
+    async def _batch_drained(self) -> tuple[int, int]:
+        tokens = failures = 0
+        if self.batch_id is None:
+            return tokens, failures
+        while True:
+            batch = (await self.client.get(f"/v1/batches/{self.batch_id}")).json()
+            if batch["status"] in ("completed", "failed", "cancelled"):
+                break
+            await asyncio.sleep(POLL_S)
+        output = await self.client.get(f"/v1/files/{batch['output_file_id']}/content")
+        for line in output.text.splitlines():
+            answer = json.loads(line)["response"]
+            if answer["status_code"] == 200:
+                tokens += answer["body"]["usage"]["completion_tokens"]
+            else:
+                failures += 1
         return tokens, failures
 
 
