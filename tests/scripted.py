@@ -50,12 +50,14 @@ class ScriptedEngine:
     started: int = 0
     aborted: int = 0
     finished: int = 0
+    request_ids: list[str] = field(default_factory=list)  # in the order their generations came
     _slots: asyncio.Semaphore | None = None
 
     async def stream(self, prompt_ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.capacity)
         self.started += 1
+        self.request_ids.append(request_id)
         done = False
         try:
             async with self._slots:

@@ -239,10 +239,31 @@ async def test_a_freed_slot_is_announced_once(admission: Admission) -> None:
     """The async job runner listens, so that it claims the slot before the next batch line polls for it."""
     budget = BackgroundBudget(settings(), admission)
     announced: list[int] = []
-    budget.on_release.append(lambda: announced.append(len(budget.holds)))
+    budget.on_room.append(lambda: announced.append(len(budget.holds)))
     first, second = running(budget, 2)
     budget.release(first)
     budget.release(first)  # released twice (a finish after a preemption): one slot freed, one announcement
     assert announced == [1]
     budget._preempt(second)
     assert announced == [1, 0]
+
+
+async def test_a_waiting_item_looks_again_when_a_real_time_request_leaves(
+    admission: Admission, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only a freed background slot makes room: a real-time request that starts or leaves does too, and the
+    items waiting are told at once (on their own they look again every ROOM_RECHECK_S, as the controller steps: here
+    an hour)."""
+    monkeypatch.setattr("monolith.scheduling.ROOM_RECHECK_S", 3600.0)
+    budget = BackgroundBudget(settings(realtime_headroom_slots=0, adjust_every_s=3600.0), admission)
+    budget.start()
+    try:
+        running(budget, 2)
+        realtime = admission.admit(30)
+        waiter = asyncio.create_task(budget.wait_for_room(time.time()))
+        await asyncio.sleep(0.05)
+        assert not waiter.done(), "a real-time request waits: no room for the background"
+        realtime.release()
+        assert await asyncio.wait_for(waiter, 1) is False
+    finally:
+        await budget.stop()

@@ -97,6 +97,9 @@ class Admission:
         self.last_realtime = -math.inf  # when a real-time request was last admitted or finished (monotonic)
         # Called on each real-time admission: the background budget makes room in the engine at once.
         self.on_realtime: Callable[[], None] | None = None
+        # Called when a real-time request stops waiting or stops running: background items waiting for room
+        # look again (the background budget).
+        self.on_realtime_moved: Callable[[], None] | None = None
 
     def configure(self, max_waiting: int | None, max_retry_after_s: int = 60) -> None:
         self.max_waiting = max_waiting
@@ -155,11 +158,18 @@ class Admission:
         LANE_WAITING.labels(lane).inc(change)
         if lane == REALTIME:
             QUEUE_DEPTH.inc(change)
+            self._realtime_moved(change)
 
     def _runs(self, lane: str, change: int) -> None:
         self.running[lane] += change
         LANE_RUNNING.labels(lane).inc(change)
         REQUESTS_RUNNING.inc(change)
+        if lane == REALTIME:
+            self._realtime_moved(change)
+
+    def _realtime_moved(self, change: int) -> None:
+        if change < 0 and self.on_realtime_moved is not None:
+            self.on_realtime_moved()
 
     def _started(self, slot: _Slot) -> None:
         slot.generating += 1

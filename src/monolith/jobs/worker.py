@@ -50,9 +50,13 @@ class JobRunner:
         # Set by the loader: batch files past batch.file_ttl_s go with the same housekeeping.
         self.expire_files: Callable[[], Awaitable[int]] | None = None
         self.paused = False
+        # Whether the last look found no room for the next job: then a slot that frees is held for it at once
+        # (`offer`), before a waiting batch line takes it.
+        self.starved = False
+        self._offered: list[Hold] = []
 
     def start(self) -> None:
-        self.budget.on_release.append(self.wake)
+        self.budget.on_room.append(self.offer)
         self._loops = [
             asyncio.create_task(self._dispatch()),
             asyncio.create_task(self._heartbeat()),
@@ -62,14 +66,34 @@ class JobRunner:
     def pause(self) -> None:
         """Claim no more jobs (the drain); running ones go on."""
         self.paused = True
+        self._give_back_offered()
 
     def wake(self) -> None:
         self._wake.set()
 
+    def offer(self) -> None:
+        """Room may have appeared (scheduling.BackgroundBudget.announce): while jobs wait for it, slots are held for
+        them now, synchronously, and the dispatcher claims jobs into them; a batch line or a resuming generation
+        woken by the same change would take them while the dispatcher's wake-up is still on its way."""
+        while self.starved and not self.paused and self.budget.room():
+            self._offered.append(self.budget.hold(ASYNC, False, time.time()))
+            self.wake()
+
+    def _stop_offering(self, held: Hold) -> None:
+        self.starved = False
+        self.budget.release(held)
+        self._give_back_offered()
+
+    def _give_back_offered(self) -> None:
+        offered, self._offered = self._offered, []
+        for held in offered:
+            self.budget.release(held)
+
     async def stop(self) -> None:
         """Running jobs go back to the queue at once, for any replica (or the next start) to run."""
         with contextlib.suppress(ValueError):
-            self.budget.on_release.remove(self.wake)
+            self.budget.on_room.remove(self.offer)
+        self._give_back_offered()
         for task in self._loops:
             task.cancel()
         held = list(self.running)
@@ -106,26 +130,51 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
             self._wake.clear()
             try:
-                while not self.paused and await self._room():
-                    job = await self.store.claim_next()
-                    if job is None:
-                        break
-                    held = self.budget.hold(ASYNC, self.budget.is_overdue(job.created_at), job.created_at)
-                    held.task = self.running[job.id] = asyncio.create_task(self._run(job, held))
+                while not self.paused and await self._claim_one():
+                    pass
             except STORE_OUTAGES:  # said once by the store's health; wait longer each time until it is back
                 await asyncio.sleep(self.store.db.health.backoff_s())
             except Exception:
                 log.exception("claiming a job failed; trying again")
             ASYNC_RUNNING.set(len(self.running))
 
-    async def _room(self) -> bool:
-        """Room in the background budget for the job claim_next would take."""
-        if self.budget.room():
-            return True
-        if not self.budget.room(overdue=True):
+    async def _claim_one(self) -> bool:
+        """Claims the next job into a slot of the background budget and starts it; whether one started."""
+        held = await self._reserve()
+        if held is None:
             return False
+        try:
+            job = await self.store.claim_next()
+        except BaseException:  # and none held for the next try either: a failing claim would be retried at once
+            self._stop_offering(held)
+            raise
+        if job is None:  # the queue is empty: no slot waits for a job any more
+            self._stop_offering(held)
+            return False
+        if held.preempted:  # real-time traffic took the slot back while the claim was in flight
+            await self._requeue(job.id)
+            return False
+        held.queued_at = job.created_at
+        held.overdue = held.overdue or self.budget.is_overdue(job.created_at)
+        held.task = self.running[job.id] = asyncio.create_task(self._run(job, held))
+        return True
+
+    async def _reserve(self) -> Hold | None:
+        """A slot in the background budget for the job claim_next would take, held before the claim awaits the
+        store (a batch line woken by the same change would take it meanwhile); None where there is no room."""
+        while self._offered:
+            held = self._offered.pop(0)
+            if not held.preempted:  # one preempted before its claim has already been released
+                return held
+        if self.budget.room():
+            return self.budget.hold(ASYNC, False, time.time())
+        self.starved = True
+        if not self.budget.room(overdue=True):
+            return None
         oldest = await self.store.oldest_queued_at()
-        return oldest is not None and self.budget.is_overdue(oldest)
+        if oldest is None or not self.budget.is_overdue(oldest) or not self.budget.room(overdue=True):
+            return None
+        return self.budget.hold(ASYNC, True, oldest)
 
     async def _run(self, job: Job, held: Hold) -> None:
         LANE.set(ASYNC)
