@@ -35,6 +35,21 @@ def test_a_backlog_on_a_first_come_engine_delays_real_time_and_its_tokens_are_co
     assert mixed.drain_s >= 0.6
 
 
+def test_the_monolith_gets_its_backlog_as_async_jobs_and_a_batch_and_every_token_is_counted(
+    settings: Settings,
+) -> None:
+    engine = ScriptedEngine(capacity=4, gap_s=0.005)
+    with ThreadedServer(settings, engine, free_port(), jobs=True) as server:
+        alone = asyncio.run(measure("monolith", server.base_url, "twin", TRAFFIC, mode="background"))
+    assert alone.background_failures == 0
+    assert (
+        alone.background_tokens
+        == TRAFFIC.jobs * TRAFFIC.job_max_tokens + TRAFFIC.batch_lines * TRAFFIC.batch_max_tokens
+    )
+    assert engine.finished == TRAFFIC.jobs + TRAFFIC.batch_lines, "each job and line answered once"
+    assert alone.drain_s >= TRAFFIC.job_max_tokens * 0.005
+
+
 def test_rounds_are_pooled_and_each_system_is_compared_with_its_floor_and_the_peer() -> None:
     def run(system: str, mode: Mode, ttft: float, gap: float, tokens: int = 0, drain: float = 0.0) -> Run:
         samples = [] if mode == "background" else [Streamed(200, ttft, [gap, gap], 1.0, 3)]
