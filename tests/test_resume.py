@@ -46,6 +46,24 @@ class Engine:
         self.aborted.add(request_id)
 
 
+@dataclass
+class LateEngine(Engine):
+    """The abort takes effect a step late: the step that was running makes its token, which comes merged into
+    the abort's last delta (vLLM's output collector merges what the reader has not taken yet)."""
+
+    async def attempt(self, ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
+        self.calls.append((ids, sampling, request_id))
+        done = len(ids) - len(PROMPT)
+        for i in range(1, sampling.max_tokens + 1):
+            await asyncio.sleep(self.gap_s)
+            token = 1000 + done + i - 1
+            if request_id in self.aborted:
+                yield Delta(f" t{token}", i, len(ids), "abort", token_ids=(token,))
+                return
+            finish = "length" if i == sampling.max_tokens else None
+            yield Delta(f" t{token}", i, len(ids), finish, token_ids=(token,))
+
+
 async def answer(engine: Engine, budget: BackgroundBudget, sampling: Sampling) -> list[Delta]:
     held = budget.hold(ASYNC, False, time.time())
     try:
@@ -88,6 +106,25 @@ async def test_a_paused_generation_resumes_from_its_tokens_once_there_is_room() 
     assert {d.prompt_tokens for d in deltas} == {len(PROMPT)} and deltas[-1].finish_reason == "length"
     assert all(d.finish_reason != "abort" for d in deltas)
     assert not budget.paused
+
+
+async def test_a_token_made_after_the_pause_before_the_abort_took_effect_is_kept_not_made_again() -> None:
+    budget = BackgroundBudget(settings(), Admission())
+    engine = LateEngine()
+    held = budget.hold(ASYNC, False, time.time())
+    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=10), "job-4", held)
+    deltas = []
+    async for delta in generation:
+        deltas.append(delta)
+        if len(deltas) == 3:
+            budget._preempt(held)  # pauses; room at once (nothing else holds a slot), so it resumes
+    (_, _, first_id), (ids, rest, _) = engine.calls
+    assert first_id in engine.aborted
+    assert ids[len(PROMPT) :] == [1000, 1001, 1002, 1003], "the late token is part of the prompt it goes on from"
+    assert rest.max_tokens == 6
+    assert "".join(d.text for d in deltas) == "".join(f" t{1000 + i}" for i in range(10)), "no token twice"
+    assert [d.completion_tokens for d in deltas] == list(range(1, 11))
+    assert all(d.finish_reason != "abort" for d in deltas) and deltas[-1].finish_reason == "length"
 
 
 async def test_a_generation_that_ends_as_it_is_paused_does_not_wait_to_resume() -> None:

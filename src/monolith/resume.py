@@ -94,11 +94,19 @@ async def resumable(
             try:
                 async with aclosing(attempt(prompt_ids + made, rest, request_id_now)) as deltas:
                     async for delta in deltas:
-                        if paused:  # the abort's own last delta, or one that came before the abort took effect
+                        # After a pause the engine may still run a step before the abort takes effect: its tokens
+                        # are kept (started again, they were made twice: `make test` saw 405 tokens for 404), and
+                        # vLLM's last output for the abort (finish_reason "abort", those tokens merged into it when
+                        # we read late) ends this attempt, not the generation.
+                        ended_by_pause = paused and delta.finish_reason == "abort"
+                        if ended_by_pause:
+                            delta = replace(delta, finish_reason=None, stop_reason=None)
+                        if delta.token_ids or not ended_by_pause:
+                            made += delta.token_ids
+                            finished = delta.finish_reason is not None
+                            yield replace(delta, completion_tokens=len(made), prompt_tokens=len(prompt_ids))
+                        if ended_by_pause:
                             break
-                        made += delta.token_ids
-                        finished = delta.finish_reason is not None
-                        yield replace(delta, completion_tokens=len(made), prompt_tokens=len(prompt_ids))
             finally:
                 held.pause = None
             if finished or not paused:
