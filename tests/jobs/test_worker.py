@@ -4,11 +4,11 @@ uvicorn on loopback with a scripted engine (the real engine's side: test_preempt
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 
 from monolith.config import Settings
+from tests.api.test_jobs import wait_for
 from tests.conftest import free_port
 from tests.scripted import ScriptedEngine, ThreadedServer
 
@@ -20,6 +20,7 @@ def chat(max_tokens: int) -> dict:
 
 
 def submit_batch(client: httpx.Client, lines: int, max_tokens: int) -> str:
+    """A batch of chat lines (tests/jobs/test_spare_capacity.py's helpers make /v1/completions ones)."""
     line = {"method": "POST", "url": "/v1/chat/completions", "body": chat(max_tokens)}
     content = "\n".join(json.dumps({"custom_id": f"line-{i}", **line}) for i in range(lines))
     upload = client.post("/v1/files", files={"file": ("lines.jsonl", content.encode())}, data={"purpose": "batch"})
@@ -27,13 +28,6 @@ def submit_batch(client: httpx.Client, lines: int, max_tokens: int) -> str:
     batch = client.post("/v1/batches", json={"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions"})
     batch.raise_for_status()
     return batch.json()["id"]
-
-
-def wait_until(check: object, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_freed_slot_goes_to_a_queued_async_job_before_a_waiting_batch_line(settings: Settings) -> None:
@@ -44,14 +38,14 @@ def test_a_freed_slot_goes_to_a_queued_async_job_before_a_waiting_batch_line(set
     small = settings.model_copy(update={"engine": settings.engine.model_copy(update={"max_num_seqs": SLOTS})})
     with ThreadedServer(small, engine, free_port(), jobs=True) as server, httpx.Client(base_url=server.base_url) as c:
         batch_id = submit_batch(c, lines=12, max_tokens=8)
-        wait_until(lambda: len(engine.request_ids) >= SLOTS)  # the batch holds every slot; ten lines wait
+        wait_for(lambda: len(engine.request_ids) >= SLOTS, 30, "the batch to hold every slot", interval_s=0.01)
         job_ids = []
         for _ in range(6):
             response = c.post("/v1/async/chat/completions", json=chat(8))
             response.raise_for_status()
             job_ids.append(response.json()["id"])
-        wait_until(lambda: c.get(f"/v1/batches/{batch_id}").json()["status"] == "completed")
-        wait_until(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids))
+        wait_for(lambda: c.get(f"/v1/batches/{batch_id}").json()["status"] == "completed", 30, "the batch")
+        wait_for(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids), 30, "the jobs")
     lanes = ["job" if request_id in job_ids else "line" for request_id in engine.request_ids]
     assert lanes.count("job") == 6 and lanes.count("line") == 12, lanes
     first_job = lanes.index("job")
