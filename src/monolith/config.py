@@ -65,6 +65,8 @@ class EngineSettings(Section):
     max_model_len: int = Field(2048, ge=64)
     max_num_seqs: int = Field(16, ge=1)
     max_num_batched_tokens: int | None = Field(None, ge=64)
+    # Tokens per KV-cache block, the unit of vLLM's prefix cache; None is the platform's default (128 on CPU).
+    block_size: int | None = Field(None, ge=1)  # vLLM checks what its attention backend takes
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     cpu_kv_cache_gb: int = Field(1, ge=1)
     enforce_eager: bool = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 REGISTRY = CollectorRegistry()
 
@@ -80,7 +80,7 @@ class EngineStatsCollector:
     def __init__(self) -> None:
         self.stats = None
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         if self.stats is None:
             return
         yield GaugeMetricFamily(
@@ -91,6 +91,17 @@ class EngineStatsCollector:
         )
         yield GaugeMetricFamily(
             "monolith_engine_kv_cache_usage", "Fraction of the KV cache in use (0 to 1).", self.stats.kv_cache_usage
+        )
+        yield CounterMetricFamily(
+            "monolith_engine_prefix_cache_queries",
+            "Prompt tokens the engine looked up in its prefix cache.",
+            self.stats.prefix_cache_queries,
+        )
+        yield CounterMetricFamily(
+            "monolith_engine_prefix_cache_hits",
+            "Prompt tokens found in the prefix cache, not computed again (a resumed generation's own, a shared "
+            "system prompt).",
+            self.stats.prefix_cache_hits,
         )
 
 

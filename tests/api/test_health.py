@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -148,6 +149,22 @@ def test_metrics_parse_and_carry_the_promised_names(http: httpx.Client) -> None:
     steps = {s.labels["step"] for s in samples["monolith_rag_step_seconds_count"]}
     assert {"embed", "search"} <= steps
     assert samples["monolith_prompt_tokens_total"][0].value > 0
+
+
+def test_the_prefix_cache_counters_count_a_repeated_prompts_blocks_as_hits(http: httpx.Client) -> None:
+    """The same prompt twice: the second finds the first's whole KV-cache blocks (engine.block_size tokens each)."""
+    prompt = f"{uuid.uuid4().hex} " + " ".join(f"word{i}" for i in range(60))  # its own, ~200 tokens
+    length = http.post("/tokenize", json={"model": "twin", "prompt": prompt}).json()["count"]
+    names = ("monolith_engine_prefix_cache_queries_total", "monolith_engine_prefix_cache_hits_total")
+    wait_idle(http)  # nothing else looks up the cache meanwhile
+    before = [gauge(http, name) for name in names]
+    for _ in range(2):
+        body = {"model": "twin", "prompt": prompt, "max_tokens": 1}
+        assert http.post("/v1/completions", json=body).status_code == 200
+    queries, hits = (gauge(http, name) - was for name, was in zip(names, before, strict=True))
+    assert queries >= 2 * length
+    assert hits >= length - 32 - 1  # all but the last, partial block (and the last token, always computed)
+    assert hits <= length
 
 
 def test_every_metric_the_readme_lists_is_exported_and_none_is_missing_from_it(http: httpx.Client) -> None:

@@ -40,3 +40,4 @@ def test_vllm_parsers_take_the_engine_flags_with_the_configs_values(config: str,
         assert args.tensor_parallel_size == cfg.tensor_parallel_size
         assert args.gpu_memory_utilization == cfg.gpu_memory_utilization
         assert args.max_num_batched_tokens == cfg.max_num_batched_tokens
+        assert args.block_size == cfg.block_size

@@ -51,3 +51,33 @@ def test_a_freed_slot_goes_to_a_queued_async_job_before_a_waiting_batch_line(set
     first_job = lanes.index("job")
     assert first_job <= SLOTS + 1, lanes  # the next slot after the jobs came (one line may have been on its way)
     assert lanes[first_job : first_job + 6] == ["job"] * 6, lanes
+
+
+def test_a_job_whose_slot_is_preempted_during_its_claim_goes_back_uncounted_and_runs_once(settings: Settings) -> None:
+    """The runner holds a slot before its claim awaits the job store; a real-time arrival may preempt that slot
+    while the claim is in flight. The claimed job must then go back to the queue with that run not counted (it
+    never started) and run later, once: neither lost nor started beyond the budget."""
+    engine = ScriptedEngine(capacity=SLOTS, gap_s=0.01)
+    server = ThreadedServer(settings, engine, free_port(), jobs=True)
+    with server, httpx.Client(base_url=server.base_url) as c:
+        runner = server.state.jobs
+        claim_next = runner.store.claim_next
+        runs_claimed: list[int] = []
+
+        async def claim_then_preempt():  # what a real-time arrival during the claim's await does to its slot
+            job = await claim_next()
+            if job is not None:
+                runs_claimed.append(job.runs)
+                if len(runs_claimed) == 1:
+                    runner.budget._preempt(next(h for h in runner.budget.holds if h.task is None))
+            return job
+
+        runner.store.claim_next = claim_then_preempt
+        response = c.post("/v1/async/chat/completions", json=chat(8))
+        response.raise_for_status()
+        job_id = response.json()["id"]
+        wait_for(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded", 30, "the job")
+        assert len(c.get(f"/v1/jobs/{job_id}").json()["result"]["choices"][0]["message"]["content"].split()) == 8
+        assert runner.budget.holds == []
+    assert runs_claimed == [1, 1]  # claimed twice, the preempted claim's run handed back
+    assert engine.request_ids.count(job_id) == 1  # the preempted claim never reached the engine

@@ -12,8 +12,10 @@ real-time figures with no background at all (the floor); and the backlog alone, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,9 @@ class Traffic:
     batch_max_tokens: int
     head_start_s: float = 2.0  # the backlog is in the engine before real-time traffic starts
     seed: int = 11
+    # A tag in every prompt, after the request's own number: each run's prompts are its own, so that no run finds
+    # an earlier one's KV blocks in the engine's prefix cache (the rounds repeat the same seeded traffic).
+    run: str = ""
 
 
 @dataclass
@@ -52,11 +57,11 @@ class Streamed:
     tokens: int = 0
 
 
-def chat(name: str, i: int, max_tokens: int, what: str, stream: bool) -> dict:
+def chat(name: str, i: int, max_tokens: int, what: str, stream: bool, run: str) -> dict:
     topic = TOPICS[i % len(TOPICS)]
     body = {
         "model": name,
-        "messages": [{"role": "user", "content": f"{what} {i}: explain {topic} to an engineer."}],
+        "messages": [{"role": "user", "content": f"{what} {i} ({run}): explain {topic} to an engineer."}],
         "max_tokens": max_tokens,
         "temperature": 0.0,
         "ignore_eos": True,  # the same output length on every system
@@ -100,15 +105,15 @@ async def realtime(base_url: str, name: str, traffic: Traffic) -> list[Streamed]
     async with httpx.AsyncClient(base_url=base_url, timeout=900, limits=httpx.Limits(max_connections=None)) as client:
         tasks = []
         for i in range(traffic.realtime_requests):
-            body = chat(name, i, traffic.realtime_max_tokens, "Question", stream=True)
+            body = chat(name, i, traffic.realtime_max_tokens, "Question", stream=True, run=traffic.run)
             tasks.append(asyncio.create_task(streamed_chat(client, body)))
             await asyncio.sleep(rng.expovariate(traffic.realtime_rate))
         return list(await asyncio.gather(*tasks))
 
 
 def background_bodies(name: str, traffic: Traffic) -> tuple[list[dict], list[dict]]:
-    jobs = [chat(name, i, traffic.job_max_tokens, "Essay", stream=False) for i in range(traffic.jobs)]
-    lines = [chat(name, i, traffic.batch_max_tokens, "Summary", stream=False) for i in range(traffic.batch_lines)]
+    jobs = [chat(name, i, traffic.job_max_tokens, "Essay", False, traffic.run) for i in range(traffic.jobs)]
+    lines = [chat(name, i, traffic.batch_max_tokens, "Summary", False, traffic.run) for i in range(traffic.batch_lines)]
     return jobs, lines
 
 
@@ -255,6 +260,7 @@ async def measure(system: str, base_url: str, name: str, traffic: Traffic, mode:
     """One run: the backlog (unless the floor), a head start, the real-time stream (unless the backlog alone),
     then the drain."""
     limits = httpx.Limits(max_connections=None)
+    traffic = dataclasses.replace(traffic, run=secrets.token_hex(4))
     async with httpx.AsyncClient(base_url=base_url, timeout=1800, limits=limits) as client:
         if mode == "floor":
             return Run(system, mode, await realtime(base_url, name, traffic))

@@ -109,6 +109,8 @@ def vllm_engine_args(settings: Settings, model_dir: Path) -> list[str]:
         args += ["--structured-outputs-config.disable_any_whitespace", "true"]
     if cfg.max_num_batched_tokens:
         args += ["--max-num-batched-tokens", str(cfg.max_num_batched_tokens)]
+    if cfg.block_size:
+        args += ["--block-size", str(cfg.block_size)]
     return args + (["--enforce-eager"] if cfg.enforce_eager else [])
 
 

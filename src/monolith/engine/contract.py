@@ -66,6 +66,9 @@ class EngineStats:
     waiting: int = 0
     running: int = 0
     kv_cache_usage: float = 0.0
+    # Prompt tokens the engine looked up in its prefix cache, and those it found there (not computed again).
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
 
 
 class Tokenizer(Protocol):
