@@ -45,6 +45,7 @@ class JobRunner:
         # One replica at a time exports the shared backlog and purges old jobs.
         self.housekeeper = Lease(store.db, HOUSEKEEPING, store.replica, self.settings.lease_s)
         self._wake = asyncio.Event()
+        self._callbacks_due = asyncio.Event()  # a job finished here: its callback goes now, not at the next look
         self._loops: list[asyncio.Task] = []
         self._last_purge = 0.0
         # Set by the loader: batch files past batch.file_ttl_s go with the same housekeeping.
@@ -114,6 +115,7 @@ class JobRunner:
         await self._stop_here(job_id)
         if cancelled:
             self.wake()
+            self._callbacks_due.set()
         return cancelled
 
     async def _stop_here(self, job_id: str) -> None:
@@ -218,6 +220,7 @@ class JobRunner:
             self.running.pop(job.id, None)
             ASYNC_RUNNING.set(len(self.running))
             self.wake()
+            self._callbacks_due.set()
 
     async def _requeue(self, job_id: str) -> None:
         try:
@@ -288,4 +291,6 @@ class JobRunner:
                 await asyncio.sleep(self.store.db.health.backoff_s())
             except Exception:
                 log.exception("callback delivery failed; trying again")
-            await asyncio.sleep(self.settings.poll_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._callbacks_due.wait(), self.settings.poll_interval_s)
+            self._callbacks_due.clear()
