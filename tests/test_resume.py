@@ -24,9 +24,12 @@ PROMPT = [101, 102, 103]
 @dataclass
 class Engine:
     """Each request makes token 1000 + its position in the whole answer, one every `gap_s`; abort ends a running
-    request with vLLM's own last delta (finish_reason "abort")."""
+    request with vLLM's own last delta (finish_reason "abort"). With `late_abort` the abort takes effect a step
+    late: the step that was running makes its token, which comes merged into that last delta (vLLM's output
+    collector merges what the reader has not taken yet)."""
 
     gap_s: float = 0.01
+    late_abort: bool = False
     calls: list[tuple[list[int], Sampling, str]] = field(default_factory=list)
     aborted: set[str] = field(default_factory=set)
 
@@ -35,33 +38,18 @@ class Engine:
         done = len(ids) - len(PROMPT)
         for i in range(1, sampling.max_tokens + 1):
             await asyncio.sleep(self.gap_s)
-            if request_id in self.aborted:
-                yield Delta("", i - 1, len(ids), "abort")
-                return
             token = 1000 + done + i - 1
+            if request_id in self.aborted:
+                if self.late_abort:
+                    yield Delta(f" t{token}", i, len(ids), "abort", token_ids=(token,))
+                else:
+                    yield Delta("", i - 1, len(ids), "abort")
+                return
             finish = "length" if i == sampling.max_tokens else None
             yield Delta(f" t{token}", i, len(ids), finish, token_ids=(token,))
 
     async def abort(self, request_id: str) -> None:
         self.aborted.add(request_id)
-
-
-@dataclass
-class LateEngine(Engine):
-    """The abort takes effect a step late: the step that was running makes its token, which comes merged into
-    the abort's last delta (vLLM's output collector merges what the reader has not taken yet)."""
-
-    async def attempt(self, ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
-        self.calls.append((ids, sampling, request_id))
-        done = len(ids) - len(PROMPT)
-        for i in range(1, sampling.max_tokens + 1):
-            await asyncio.sleep(self.gap_s)
-            token = 1000 + done + i - 1
-            if request_id in self.aborted:
-                yield Delta(f" t{token}", i, len(ids), "abort", token_ids=(token,))
-                return
-            finish = "length" if i == sampling.max_tokens else None
-            yield Delta(f" t{token}", i, len(ids), finish, token_ids=(token,))
 
 
 async def answer(engine: Engine, budget: BackgroundBudget, sampling: Sampling) -> list[Delta]:
@@ -110,7 +98,7 @@ async def test_a_paused_generation_resumes_from_its_tokens_once_there_is_room() 
 
 async def test_a_token_made_after_the_pause_before_the_abort_took_effect_is_kept_not_made_again() -> None:
     budget = BackgroundBudget(settings(), Admission())
-    engine = LateEngine()
+    engine = Engine(late_abort=True)
     held = budget.hold(ASYNC, False, time.time())
     generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=10), "job-4", held)
     deltas = []
