@@ -8,12 +8,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import pytest
 
 from monolith.admission import ASYNC, TICKET, Admission
-from monolith.engine import Delta, Sampling
-from monolith.resume import RESUME_MARGIN_S, can_resume, resumable
+from monolith.engine import Delta, Sampling, chat_prompt_ids
+from monolith.resume import RESUME_MARGIN_S, Continuation, can_resume, resumable
 from monolith.scheduling import BackgroundBudget
 from tests.test_scheduling import settings
 
@@ -51,11 +53,17 @@ class Engine:
     async def abort(self, request_id: str) -> None:
         self.aborted.add(request_id)
 
+    @staticmethod
+    def decode(ids: list[int]) -> str:
+        return "".join(f" t{token}" for token in ids)
+
 
 async def answer(engine: Engine, budget: BackgroundBudget, sampling: Sampling) -> list[Delta]:
     held = budget.hold(ASYNC, False, time.time())
     try:
-        return [d async for d in resumable(engine.attempt, engine.abort, PROMPT, sampling, "job-1", held)]
+        return [
+            d async for d in resumable(engine.attempt, engine.abort, PROMPT, sampling, "job-1", held, engine.decode)
+        ]
     finally:
         budget.release(held)
 
@@ -100,7 +108,7 @@ async def test_a_token_made_after_the_pause_before_the_abort_took_effect_is_kept
     budget = BackgroundBudget(settings(), Admission())
     engine = Engine(late_abort=True)
     held = budget.hold(ASYNC, False, time.time())
-    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=10), "job-4", held)
+    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=10), "job-4", held, engine.decode)
     deltas = []
     async for delta in generation:
         deltas.append(delta)
@@ -120,7 +128,9 @@ async def test_a_generation_that_ends_as_it_is_paused_does_not_wait_to_resume() 
     engine = Engine(gap_s=0.0)
     held = budget.hold(ASYNC, False, time.time())
     deltas = []
-    async for delta in resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=3), "job-2", held):
+    async for delta in resumable(
+        engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=3), "job-2", held, engine.decode
+    ):
         deltas.append(delta)
         if delta.finish_reason:
             budget._preempt(held)  # the last token was out before the pause took effect
@@ -140,7 +150,7 @@ async def test_a_job_whose_deadline_would_pass_while_paused_starts_over_instead(
     ticket = admission.admit(RESUME_MARGIN_S + 0.3, lane=ASYNC)
     TICKET.set(ticket)
     deltas = []
-    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=50), "job-3", held)
+    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=50), "job-3", held, engine.decode)
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):  # without the deadline's patience: waits for room for ever
             async for delta in generation:
@@ -169,3 +179,75 @@ async def test_a_job_whose_deadline_would_pass_while_paused_starts_over_instead(
 def test_a_generation_that_would_not_go_on_as_itself_starts_over_instead(change: dict) -> None:
     assert can_resume(Sampling(max_tokens=8, logprobs=2, repetition_penalty=1.2, min_tokens=2))
     assert not can_resume(Sampling(max_tokens=8, **change))
+
+
+# Characters of several tokens each in SmolLM2's byte-level vocabulary (an emoji is 2-3 byte tokens, a kanji 1-3).
+MULTIBYTE = "Grüße 日本語 🤖🎉 ok 😀"
+
+
+@dataclass
+class VllmTextEngine:
+    """Makes the tokens of `answer` in order, each delta's text as vLLM's detokenizer gives it: a DecodeStream
+    primed with the request's prompt ids (vllm/v1/engine/detokenizer.py), from the real tokenizers library."""
+
+    tokenizer: Any
+    answer: list[int]
+    calls: int = 0
+    aborted: set[str] = field(default_factory=set)
+
+    async def attempt(self, ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
+        from tokenizers.decoders import DecodeStream
+
+        self.calls += 1
+        stream = DecodeStream(ids=ids, skip_special_tokens=True)
+        done = len(ids) - len(self.prompt)
+        for i in range(1, sampling.max_tokens + 1):
+            await asyncio.sleep(0.01)
+            if request_id in self.aborted:
+                yield Delta("", i - 1, len(ids), "abort")
+                return
+            token = self.answer[done + i - 1]
+            text = stream.step(self.tokenizer.backend_tokenizer, token) or ""
+            yield Delta(text, i, len(ids), "length" if i == sampling.max_tokens else None, token_ids=(token,))
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.add(request_id)
+
+    @property
+    def prompt(self) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, [{"role": "user", "content": "Say hello."}])
+
+
+@pytest.mark.parametrize("pause_after", range(1, 20))
+async def test_a_pause_inside_a_character_gives_it_once_and_nothing_of_the_prompt(tokenizer, pause_after: int) -> None:
+    """vLLM, resumed from a prompt that ends inside a character, gives the whole prompt's text again as its first
+    text; the generation's text must still be its tokens' text, whichever token the pause came after."""
+    answer = tokenizer.encode(MULTIBYTE, add_special_tokens=False)
+    inside = [k for k in range(1, len(answer)) if tokenizer.decode(answer[:k]).endswith("\ufffd")]
+    assert len(answer) == 20 and len(inside) == 9, "9 of the 19 places to pause are inside a character"
+    engine = VllmTextEngine(tokenizer, answer)
+    budget = BackgroundBudget(settings(), Admission())
+    held = budget.hold(ASYNC, False, time.time())
+    decode = partial(tokenizer.decode, skip_special_tokens=True)
+    deltas = []
+    async for delta in resumable(
+        engine.attempt, engine.abort, engine.prompt, Sampling(max_tokens=len(answer)), "job-5", held, decode
+    ):
+        deltas.append(delta)
+        if len(deltas) == pause_after:
+            budget._preempt(held)  # pauses; room at once, so it resumes
+    assert engine.calls == 2
+    assert "".join(d.text for d in deltas) == MULTIBYTE
+    assert [d.completion_tokens for d in deltas] == list(range(1, len(answer) + 1))
+
+
+@pytest.mark.parametrize("text", [MULTIBYTE, "plain words, no more", "  spaces\tand\nnewlines ", "ﬁ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 — done"])
+def test_a_continuation_adds_the_text_the_tokens_after_any_split_point_add(tokenizer, text: str) -> None:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    decode = partial(tokenizer.decode, skip_special_tokens=True)
+    for split in range(len(ids) + 1):
+        # The attempt before the pause gave the text of its tokens up to the last that ended a character: vLLM
+        # holds a token back while the text ends inside a character.
+        given = next(decode(ids[:end]) for end in range(split, -1, -1) if not decode(ids[:end]).endswith("\ufffd"))
+        continuation = Continuation(decode, ids[:split])
+        assert given + "".join(continuation.text((token,)) for token in ids[split:]) == text, split

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from monolith.admission import LANE, OVERDUE, engine_priority, tracked
@@ -138,7 +139,8 @@ class Generator:
 
         held = HOLD.get()
         if held is not None and can_resume(sampling):
-            return resumable(attempt, self.engine.abort, prompt_ids, sampling, request_id, held)
+            decode = partial(self.engine.tokenizer.decode, skip_special_tokens=True)
+            return resumable(attempt, self.engine.abort, prompt_ids, sampling, request_id, held, decode)
         return attempt(prompt_ids, sampling, request_id)
 
     def check_sampling(self, sampling: Sampling, param: str) -> None:

@@ -9,6 +9,12 @@ engine request whose prompt is the old prompt plus those tokens, for the tokens 
 itself resumes a sequence it preempted for KV-cache space (recompute), and the prefix cache still holds most of
 those blocks. The caller sees one generation: text, token counts and logprobs run on across the pause.
 
+The text of a resumed attempt is decoded here, from the tokens, as the rest of the text so far (`Continuation`):
+vLLM decodes a new request's tokens after its prompt, and when that prompt ends inside a character (a pause
+between the byte tokens of an emoji, whose text vLLM had held back) its first text is the whole prompt again,
+chat template and all (vllm-project/vllm#48853: its DecodeStream, primed with those ids, has no text to start
+from; seen on this engine with SmolLM2, tests/test_resume.py).
+
 Only where the continuation is the same generation: one choice, no seed (a seeded sample would no longer be the
 one the seed promises), no structured output (the grammar's state is not carried over), no presence or
 frequency penalty (vLLM counts those over output tokens, which become prompt tokens), no stop strings (one
@@ -30,6 +36,10 @@ from monolith.engine import Delta, Sampling
 from monolith.scheduling import Hold
 
 Attempt = Callable[[list[int], Sampling, str], AsyncIterator[Delta]]
+Decode = Callable[[list[int]], str]  # token ids to text, special tokens skipped (as vLLM decodes an answer)
+
+REPLACEMENT = "\ufffd"  # what a decoder gives for the bytes of a character it has not seen the end of
+CONTEXT_TOKENS = 8  # decoded with each step: more tokens than the longest character takes (4 bytes)
 
 RESUME_MARGIN_S = 30.0  # a paused job resumes only while its deadline leaves it this long to finish
 _aborting: set[asyncio.Task] = set()  # strong references to the abort tasks a pause starts
@@ -47,6 +57,35 @@ async def resume_in_time(held: Hold) -> None:
     except TimeoutError:
         held.preempted = True
         raise asyncio.CancelledError from None
+
+
+class Continuation:
+    """The text of the tokens a resumed attempt makes, as they continue `made`: each step decodes the last few
+    tokens with the new ones and gives what the new ones add. Like vLLM's own stream it holds back a character
+    whose bytes have not all come, and the earlier attempts held back the same: the text they gave ends at the
+    last whole character of `made`."""
+
+    def __init__(self, decode: Decode, made: list[int]) -> None:
+        self.decode = decode
+        whole = len(made)  # the tokens whose text was given: all but those of an unfinished last character
+        while whole > max(0, len(made) - CONTEXT_TOKENS) and decode(self._context(made, whole)).endswith(REPLACEMENT):
+            whole -= 1
+        self.ids = self._context(made, whole) + made[whole:]
+        self.given = decode(self._context(made, whole))
+
+    @staticmethod
+    def _context(made: list[int], end: int) -> list[int]:
+        return made[max(0, end - CONTEXT_TOKENS) : end]
+
+    def text(self, new: tuple[int, ...]) -> str:
+        self.ids += new
+        decoded = self.decode(self.ids)
+        if not new or decoded.endswith(REPLACEMENT):
+            return ""
+        added = decoded[len(self.given) :]
+        self.ids = self.ids[-CONTEXT_TOKENS:]
+        self.given = self.decode(self.ids)
+        return added
 
 
 def can_resume(sampling: Sampling) -> bool:
@@ -68,9 +107,10 @@ async def resumable(
     sampling: Sampling,
     request_id: str,
     held: Hold,
+    decode: Decode,
 ) -> AsyncIterator[Delta]:
     """`attempt` runs one engine request; `abort` stops one by id. Yields the deltas of every attempt as one
-    generation's (completion_tokens a running total over all of them)."""
+    generation's (completion_tokens a running total over all of them; after a pause the text is `decode`d here)."""
     made: list[int] = []
     paused = False
 
@@ -91,6 +131,7 @@ async def resumable(
             )
             held.pause = pause
             finished = False
+            continuation = Continuation(decode, made) if number else None
             try:
                 async with aclosing(attempt(prompt_ids + made, rest, request_id_now)) as deltas:
                     async for delta in deltas:
@@ -101,6 +142,8 @@ async def resumable(
                         ended_by_pause = paused and delta.finish_reason == "abort"
                         if ended_by_pause:
                             delta = replace(delta, finish_reason=None, stop_reason=None)
+                        if continuation is not None:
+                            delta = replace(delta, text=continuation.text(delta.token_ids))
                         if delta.token_ids or not ended_by_pause:
                             made += delta.token_ids
                             finished = delta.finish_reason is not None
