@@ -53,7 +53,7 @@ def test_percentiles_and_ratios() -> None:
         "model": "m",
         "max_tokens": 10,
         "profile": vars(
-            Profile((1,), 1, 1, 10, 1.0, 1, (1,), 1, 10, 0, 0, 0, 0, 0, (1,), 1, 10, Traffic(1, 1, 1, 1, 1, 1, 1), 1)
+            Profile((1,), 1, 1, 10, 1.0, 1, (1,), 1, 10, 0, 0, 0, 0, 0, (1,), 1, 10, Traffic(1, 1, 1, 1, 1, 1, 1), 1, 1)
         ),
         "rows": [r | {"route": "/v1/completions", "concurrency": 1} for r in rows],
         "ratios": [ratio],

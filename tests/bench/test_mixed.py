@@ -5,7 +5,20 @@ from __future__ import annotations
 
 import asyncio
 
-from monolith.bench.mixed import Mode, Run, Streamed, Traffic, markdown, measure, ratios, summarize
+import pytest
+
+from monolith.bench.mixed import (
+    JobCallbacks,
+    Mode,
+    Run,
+    Streamed,
+    Traffic,
+    markdown,
+    measure,
+    ratios,
+    schedule,
+    summarize,
+)
 from monolith.config import Settings
 from tests.conftest import free_port
 from tests.scripted import ScriptedEngine, ThreadedServer
@@ -39,8 +52,10 @@ def test_the_monolith_gets_its_backlog_as_async_jobs_and_a_batch_and_every_token
     settings: Settings,
 ) -> None:
     engine = ScriptedEngine(capacity=4, gap_s=0.005)
-    with ThreadedServer(settings, engine, free_port(), jobs=True) as server:
-        alone = asyncio.run(measure("monolith", server.base_url, "twin", TRAFFIC, mode="background"))
+    # As the bench starts a monolith (peers.service_env): its jobs call the bench back on loopback.
+    jobs = settings.jobs.model_copy(update={"callback_allow": ["127.0.0.1"]})
+    with ThreadedServer(settings.model_copy(update={"jobs": jobs}), engine, free_port(), jobs=True) as server:
+        alone = asyncio.run(asyncio.wait_for(measure("monolith", server.base_url, "twin", TRAFFIC, "background"), 60))
     assert alone.background_failures == 0
     assert (
         alone.background_tokens
@@ -77,6 +92,26 @@ def test_rounds_are_pooled_and_each_system_is_compared_with_its_floor_and_the_pe
         "goodput_vs_vllm": 0.5,
         "goodput_alone_vs_vllm": 1.25,
     }
-    table = "\n".join(markdown({"traffic": TRAFFIC.__dict__, "rows": rows, "ratios": ratios(rows)}))
+    rounds = {"floor": 1, "mixed": 2, "background": 1}
+    table = "\n".join(markdown({"traffic": TRAFFIC.__dict__, "rounds": rounds, "rows": rows, "ratios": ratios(rows)}))
+    assert "1 of the floor, 2 of the mixed runs, 1 of the backlog alone" in table
     assert "| monolith | no (floor) |" in table and "| monolith | 2.0 | 2.0 | 0.5 | 0.5 | 1.25 |" in table
     assert "| vllm | alone |  |  |  |  |  | 20.0 | 5.0 | 0 |" in table
+
+
+def test_each_mode_runs_its_own_rounds_in_turns_and_the_order_flips_every_round() -> None:
+    runs = schedule(["a", "b", "c"], {"floor": 1, "mixed": 2, "background": 4})
+    assert runs == [
+        ("floor", "a"), ("floor", "b"), ("floor", "c"),
+        ("mixed", "a"), ("mixed", "b"), ("mixed", "c"), ("mixed", "c"), ("mixed", "b"), ("mixed", "a"),
+        *[("background", s) for s in ["a", "b", "c", "c", "b", "a"] * 2],
+    ]  # fmt: skip
+
+
+def test_a_job_that_never_calls_back_ends_the_wait_with_its_id() -> None:
+    async def wait() -> None:
+        async with JobCallbacks() as callbacks:
+            await callbacks.finished({"job-1"}, timeout_s=0.2)
+
+    with pytest.raises(RuntimeError, match="job-1"):
+        asyncio.run(wait())

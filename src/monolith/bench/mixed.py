@@ -17,11 +17,13 @@ import json
 import random
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import httpx
+import uvicorn
 from httpx_sse import aconnect_sse
 
 from monolith.bench.load import TOPICS, percentile
@@ -127,11 +129,70 @@ async def unfinished_jobs(client: httpx.AsyncClient) -> set[str]:
     return unfinished
 
 
-class MonolithBacklog:
-    """Async jobs and one HTTP batch, submitted at once; done when every job and the batch are."""
+class JobCallbacks:
+    """A receiver on loopback for the jobs' callbacks (`callback_url`): each finished job, as the server shows it,
+    comes to the bench when it ends, as it comes to an async client that gave a callback. Polling the job list
+    instead (two requests every POLL_S) was most of the monolith's own CPU in a run of the backlog alone (py-spy),
+    CPU its engine shares on this box, where `vllm serve`'s clients wait on their open connections."""
 
-    def __init__(self, client: httpx.AsyncClient, name: str, traffic: Traffic) -> None:
-        self.client, self.name, self.traffic = client, name, traffic
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict] = {}
+        self._arrived = asyncio.Event()
+        config = uvicorn.Config(
+            self._app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", interface="asgi3"
+        )
+        self._server = uvicorn.Server(config)
+        self._serving: asyncio.Task | None = None
+
+    @property
+    def url(self) -> str:
+        (port,) = {sock.getsockname()[1] for server in self._server.servers for sock in server.sockets}
+        return f"http://127.0.0.1:{port}/"
+
+    async def __aenter__(self) -> JobCallbacks:
+        self._serving = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._serving.done():
+                await self._serving  # its error
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        if self._serving is not None:
+            await self._serving
+
+    async def _app(self, scope: dict, receive: Callable, send: Callable) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        job = json.loads(body)
+        self.jobs[job["id"]] = job
+        self._arrived.set()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def finished(self, ids: set[str], timeout_s: float = 1800) -> list[dict]:
+        """The jobs `ids` once each has called back; an error naming those that did not within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not ids <= self.jobs.keys():
+                    await self._arrived.wait()
+                    self._arrived.clear()  # then looks again: a callback between the wait and the clear is seen
+        except TimeoutError:
+            raise RuntimeError(f"no callback after {timeout_s} s from jobs {sorted(ids - self.jobs.keys())}") from None
+        return [self.jobs[job_id] for job_id in ids]
+
+
+class MonolithBacklog:
+    """Async jobs (each with a callback to `callbacks`) and one HTTP batch, submitted at once; done when every
+    job has called back and the batch is complete."""
+
+    def __init__(self, client: httpx.AsyncClient, name: str, traffic: Traffic, callbacks: JobCallbacks) -> None:
+        self.client, self.name, self.traffic, self.callbacks = client, name, traffic, callbacks
         self.job_ids: list[str] = []
         self.batch_id: str | None = None
 
@@ -139,8 +200,9 @@ class MonolithBacklog:
         """Every job and the batch at once, as many clients with a backlog would send them (and as `vllm serve`
         gets its 48 requests): one after another, the engine took ~2 s of each drain to fill."""
         jobs, lines = background_bodies(self.name, self.traffic)
+        hook = {"callback_url": self.callbacks.url}
         responses, self.batch_id = await asyncio.gather(
-            asyncio.gather(*(self.client.post("/v1/async/chat/completions", json=body) for body in jobs)),
+            asyncio.gather(*(self.client.post("/v1/async/chat/completions", params=hook, json=b) for b in jobs)),
             self._submit_batch(lines),
         )
         for response in responses:
@@ -173,13 +235,8 @@ class MonolithBacklog:
         return job_tokens + line_tokens, job_failures + line_failures
 
     async def _jobs_drained(self) -> tuple[int, int]:
-        """The jobs, seen through `unfinished_jobs`."""
         tokens = failures = 0
-        mine = set(self.job_ids)
-        while await unfinished_jobs(self.client) & mine:
-            await asyncio.sleep(POLL_S)
-        for job_id in self.job_ids:
-            job = (await self.client.get(f"/v1/jobs/{job_id}")).json()
+        for job in await self.callbacks.finished(set(self.job_ids)):
             if job["status"] == "succeeded":
                 tokens += job["result"]["usage"]["completion_tokens"]
             else:
@@ -264,16 +321,24 @@ async def measure(system: str, base_url: str, name: str, traffic: Traffic, mode:
     async with httpx.AsyncClient(base_url=base_url, timeout=1800, limits=limits) as client:
         if mode == "floor":
             return Run(system, mode, await realtime(base_url, name, traffic))
-        kind = MonolithBacklog if system.startswith("monolith") else ConcurrentBacklog
-        backlog = kind(client, name, traffic)
-        started = time.perf_counter()
-        await backlog.submit()
-        samples = []
-        if mode == "mixed":
-            await asyncio.sleep(traffic.head_start_s)
-            samples = await realtime(base_url, name, traffic)
-        tokens, failures = await backlog.drained()
-        return Run(system, mode, samples, tokens, failures, time.perf_counter() - started)
+        if not system.startswith("monolith"):
+            return await with_backlog(system, mode, ConcurrentBacklog(client, name, traffic), base_url, traffic)
+        async with JobCallbacks() as callbacks:
+            backlog = MonolithBacklog(client, name, traffic, callbacks)
+            return await with_backlog(system, mode, backlog, base_url, traffic)
+
+
+async def with_backlog(
+    system: str, mode: Mode, backlog: MonolithBacklog | ConcurrentBacklog, base_url: str, traffic: Traffic
+) -> Run:
+    started = time.perf_counter()
+    await backlog.submit()
+    samples = []
+    if mode == "mixed":
+        await asyncio.sleep(traffic.head_start_s)
+        samples = await realtime(base_url, backlog.name, traffic)
+    tokens, failures = await backlog.drained()
+    return Run(system, mode, samples, tokens, failures, time.perf_counter() - started)
 
 
 def summarize(runs: list[Run]) -> list[dict]:
@@ -296,21 +361,32 @@ def summarize(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def run_rounds(systems: dict[str, str], name: str, traffic: Traffic, rounds: int, quiet_s: float = 0.0) -> dict:
-    """Floors first, then the mixed runs, then the backlog alone; each round in turns, the order flipping every
-    round (ABBA). `quiet_s`: the pause before the backlog alone, so that no system still counts the mixed runs'
-    real-time traffic as recent (the monolith's scheduling.realtime_quiet_s)."""
-    order = list(systems)
-    runs = []
-    for mode in MODES:
-        if mode == "background":
+def schedule(systems: list[str], rounds: dict[Mode, int]) -> list[tuple[Mode, str]]:
+    """The runs in order: floors first, then the mixed runs, then the backlog alone; each round in turns, the
+    order flipping every round (ABBA)."""
+    return [
+        (mode, system)
+        for mode in MODES
+        for i in range(rounds[mode])
+        for system in (systems if i % 2 == 0 else systems[::-1])
+    ]
+
+
+def run_rounds(
+    systems: dict[str, str], name: str, traffic: Traffic, rounds: dict[Mode, int], quiet_s: float = 0.0
+) -> dict:
+    """Every run of `schedule`. `quiet_s`: the pause before the backlog alone, so that no system still counts the
+    mixed runs' real-time traffic as recent (the monolith's scheduling.realtime_quiet_s)."""
+    runs: list[Run] = []
+    previous = None
+    for mode, system in schedule(list(systems), rounds):
+        if mode == "background" and previous != "background":
             time.sleep(quiet_s)
-        for i in range(rounds):
-            for system in order if i % 2 == 0 else order[::-1]:
-                run = asyncio.run(measure(system, systems[system], name, traffic, mode))
-                figures = realtime_figures(run.samples) if run.samples else {"drain_s": round(run.drain_s, 2)}
-                print(json.dumps({"system": system, "mode": mode, **figures}))
-                runs.append(run)
+        previous = mode
+        run = asyncio.run(measure(system, systems[system], name, traffic, mode))
+        figures = realtime_figures(run.samples) if run.samples else {"drain_s": round(run.drain_s, 2)}
+        print(json.dumps({"system": system, "mode": mode, **figures}))
+        runs.append(run)
     rows = summarize(runs)
     return {"traffic": traffic.__dict__, "rounds": rounds, "rows": rows, "ratios": ratios(rows)}
 
@@ -354,7 +430,9 @@ def markdown(result: dict | None) -> list[str]:
         f"{t['realtime_max_tokens']} tokens) while a backlog shares the engine ({t['jobs']} async chat jobs of "
         f"{t['job_max_tokens']} tokens and a {t['batch_lines']}-line HTTP batch of {t['batch_max_tokens']}; to "
         "`vllm serve` the same as concurrent chat requests). Floor: the same real-time stream with no backlog; "
-        "alone: the backlog with no real-time traffic.",
+        "alone: the backlog with no real-time traffic. Rounds, pooled (ABBA): "
+        f"{result['rounds']['floor']} of the floor, {result['rounds']['mixed']} of the mixed runs, "
+        f"{result['rounds']['background']} of the backlog alone.",
         "",
         "| system | backlog | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | e2e p99 | background tok/s | drain s "
         "| errors |",

@@ -81,12 +81,14 @@ def launch(name: str, cmd: list[str], env: dict[str, str], workdir: Path, port: 
 
 
 def service_env(data_dir: Path, model_dir: Path) -> dict[str, str]:
-    """Its own data dir (local Qdrant, jobs DB), the shared checkpoint; nothing refused by admission."""
+    """Its own data dir (local Qdrant, jobs DB), the shared checkpoint; nothing refused by admission; job
+    callbacks to loopback allowed."""
     return {
         "MONOLITH_DATA_DIR": str(data_dir),
         "MONOLITH_ENGINE__MODEL": str(model_dir),
         "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
         "MONOLITH_ADMISSION__MAX_WAITING": "100000",
+        "MONOLITH_JOBS__CALLBACK_ALLOW": '["127.0.0.1"]',  # the bench's receiver of job callbacks (mixed.py)
     }
 
 
