@@ -131,7 +131,8 @@ async def resumable(
             )
             held.pause = pause
             finished = False
-            continuation = Continuation(decode, made) if number else None
+            # Paused before its first token, the attempt's prompt is the original one: vLLM's text is right.
+            continuation = Continuation(decode, made) if made else None
             try:
                 async with aclosing(attempt(prompt_ids + made, rest, request_id_now)) as deltas:
                     async for delta in deltas:
