@@ -4,12 +4,14 @@ uvicorn on loopback with a scripted engine (the real engine's side: test_preempt
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 
 from monolith.config import Settings
 from tests.api.test_jobs import wait_for
 from tests.conftest import free_port
+from tests.helpers import Receiver
 from tests.scripted import ScriptedEngine, ThreadedServer
 
 SLOTS = 2
@@ -81,3 +83,23 @@ def test_a_job_whose_slot_is_preempted_during_its_claim_goes_back_uncounted_and_
         assert runner.budget.holds == []
     assert runs_claimed == [1, 1]  # claimed twice, the preempted claim's run handed back
     assert engine.request_ids.count(job_id) == 1  # the preempted claim never reached the engine
+
+
+def test_a_finished_jobs_callback_goes_out_at_once_not_at_the_next_look_for_work(settings: Settings) -> None:
+    """The callback loop also looks every jobs.poll_interval_s (for callbacks due again after a failed attempt, or
+    jobs finished on another replica); a job finished here wakes it. With a look a minute apart, the callback
+    still comes in seconds."""
+    jobs = settings.jobs.model_copy(update={"poll_interval_s": 60.0, "callback_allow": ["127.0.0.1"]})
+    receiver = Receiver()
+    try:
+        with (
+            ThreadedServer(settings.model_copy(update={"jobs": jobs}), ScriptedEngine(), free_port(), jobs=True) as s,
+            httpx.Client(base_url=s.base_url) as c,
+        ):
+            time.sleep(1)  # the callback loop's first look is over: it now sleeps until woken or a minute passes
+            response = c.post("/v1/async/chat/completions", params={"callback_url": receiver.url}, json=chat(4))
+            response.raise_for_status()
+            wait_for(lambda: receiver.received, 20, "the callback")
+    finally:
+        receiver.close()
+    assert json.loads(receiver.received[0][1])["id"] == response.json()["id"]
