@@ -119,16 +119,6 @@ def background_bodies(name: str, traffic: Traffic) -> tuple[list[dict], list[dic
     return jobs, lines
 
 
-async def unfinished_jobs(client: httpx.AsyncClient) -> set[str]:
-    """The ids of the jobs queued or running (up to 1000 of each): two list requests, where a GET per job per
-    poll would take this 2-core box's CPU from the engine as a backlog grows."""
-    unfinished: set[str] = set()
-    for status in ("queued", "running"):
-        page = await client.get("/v1/jobs", params={"status": status, "limit": 1000})
-        unfinished |= {job["id"] for job in page.json()["data"]}
-    return unfinished
-
-
 class JobCallbacks:
     """A receiver on loopback for the jobs' callbacks (`callback_url`): each finished job, as the server shows it,
     comes to the bench when it ends, as it comes to an async client that gave a callback. Polling the job list

@@ -40,7 +40,6 @@ from httpx_sse import aconnect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from monolith.bench.load import TOPICS
-from monolith.bench.mixed import unfinished_jobs
 from monolith.bench.peers import ROOT, Server, start_monolith
 from monolith.bench.postgres import PostgresServer
 from monolith.config import Settings, load_settings
@@ -52,6 +51,16 @@ SHARES = {"realtime": 0.5, "async": 0.3, "batch": 0.2}  # of the offered output 
 # The real-time mix: (what, weight); embeddings produce no output tokens and cost little.
 REALTIME_MIX = (("chat", 4), ("chat_stream", 2), ("chat_hangup", 1), ("completion", 1), ("rag", 1), ("embed", 1))
 POLL_S = 2.0
+
+
+async def unfinished_jobs(client: httpx.AsyncClient) -> set[str]:
+    """The ids of the jobs queued or running (up to 1000 of each): two list requests, where a GET per job per
+    poll would take this 2-core box's CPU from the engine as a backlog grows."""
+    unfinished: set[str] = set()
+    for status in ("queued", "running"):
+        page = await client.get("/v1/jobs", params={"status": status, "limit": 1000})
+        unfinished |= {job["id"] for job in page.json()["data"]}
+    return unfinished
 
 
 @dataclass(frozen=True)
