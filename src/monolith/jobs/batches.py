@@ -20,6 +20,10 @@ from monolith.store.batches import BatchRecord, BatchStore
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0
+# A batch's progress counts (request_counts) are written at most this often: a write per line was most of a
+# running batch's store traffic (a 50,000-line batch: 50,000 transactions), each a few thread hand-overs that take
+# a core from the engine on a CPU host. Its final counts come from the output file, whatever was written here.
+COUNT_EVERY_S = 1.0
 
 
 class BatchRunner:
@@ -131,19 +135,23 @@ class BatchRunner:
         fields = {"in_progress_at": started, "total": total, "completed": completed, "failed": failed}
         if not await self.store.update_held(batch.id, status="in_progress", **fields):
             return
+        counts = LineCounts(self.store, batch.id, COUNT_EVERY_S)
         try:
-            report = await run_batch(
-                self.services,
-                source,
-                output,
-                self.budget.capacity,
-                progress=False,
-                endpoint=batch.endpoint,
-                budget=self.budget,
-                queued_at=batch.created_at,
-                on_line=lambda ok: self.store.count_line(batch.id, ok),
-                total=total,
-            )
+            try:
+                report = await run_batch(
+                    self.services,
+                    source,
+                    output,
+                    self.budget.capacity,
+                    progress=False,
+                    endpoint=batch.endpoint,
+                    budget=self.budget,
+                    queued_at=batch.created_at,
+                    on_line=counts.add,
+                    total=total,
+                )
+            finally:  # before the final counts are written: a late progress write would add to them
+                await counts.close()
             log.info("batch %s: %s", batch.id, report.summary())
             await self.store.register_output(batch)
             completed, failed = await asyncio.to_thread(_counts, output)
@@ -170,6 +178,49 @@ class BatchRunner:
         completed, failed = await asyncio.to_thread(_counts, self.store.path_of(batch.output_file_id))
         ended = {"cancelled_at": int(time.time()), "completed": completed, "failed": failed}
         await self.store.finish_held(batch.id, "cancelled", **ended)
+
+
+class LineCounts:
+    """A running batch's progress: the lines answered are added to its counts in one write at most every
+    `every_s`, the first line after a write starting the wait; a write that fails keeps its lines for the next."""
+
+    def __init__(self, store: BatchStore, batch_id: str, every_s: float) -> None:
+        self.store = store
+        self.batch_id = batch_id
+        self.every_s = every_s
+        self.completed = 0
+        self.failed = 0
+        self._pending: asyncio.Task | None = None
+
+    async def add(self, ok: bool) -> None:
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+        if self._pending is None:
+            self._pending = asyncio.create_task(self._write_later())
+
+    async def _write_later(self) -> None:
+        await asyncio.sleep(self.every_s)
+        completed, failed = self.completed, self.failed
+        self.completed = self.failed = 0
+        self._pending = None  # lines answered from here on start the next wait
+        try:
+            await self.store.count_lines(self.batch_id, completed, failed)
+        except Exception as exc:  # progress only (the end counts the output file): the next write tries again
+            self.completed += completed
+            self.failed += failed
+            log.warning("batch %s: its progress counts could not be written (%r); trying again", self.batch_id, exc)
+            if self._pending is None:
+                self._pending = asyncio.create_task(self._write_later())
+
+    async def close(self) -> None:
+        """The batch's lines stopped: its counts are set from its output file next, and nothing here may write
+        after that."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            await asyncio.wait({pending})
 
 
 def _counts(output) -> tuple[int, int]:

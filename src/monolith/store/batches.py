@@ -134,7 +134,7 @@ class BatchStore:
             row = (
                 await conn.execute(
                     update(batches)
-                    .where(batches.c.seq == candidate)
+                    .where(batches.c.seq.in_(candidate))
                     .values(runs=batches.c.runs + 1, lease_owner=self.replica, lease_expires_at=now + self.lease_s)
                     .returning(*BATCH_COLUMNS)
                 )
@@ -167,10 +167,11 @@ class BatchStore:
         """A final status for a batch this replica holds, and its lease let go."""
         return await self.update_held(batch_id, status=status, lease_owner=None, lease_expires_at=None, **fields)
 
-    async def count_line(self, batch_id: str, ok: bool) -> None:
-        column = batches.c.completed if ok else batches.c.failed
+    async def count_lines(self, batch_id: str, completed: int, failed: int) -> None:
+        """Adds lines answered since the last count to a batch's progress."""
+        values = {batches.c.completed: batches.c.completed + completed, batches.c.failed: batches.c.failed + failed}
         async with self.db.begin() as conn:
-            await conn.execute(update(batches).where(batches.c.id == batch_id).values({column: column + 1}))
+            await conn.execute(update(batches).where(batches.c.id == batch_id).values(values))
 
     async def release(self, batch_id: str) -> None:
         """A clean shutdown lets another replica (or the next start) resume the batch at once."""
