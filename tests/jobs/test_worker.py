@@ -63,18 +63,17 @@ def test_a_job_whose_slot_is_preempted_during_its_claim_goes_back_uncounted_and_
     server = ThreadedServer(settings, engine, free_port(), jobs=True)
     with server, httpx.Client(base_url=server.base_url) as c:
         runner = server.state.jobs
-        claim_next = runner.store.claim_next
+        claim = runner.store.claim
         runs_claimed: list[int] = []
 
-        async def claim_then_preempt():  # what a real-time arrival during the claim's await does to its slot
-            job = await claim_next()
-            if job is not None:
-                runs_claimed.append(job.runs)
-                if len(runs_claimed) == 1:
-                    runner.budget._preempt(next(h for h in runner.budget.holds if h.task is None))
-            return job
+        async def claim_then_preempt(limit: int):  # what a real-time arrival during the claim's await does to its slot
+            jobs = await claim(limit)
+            runs_claimed.extend(job.runs for job in jobs)
+            if jobs and len(runs_claimed) == 1:  # the slot the claimed job was to take (held first)
+                runner.budget._preempt(next(h for h in runner.budget.holds if h.task is None))
+            return jobs
 
-        runner.store.claim_next = claim_then_preempt
+        runner.store.claim = claim_then_preempt
         response = c.post("/v1/async/chat/completions", json=chat(8))
         response.raise_for_status()
         job_id = response.json()["id"]
@@ -103,3 +102,31 @@ def test_a_finished_jobs_callback_goes_out_at_once_not_at_the_next_look_for_work
     finally:
         receiver.close()
     assert json.loads(receiver.received[0][1])["id"] == response.json()["id"]
+
+
+def test_jobs_waiting_for_free_slots_are_claimed_in_one_call_to_the_store(settings: Settings) -> None:
+    """Slots that free together are filled in one transaction, not one each (a job store write per job took the
+    engine's cores on a CPU host); every job still runs once."""
+    engine = ScriptedEngine(capacity=4, gap_s=0.01)
+    four = settings.model_copy(update={"engine": settings.engine.model_copy(update={"max_num_seqs": 4})})
+    with ThreadedServer(four, engine, free_port(), jobs=True) as server, httpx.Client(base_url=server.base_url) as c:
+        runner = server.state.jobs
+        claim = runner.store.claim
+        claimed: list[tuple[int, int]] = []  # (limit, jobs claimed), per call
+
+        async def counted(limit: int):
+            jobs = await claim(limit)
+            claimed.append((limit, len(jobs)))
+            return jobs
+
+        runner.store.claim = counted
+        runner.paused = True  # the jobs queue up while the runner claims none
+        job_ids = []
+        for _ in range(4):
+            response = c.post("/v1/async/chat/completions", json=chat(8))
+            response.raise_for_status()
+            job_ids.append(response.json()["id"])
+        runner.paused = False  # its next look (jobs.poll_interval_s) finds all four and every slot free
+        wait_for(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids), 30, "the jobs")
+    assert claimed[0] == (4, 4), claimed
+    assert sorted(engine.request_ids) == sorted(job_ids), "each ran once"

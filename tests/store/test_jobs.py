@@ -35,6 +35,19 @@ async def test_concurrent_claims_never_hand_one_job_to_two_replicas(db: Database
     assert sorted(got) == sorted(ids), "every job claimed exactly once"
 
 
+async def test_one_claim_takes_up_to_its_limit_oldest_first_and_none_twice_across_replicas(
+    db: Database, other_db: Database
+) -> None:
+    a, b = replica(db, "a"), replica(other_db, "b")
+    ids = [(await a.submit("chat", b"{}", None, None))[0].id for _ in range(12)]
+    assert [job.id for job in await a.claim(3)] == ids[:3], "the oldest, in order"
+    claims = await asyncio.gather(a.claim(4), b.claim(4), a.claim(4))
+    got = [job.id for jobs in claims for job in jobs]
+    assert all(len(jobs) <= 4 for jobs in claims)
+    assert sorted(got) == sorted(ids[3:]), "the rest, each claimed exactly once"
+    assert await b.claim(4) == []
+
+
 async def test_a_job_keeps_its_first_outcome(db: Database) -> None:
     store = replica(db, "a")
     job, _ = await store.submit("chat", b"{}", None, None)

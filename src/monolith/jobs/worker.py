@@ -132,7 +132,7 @@ class JobRunner:
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_s)
             self._wake.clear()
             try:
-                while not self.paused and await self._claim_one():
+                while not self.paused and await self._claim_some():
                     pass
             except STORE_OUTAGES:  # said once by the store's health; wait longer each time until it is back
                 await asyncio.sleep(self.store.db.health.backoff_s())
@@ -140,26 +140,47 @@ class JobRunner:
                 log.exception("claiming a job failed; trying again")
             ASYNC_RUNNING.set(len(self.running))
 
-    async def _claim_one(self) -> bool:
-        """Claims the next job into a slot of the background budget and starts it; whether one started."""
+    async def _claim_some(self) -> bool:
+        """Claims jobs into the slots of the background budget free now, in one call to the store, and starts
+        them; whether the queue may hold more (every slot got a job)."""
         held = await self._reserve()
         if held is None:
             return False
+        holds = [held] if held.overdue else [held, *self._more_room()]
         try:
-            job = await self.store.claim_next()
+            jobs = await self.store.claim(len(holds))
         except BaseException:  # and none held for the next try either: a failing claim would be retried at once
+            for spare in holds:
+                self.budget.release(spare)
             self._stop_offering(held)
             raise
-        if job is None:  # the queue is empty: no slot waits for a job any more
-            self._stop_offering(held)
+        emptied = len(jobs) < len(holds)  # the queue is empty: no slot waits for a job any more
+        if emptied:
+            self.starved = False  # before the spare slots go back, which would else be held for jobs again
+        for spare in holds[len(jobs) :]:
+            self.budget.release(spare)
+        for slot, job in zip(holds, jobs, strict=False):
+            if slot.preempted:  # real-time traffic took the slot back while the claim was in flight
+                await self._requeue(job.id)
+                continue
+            slot.queued_at = job.created_at
+            slot.overdue = slot.overdue or self.budget.is_overdue(job.created_at)
+            slot.task = self.running[job.id] = asyncio.create_task(self._run(job, slot))
+        if emptied:
+            self._give_back_offered()
             return False
-        if held.preempted:  # real-time traffic took the slot back while the claim was in flight
-            await self._requeue(job.id)
-            return False
-        held.queued_at = job.created_at
-        held.overdue = held.overdue or self.budget.is_overdue(job.created_at)
-        held.task = self.running[job.id] = asyncio.create_task(self._run(job, held))
-        return True
+        return not any(slot.preempted for slot in holds)
+
+    def _more_room(self) -> list[Hold]:
+        """Further slots for the same claim: those held for jobs already (`offer`), then what room there is."""
+        more = []
+        while self._offered:
+            held = self._offered.pop(0)
+            if not held.preempted:  # one preempted before its claim has already been released
+                more.append(held)
+        while self.budget.room():
+            more.append(self.budget.hold(ASYNC, False, time.time()))
+        return more
 
     async def _reserve(self) -> Hold | None:
         """A slot in the background budget for the job claim_next would take, held before the claim awaits the

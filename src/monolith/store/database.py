@@ -52,12 +52,11 @@ def _sqlite_now(element: epoch_now, compiler: Any, **kw: Any) -> str:
     return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
-def oldest_unlocked(table: Table, *where: Any) -> Any:
-    """The oldest row (by `seq`) matching `where`, as a subquery to claim it in one UPDATE: rows another
-    replica is claiming right now are skipped (PostgreSQL's FOR UPDATE SKIP LOCKED; SQLite has one writer)."""
-    return (
-        select(table.c.seq).where(*where).order_by(table.c.seq).limit(1).with_for_update(skip_locked=True)
-    ).scalar_subquery()
+def oldest_unlocked(table: Table, *where: Any, limit: int = 1) -> Any:
+    """The `seq` of the oldest `limit` rows matching `where`, as a subquery to claim them in one UPDATE (`seq IN`):
+    rows another replica is claiming right now are skipped (PostgreSQL's FOR UPDATE SKIP LOCKED; SQLite has one
+    writer)."""
+    return select(table.c.seq).where(*where).order_by(table.c.seq).limit(limit).with_for_update(skip_locked=True)
 
 
 def database_url(database: str, data_dir: Path) -> URL:

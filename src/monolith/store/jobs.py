@@ -134,6 +134,12 @@ class JobStore:
 
     async def claim_next(self) -> Job | None:
         """The oldest queued job, or a running one whose lease ran out, now leased to this replica."""
+        claimed = await self.claim(1)
+        return claimed[0] if claimed else None
+
+    async def claim(self, limit: int) -> list[Job]:
+        """Up to `limit` of the oldest queued jobs (or running ones whose lease ran out), now leased to this replica,
+        oldest first: slots that free together are filled in one transaction, not one each."""
         now = epoch_now()
         lapsed = and_(jobs.c.status == "running", or_(jobs.c.lease_expires_at.is_(None), jobs.c.lease_expires_at < now))
         async with self.db.begin() as conn:
@@ -150,11 +156,11 @@ class JobStore:
                 )
             )
             due = and_(jobs.c.status == "queued", or_(jobs.c.not_before.is_(None), jobs.c.not_before <= now))
-            candidate = oldest_unlocked(jobs, or_(due, lapsed))
-            row = (
+            candidates = oldest_unlocked(jobs, or_(due, lapsed), limit=limit)
+            rows = (
                 await conn.execute(
                     update(jobs)
-                    .where(jobs.c.seq == candidate)
+                    .where(jobs.c.seq.in_(candidates))
                     .values(
                         status="running",
                         started_at=time.time(),
@@ -164,8 +170,8 @@ class JobStore:
                     )
                     .returning(*COLUMNS)
                 )
-            ).first()
-        return Job(*row) if row else None
+            ).all()
+        return sorted((Job(*row) for row in rows), key=lambda job: job.seq)
 
     async def renew(self, job_ids: list[str]) -> set[str]:
         """Extends this replica's leases on these running jobs; returns the ids it still holds (a job
