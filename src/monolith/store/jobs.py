@@ -122,15 +122,13 @@ class JobStore:
             "created_at": time.time(),
         }
         try:
-            async with self.db.begin() as conn:
-                await conn.execute(jobs.insert().values(**row))
+            async with self.db.begin() as conn:  # the new row back in the same round trip
+                created = (await conn.execute(jobs.insert().values(**row).returning(*COLUMNS))).one()
         except IntegrityError:
             if not idempotency_key or (existing := await self._by_key(owner, idempotency_key, digest)) is None:
                 raise
             return existing, False
-        job = await self.get(job_id)
-        assert job is not None
-        return job, True
+        return Job(*created), True
 
     async def claim_next(self) -> Job | None:
         """The oldest queued job, or a running one whose lease ran out, now leased to this replica."""
