@@ -172,7 +172,8 @@ class JobRunner:
         return not any(slot.preempted for slot in holds)
 
     def _more_room(self) -> list[Hold]:
-        """Further slots for the same claim: those held for jobs already (`offer`), then what room there is."""
+        """Further slots for the same claim: those held for jobs already (`offer`), then what room there is; the
+        ones the claim finds no job for go back as soon as it returns."""
         more = []
         while self._offered:
             held = self._offered.pop(0)
@@ -183,7 +184,7 @@ class JobRunner:
         return more
 
     async def _reserve(self) -> Hold | None:
-        """A slot in the background budget for the job claim_next would take, held before the claim awaits the
+        """A slot in the background budget for the next job the claim takes, held before the claim awaits the
         store (a batch line woken by the same change would take it meanwhile); None where there is no room."""
         while self._offered:
             held = self._offered.pop(0)
