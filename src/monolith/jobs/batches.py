@@ -197,6 +197,10 @@ class LineCounts:
             self.completed += 1
         else:
             self.failed += 1
+        self._write_soon()
+
+    def _write_soon(self) -> None:
+        """Within every_s, unless a write is already waiting (it takes these lines too)."""
         if self._pending is None:
             self._pending = asyncio.create_task(self._write_later())
 
@@ -211,8 +215,7 @@ class LineCounts:
             self.completed += completed
             self.failed += failed
             log.warning("batch %s: its progress counts could not be written (%r); trying again", self.batch_id, exc)
-            if self._pending is None:
-                self._pending = asyncio.create_task(self._write_later())
+            self._write_soon()
 
     async def close(self) -> None:
         """The batch's lines stopped: its counts are set from its output file next, and nothing here may write
