@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import pytest
 
+from monolith import runtime as runtime_module
 from monolith.config import Settings
 from monolith.errors import NotReady
 from monolith.generation import Generator
-from monolith.runtime import Runtime, start_work
+from monolith.runtime import Phase, Runtime, start_work
 from monolith.serving import Services
 from monolith.store.database import open_database
 from tests.scripted import ScriptedEngine
@@ -42,3 +44,35 @@ def test_a_runtime_not_loaded_or_draining_refuses_work_with_a_503_saying_why(set
     with pytest.raises(NotReady, match="shutting down") as draining:
         runtime.require_services()
     assert loading.value.status_code == draining.value.status_code == 503 and runtime.draining
+
+
+async def test_vllm_is_imported_alone_before_the_engine_and_the_embedder_load_side_by_side(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both import transformers; from two threads at once a start-up failed on a half-imported module (see
+    runtime.import_engine). The race itself cannot be forced, so the order is what is checked: the import is
+    over before either load begins. The loads are stopped at their start: this is about the order only."""
+    events: list[str] = []
+
+    def importing(_: Settings) -> None:
+        events.append("import started")
+        time.sleep(0.3)  # a slow import: a load started beside it would show up inside it
+        events.append("import done")
+
+    async def engine(_: Settings) -> None:
+        events.append("engine load")
+        raise RuntimeError("stopped here")
+
+    def embedder(_: object) -> None:
+        events.append("embedder load")
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(runtime_module, "prepare_model", lambda _: None)
+    monkeypatch.setattr(runtime_module, "import_engine", importing)
+    monkeypatch.setattr(runtime_module, "load_engine", engine)
+    monkeypatch.setattr(runtime_module, "Embedder", embedder)
+    runtime = Runtime(settings)
+    await runtime.load(with_jobs=False)
+    assert runtime.phase is Phase.FAILED
+    assert events[:2] == ["import started", "import done"], events
+    assert {"engine load", "embedder load"} <= set(events[2:]), events

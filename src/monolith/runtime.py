@@ -110,6 +110,8 @@ class Runtime:
             await self._step(
                 "model_prepare", "preparing the model checkpoint", asyncio.to_thread(prepare_model, settings)
             )
+            # vLLM first, alone: see import_engine.
+            await self._step("engine_import", "importing the engine", asyncio.to_thread(import_engine, settings))
             # The engine load runs in a thread; the embedder, the vector store and the job store load beside it.
             engine_task = asyncio.create_task(self._step("engine_load", "loading the engine", load_engine(settings)))
             if with_jobs:
@@ -199,6 +201,17 @@ class Runtime:
 
 # How a Runtime is brought up: Runtime.load by default; tests and the benchmark's split pass their own.
 Loader = Callable[[Runtime], Awaitable[None]]
+
+
+def import_engine(settings: Settings) -> None:
+    """vLLM and sentence-transformers both import transformers. From two threads at once (the engine's load and
+    the embedder's), Python's guard against a deadlock between two modules' import locks can hand one thread a
+    module still half imported, and the start-up fails ("ImportError: cannot import name 'PreTrainedConfig' from
+    'transformers'", once in a bench run on a fresh data dir). So vLLM is imported before the two loads start;
+    the time to ready is the same, the engine's load being the longer of the two either way."""
+    from monolith.engine.vllm_engine import import_vllm
+
+    import_vllm(settings)
 
 
 async def load_engine(settings: Settings) -> Any:

@@ -27,14 +27,21 @@ def structured_outputs_config(compact_json: bool) -> Any:
     return StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
 
 
+def import_vllm(settings: Settings) -> None:
+    """Imports vLLM, with the environment it reads at import time set first."""
+    cfg = settings.engine
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if cfg.multiprocessing else "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gb))
+    import vllm.v1.engine.async_llm  # noqa: F401  (the engine; it imports transformers and torch)
+    from vllm import AsyncEngineArgs  # noqa: F401
+
+
 class VllmEngine:
     """AsyncLLM in this process (its engine core runs in a child process that vLLM manages)."""
 
     def __init__(self, settings: Settings) -> None:
         cfg = settings.engine
-        # Read by vLLM when the engine is built; must be set before the import below.
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if cfg.multiprocessing else "0"
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gb))
+        import_vllm(settings)
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -193,8 +200,3 @@ class VllmEngine:
             self._llm.shutdown()
             self._llm = None
             gc.collect()
-
-
-async def load_engine(settings: Settings) -> VllmEngine:
-    """Building the engine blocks for tens of seconds; keep the event loop answering health checks."""
-    return await asyncio.to_thread(VllmEngine, settings)
