@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -15,7 +16,7 @@ from monolith.bench.peers import free_port
 from monolith.bench.postgres import PostgresServer
 from monolith.errors import StoreDown
 from monolith.metrics import STORE_UP
-from monolith.store.database import Database, database_url
+from monolith.store.database import Database, database_url, open_database
 
 
 def test_a_relative_path_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
@@ -91,3 +92,31 @@ async def test_connections_the_server_reset_are_replaced_before_use(tmp_path: Pa
         assert db.health.up and STORE_UP._value.get() == 1
     finally:
         await db.engine.dispose()
+
+
+async def test_sqlite_writers_of_one_process_take_turns_and_a_reader_does_not_wait(tmp_path: Path) -> None:
+    """SQLite has one writer at a time: this process's writers queue on a lock, not in SQLite's busy handler (which
+    sleeps between its tries), while a reader goes on beside a writer (WAL)."""
+    db = await open_database("jobs.sqlite3", tmp_path)
+    second_in = asyncio.Event()
+
+    async def second_writer() -> None:
+        async with db.begin() as conn:
+            second_in.set()
+            await conn.execute(text("INSERT INTO scratch VALUES (2)"))
+
+    try:
+        async with db.begin() as conn:
+            await conn.execute(text("CREATE TABLE scratch (x INTEGER)"))
+        async with db.begin() as conn:
+            await conn.execute(text("INSERT INTO scratch VALUES (1)"))
+            second = asyncio.create_task(second_writer())
+            await asyncio.sleep(0.3)
+            assert not second_in.is_set(), "a second writer began while the first was open"
+            async with db.read() as reader:  # a reader does not wait for the writer (it sees the last commit)
+                assert (await reader.execute(text("SELECT count(*) FROM jobs"))).scalar() == 0
+        await asyncio.wait_for(second, 5)
+        async with db.read() as reader:
+            assert (await reader.execute(text("SELECT x FROM scratch ORDER BY x"))).scalars().all() == [1, 2]
+    finally:
+        await db.close()
