@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import time
 
@@ -76,3 +77,25 @@ async def test_vllm_is_imported_alone_before_the_engine_and_the_embedder_load_si
     assert runtime.phase is Phase.FAILED
     assert events[:2] == ["import started", "import done"], events
     assert {"engine load", "embedder load"} <= set(events[2:]), events
+
+
+async def test_the_start_up_heap_is_frozen_once_ready_and_let_go_at_close(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full collections skip what start-up built (see runtime.freeze_startup_heap); close() gives it back."""
+    monkeypatch.setattr(runtime_module, "prepare_model", lambda _: None)
+    monkeypatch.setattr(runtime_module, "import_engine", lambda _: None)
+
+    async def engine(_: Settings) -> ScriptedEngine:
+        return ScriptedEngine()
+
+    monkeypatch.setattr(runtime_module, "load_engine", engine)
+    runtime = Runtime(settings)
+    try:
+        assert gc.get_freeze_count() == 0
+        await runtime.load(with_jobs=False, retrieval=False)
+        assert runtime.phase is Phase.READY, runtime.detail
+        assert gc.get_freeze_count() > 1000
+    finally:
+        await runtime.close()
+    assert gc.get_freeze_count() == 0
