@@ -208,9 +208,10 @@ Loader = Callable[[Runtime], Awaitable[None]]
 
 def freeze_startup_heap() -> None:
     """What start-up built (the libraries, the tokenizer, the embedder, the engine's client) lives as long as the
-    process. Frozen, Python's full collections no longer walk it: each walked some millions of objects and held the
-    event loop (and every request) for 0.4-0.6 s here, a few times a minute under load. `vllm serve` freezes its
-    own start-up heap the same way (vllm.utils.gc_utils.freeze_gc_heap); close() unfreezes it."""
+    process. Frozen, Python's full collections no longer walk it: unfrozen, each held the event loop (and every
+    request) for 0.4-0.7 s here, about once a minute while a backlog ran, and took that CPU from the engine on a
+    small box. `vllm serve` freezes its own start-up heap the same way (vllm.utils.gc_utils.freeze_gc_heap);
+    close() unfreezes it."""
     gc.collect()
     gc.freeze()
 
