@@ -150,9 +150,9 @@ class JobRunner:
         try:
             jobs = await self.store.claim(len(holds))
         except BaseException:  # and none held for the next try either: a failing claim would be retried at once
-            for spare in holds:
+            for spare in holds[1:]:
                 self.budget.release(spare)
-            self._stop_offering(held)
+            self._stop_offering(held)  # releases the first
             raise
         emptied = len(jobs) < len(holds)  # the queue is empty: no slot waits for a job any more
         if emptied:
@@ -175,21 +175,25 @@ class JobRunner:
         """Further slots for the same claim: those held for jobs already (`offer`), then what room there is; the
         ones the claim finds no job for go back as soon as it returns."""
         more = []
-        while self._offered:
-            held = self._offered.pop(0)
-            if not held.preempted:  # one preempted before its claim has already been released
-                more.append(held)
+        while (held := self._next_offered()) is not None:
+            more.append(held)
         while self.budget.room():
             more.append(self.budget.hold(ASYNC, False, time.time()))
         return more
 
-    async def _reserve(self) -> Hold | None:
-        """A slot in the background budget for the next job the claim takes, held before the claim awaits the
-        store (a batch line woken by the same change would take it meanwhile); None where there is no room."""
+    def _next_offered(self) -> Hold | None:
+        """The next slot `offer` held for a job, or None."""
         while self._offered:
             held = self._offered.pop(0)
             if not held.preempted:  # one preempted before its claim has already been released
                 return held
+        return None
+
+    async def _reserve(self) -> Hold | None:
+        """A slot in the background budget for the next job the claim takes, held before the claim awaits the
+        store (a batch line woken by the same change would take it meanwhile); None where there is no room."""
+        if (held := self._next_offered()) is not None:
+            return held
         if self.budget.room():
             return self.budget.hold(ASYNC, False, time.time())
         self.starved = True
