@@ -17,6 +17,7 @@ from monolith.config import Settings
 from monolith.engine import CallReader, Delta, EngineStats, Sampling
 from monolith.generation import Generator
 from monolith.runtime import Phase, Runtime, start_work
+from monolith.scheduling import BackgroundBudget
 from monolith.serving import Services
 from monolith.store.database import open_database
 
@@ -96,10 +97,11 @@ def scripted_loader(engine: ScriptedEngine, jobs: bool = False):
     """No retrieval; with `jobs`, the job store in data_dir and the async job and batch runners, as in a server."""
 
     async def load(state: Runtime) -> None:
-        services = Services(Generator(engine, state.settings), rag=None)  # type: ignore[arg-type]
+        services = Services(Generator(engine, state.settings, state.admission), rag=None)  # type: ignore[arg-type]
         if jobs:
             state.database = await open_database(state.settings.jobs.database, state.settings.data_dir)
-            state.jobs, state.batches = start_work(services, state.database)
+            state.budget = BackgroundBudget(state.settings, state.admission)
+            state.jobs, state.batches = start_work(services, state.database, state.budget)
         state.ready(services)
 
     return load

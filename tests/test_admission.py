@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from monolith.admission import ADMISSION, REALTIME, TICKET, Admission, tracked
+from monolith.admission import ASYNC, REALTIME, Admission, tracked
 from monolith.engine import Delta
 from monolith.errors import DeadlineExceeded, Overloaded
 from monolith.metrics import QUEUE_DEPTH, REQUESTS_RUNNING
+
+ADMISSION = Admission()  # the tests' own: a server's is its Runtime's
 
 
 class ScriptedStream:
@@ -39,7 +41,7 @@ async def test_a_generation_counts_as_queued_then_running_then_neither() -> None
     seen: list[tuple[float, float]] = []
 
     async def consume() -> None:
-        async for _ in tracked(script.run(), 10):
+        async for _ in tracked(ADMISSION, script.run(), 10):
             seen.append((QUEUE_DEPTH._value.get(), REQUESTS_RUNNING._value.get()))
 
     task = asyncio.create_task(consume())
@@ -54,7 +56,7 @@ async def test_deadline_ends_the_generation_and_closes_the_engine_stream() -> No
     script = ScriptedStream(tokens=100, gap_s=0.05)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
-        async for _ in tracked(script.run(), 0.3):
+        async for _ in tracked(ADMISSION, script.run(), 0.3):
             pass
     # Ended by the 0.3 s deadline, not by the 5 s script; the margin is for a busy 2-core CI box.
     assert time.monotonic() - started < 2.0
@@ -64,7 +66,7 @@ async def test_deadline_ends_the_generation_and_closes_the_engine_stream() -> No
 
 async def test_a_consumer_that_leaves_early_closes_the_engine_stream() -> None:
     script = ScriptedStream(tokens=100, gap_s=0.01)
-    stream = tracked(script.run(), 10)
+    stream = tracked(ADMISSION, script.run(), 10)
     async for delta in stream:
         if delta.completion_tokens == 2:
             break
@@ -77,7 +79,7 @@ async def test_cancellation_while_queued_releases_the_queue_slot() -> None:
     script = ScriptedStream(tokens=1, gap_s=0, first_token_s=5)
 
     async def consume() -> None:
-        async for _ in tracked(script.run(), 10):
+        async for _ in tracked(ADMISSION, script.run(), 10):
             pass
 
     task = asyncio.create_task(consume())
@@ -96,13 +98,12 @@ def gauges() -> tuple[float, float]:
 async def test_a_request_with_concurrent_generations_counts_once_and_waits_again_between_them() -> None:
     # A RAG request: self-query and expansion together, then (after retrieval) the answer.
     ticket = ADMISSION.admit(10)
-    TICKET.set(ticket)
     assert gauges() == (1, 0)
     helpers = [ScriptedStream(tokens=2, gap_s=0.05) for _ in range(2)]
     seen: list[tuple[float, float]] = []
 
     async def consume(script: ScriptedStream) -> None:
-        async for _ in tracked(script.run(), 10):
+        async for _ in tracked(ADMISSION, script.run(), 10, request_ticket=ticket):
             seen.append(gauges())
 
     await asyncio.gather(*(consume(h) for h in helpers))
@@ -112,16 +113,14 @@ async def test_a_request_with_concurrent_generations_counts_once_and_waits_again
     ticket.release()
     ticket.release()  # idempotent
     assert gauges() == (0, 0)
-    TICKET.set(None)
 
 
 async def test_the_ticket_deadline_covers_every_generation_of_the_request() -> None:
-    TICKET.set(ADMISSION.admit(0.3))
+    ticket = ADMISSION.admit(0.3)
     with pytest.raises(DeadlineExceeded):
-        async for _ in tracked(ScriptedStream(tokens=100, gap_s=0.05).run(), timeout_s=60):
+        async for _ in tracked(ADMISSION, ScriptedStream(tokens=100, gap_s=0.05).run(), 60, request_ticket=ticket):
             pass
-    TICKET.get().release()  # type: ignore[union-attr]
-    TICKET.set(None)
+    ticket.release()
 
 
 def test_a_ticket_nobody_releases_is_released_when_dropped() -> None:
@@ -164,7 +163,6 @@ def test_retry_after_is_the_time_to_drain_the_wait_at_the_recent_rate() -> None:
 
 
 async def test_each_lane_is_counted_apart_and_the_queue_depth_is_the_real_time_wait() -> None:
-    from monolith.admission import ASYNC, LANE
     from monolith.metrics import LANE_RUNNING, LANE_WAITING
 
     def lanes() -> tuple[float, float, float, float]:
@@ -179,8 +177,7 @@ async def test_each_lane_is_counted_apart_and_the_queue_depth_is_the_real_time_w
     realtime = ScriptedStream(tokens=1, gap_s=0.0, first_token_s=0.1)
 
     async def consume(stream: ScriptedStream, lane: str) -> None:
-        LANE.set(lane)
-        async for _ in tracked(stream.run(), 10):
+        async for _ in tracked(ADMISSION, stream.run(), 10, lane):
             pass
 
     tasks = [asyncio.create_task(consume(background, ASYNC)), asyncio.create_task(consume(realtime, REALTIME))]

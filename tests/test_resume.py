@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from monolith.admission import ASYNC, TICKET, Admission
+from monolith.admission import ASYNC, Admission
 from monolith.engine import Delta, Sampling, chat_prompt_ids
 from monolith.resume import RESUME_MARGIN_S, Continuation, can_resume, resumable
 from monolith.scheduling import BackgroundBudget
@@ -62,7 +62,8 @@ async def answer(engine: Engine, budget: BackgroundBudget, sampling: Sampling) -
     held = budget.hold(ASYNC, False, time.time())
     try:
         return [
-            d async for d in resumable(engine.attempt, engine.abort, PROMPT, sampling, "job-1", held, engine.decode)
+            d
+            async for d in resumable(engine.attempt, engine.abort, PROMPT, sampling, "job-1", held, None, engine.decode)
         ]
     finally:
         budget.release(held)
@@ -108,7 +109,9 @@ async def test_a_token_made_after_the_pause_before_the_abort_took_effect_is_kept
     budget = BackgroundBudget(settings(), Admission())
     engine = Engine(late_abort=True)
     held = budget.hold(ASYNC, False, time.time())
-    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=10), "job-4", held, engine.decode)
+    generation = resumable(
+        engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=10), "job-4", held, None, engine.decode
+    )
     deltas = []
     async for delta in generation:
         deltas.append(delta)
@@ -129,7 +132,7 @@ async def test_a_generation_that_ends_as_it_is_paused_does_not_wait_to_resume() 
     held = budget.hold(ASYNC, False, time.time())
     deltas = []
     async for delta in resumable(
-        engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=3), "job-2", held, engine.decode
+        engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=3), "job-2", held, None, engine.decode
     ):
         deltas.append(delta)
         if delta.finish_reason:
@@ -148,9 +151,10 @@ async def test_a_job_whose_deadline_would_pass_while_paused_starts_over_instead(
     held = budget.hold(ASYNC, False, time.time())
     others = [budget.hold(ASYNC, False, time.time()) for _ in range(CAPACITY - 1)]
     ticket = admission.admit(RESUME_MARGIN_S + 0.3, lane=ASYNC)
-    TICKET.set(ticket)
     deltas = []
-    generation = resumable(engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=50), "job-3", held, engine.decode)
+    generation = resumable(
+        engine.attempt, engine.abort, PROMPT, Sampling(max_tokens=50), "job-3", held, ticket, engine.decode
+    )
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):  # without the deadline's patience: waits for room for ever
             async for delta in generation:
@@ -231,7 +235,7 @@ async def test_a_pause_inside_a_character_gives_it_once_and_nothing_of_the_promp
     decode = partial(tokenizer.decode, skip_special_tokens=True)
     deltas = []
     async for delta in resumable(
-        engine.attempt, engine.abort, engine.prompt, Sampling(max_tokens=len(answer)), "job-5", held, decode
+        engine.attempt, engine.abort, engine.prompt, Sampling(max_tokens=len(answer)), "job-5", held, None, decode
     ):
         deltas.append(delta)
         if len(deltas) == pause_after:

@@ -10,10 +10,12 @@ import time
 import pytest
 
 from monolith import runtime as runtime_module
+from monolith.admission import Admission
 from monolith.config import Settings
 from monolith.errors import NotReady
 from monolith.generation import Generator
 from monolith.runtime import Phase, Runtime, start_work
+from monolith.scheduling import BackgroundBudget
 from monolith.serving import Services
 from monolith.store.database import open_database
 from tests.scripted import ScriptedEngine
@@ -22,7 +24,9 @@ from tests.scripted import ScriptedEngine
 async def test_the_housekeeping_expires_files_past_their_ttl(settings: Settings) -> None:
     short = settings.model_copy(update={"batch": settings.batch.model_copy(update={"file_ttl_s": 0.5})})
     database = await open_database(short.jobs.database, short.data_dir)
-    jobs, batches = start_work(Services(Generator(ScriptedEngine(), short), rag=None), database)  # type: ignore[arg-type]
+    admission = Admission()
+    services = Services(Generator(ScriptedEngine(), short, admission), rag=None)  # type: ignore[arg-type]
+    jobs, batches = start_work(services, database, BackgroundBudget(short, admission))
     files = batches.store.files
     try:
         record = await files.add_file_from(io.BytesIO(b'{"a": 1}\n'), "in.jsonl", "batch", "", lambda n, b: None, 9, 99)

@@ -16,10 +16,10 @@ import math
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 from monolith.engine import Delta
 from monolith.errors import DeadlineExceeded, Overloaded
@@ -36,10 +36,6 @@ from monolith.protocol.common import MAX_CLIENT_PRIORITY
 
 REALTIME, ASYNC, BATCH = "realtime", "async", "batch"
 LANES = (REALTIME, ASYNC, BATCH)  # first served first
-# Which kind of work a generation serves; async jobs and batches set it so real-time goes first.
-LANE: ContextVar[str] = ContextVar("lane", default=REALTIME)
-# Set for background work that waited past scheduling.max_background_wait_s: it is served like real-time.
-OVERDUE: ContextVar[bool] = ContextVar("overdue", default=False)
 
 
 def engine_priority(lane: str, own: int = 0, overdue: bool = False) -> int:
@@ -81,8 +77,13 @@ class Ticket:
         return self._slot.released
 
 
-# The request's ticket; generations outside any request (warm-up, batch lines) get their own.
-TICKET: ContextVar[Ticket | None] = ContextVar("ticket", default=None)
+class RealtimeListener(Protocol):
+    """Told when real-time traffic moves (the background budget): it makes room, or lets waiting work look again."""
+
+    def realtime_arrived(self) -> None: ...
+
+    def realtime_left(self) -> None:
+        """A real-time request stopped waiting or stopped running."""
 
 
 class Admission:
@@ -95,15 +96,14 @@ class Admission:
         # (when, seconds per token) between a real-time stream's tokens: what the background budget steers by.
         self.itl: deque[tuple[float, float]] = deque(maxlen=ITL_SAMPLES)
         self.last_realtime = -math.inf  # when a real-time request was last admitted or finished (monotonic)
-        # Called on each real-time admission: the background budget makes room in the engine at once.
-        self.on_realtime: Callable[[], None] | None = None
-        # Called when a real-time request stops waiting or stops running: background items waiting for room
-        # look again (the background budget).
-        self.on_realtime_moved: Callable[[], None] | None = None
+        self._listeners: list[RealtimeListener] = []
 
-    def configure(self, max_waiting: int | None, max_retry_after_s: int = 60) -> None:
-        self.max_waiting = max_waiting
-        self.max_retry_after_s = max_retry_after_s
+    def listen(self, listener: RealtimeListener) -> None:
+        self._listeners.append(listener)
+
+    def stop_listening(self, listener: RealtimeListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def in_flight(self, lane: str = REALTIME) -> int:
         return self.waiting[lane] + self.running[lane]
@@ -126,8 +126,8 @@ class Admission:
         tickets = [Ticket(self, lane, deadline) for _ in range(count)]
         if lane == REALTIME:
             self.last_realtime = time.monotonic()
-            if self.on_realtime is not None:
-                self.on_realtime()
+            for listener in self._listeners:
+                listener.realtime_arrived()
         return tickets
 
     def realtime_quiet_for(self) -> float:
@@ -168,8 +168,9 @@ class Admission:
             self._realtime_moved(change)
 
     def _realtime_moved(self, change: int) -> None:
-        if change < 0 and self.on_realtime_moved is not None:
-            self.on_realtime_moved()
+        if change < 0:
+            for listener in self._listeners:
+                listener.realtime_left()
 
     def _started(self, slot: _Slot) -> None:
         slot.generating += 1
@@ -197,21 +198,20 @@ class Admission:
             self.last_realtime = time.monotonic()
 
 
-ADMISSION = Admission()
-
-
-def realtime_waiting() -> int:
-    return ADMISSION.waiting[REALTIME]
-
-
-async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterator[Delta]:
-    """Runs one engine generation under the current request's ticket and deadline.
+async def tracked(
+    admission: Admission,
+    stream: AsyncIterator[Delta],
+    timeout_s: float,
+    lane: str = REALTIME,
+    request_ticket: Ticket | None = None,
+) -> AsyncIterator[Delta]:
+    """Runs one engine generation under its request's ticket and deadline; without a ticket (a batch line, the
+    warm-up) it is admitted on its own, in `lane`, for `timeout_s`.
 
     Leaving early (client gone, deadline, error) closes the engine stream, which aborts the request.
     """
-    request_ticket = TICKET.get()
     own = request_ticket is None
-    ticket = ADMISSION.admit(timeout_s, lane=LANE.get()) if request_ticket is None else request_ticket
+    ticket = admission.admit(timeout_s, lane=lane) if request_ticket is None else request_ticket
     deadline = ticket.deadline
     submitted = time.monotonic()
     started = False
@@ -234,7 +234,7 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
                     raise DeadlineExceeded("the request ran past its deadline") from None
                 if not started:
                     started = True
-                    ADMISSION._started(ticket._slot)
+                    admission._started(ticket._slot)
                     TIME_TO_FIRST_TOKEN.labels(ticket.lane).observe(time.monotonic() - submitted)
                     PROMPT_TOKENS.inc(delta.prompt_tokens)
                 new_tokens = delta.completion_tokens - produced.get(delta.index, 0)
@@ -243,11 +243,11 @@ async def tracked(stream: AsyncIterator[Delta], timeout_s: float) -> AsyncIterat
                 if ticket.lane == REALTIME and new_tokens > 0:
                     now = time.monotonic()
                     if delta.index in last_token:
-                        ADMISSION.itl.append((now, (now - last_token[delta.index]) / new_tokens))
+                        admission.itl.append((now, (now - last_token[delta.index]) / new_tokens))
                     last_token[delta.index] = now
                 yield delta
     finally:
         if started:
-            ADMISSION._stopped(ticket._slot)
+            admission._stopped(ticket._slot)
         if own:
             ticket.release()

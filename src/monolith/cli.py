@@ -48,20 +48,22 @@ def _prepare(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _generate(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.admission import Admission
     from monolith.engine import Sampling
     from monolith.engine.vllm_engine import VllmEngine
     from monolith.generation import Generator, new_request_id
     from monolith.model_prep import prepare_model
+    from monolith.work import Work
 
     prepare_model(settings)
     engine = VllmEngine(settings)
-    generator = Generator(engine, settings)
+    generator = Generator(engine, settings, Admission())
     ids = generator.chat_ids([{"role": "user", "content": args.prompt}])
     sampling = Sampling(max_tokens=generator.max_tokens(args.max_tokens), temperature=args.temperature)
     generator.check_fits(ids, sampling.max_tokens, "prompt")
 
     async def run() -> None:
-        async for delta in generator.stream(ids, sampling, new_request_id("cli")):
+        async for delta in generator.stream(ids, sampling, new_request_id("cli"), Work()):
             print(delta.text, end="", flush=True)
         print()
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from monolith.admission import LANE, OVERDUE, engine_priority, tracked
+from monolith.admission import Admission, engine_priority, tracked
 from monolith.config import Settings
 from monolith.engine import CallReader, Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
 from monolith.resume import can_resume, resumable
-from monolith.scheduling import HOLD
+from monolith.work import Work
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,9 +48,10 @@ def check_max_tokens(settings: Settings, max_tokens: int) -> None:
 
 
 class Generator:
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, admission: Admission) -> None:
         self.engine = engine
         self.settings = settings
+        self.admission = admission  # every generation is tracked here: its ticket, its lane's counts
         # Tokenising a long prompt takes long enough to stall every other client (and /health/live): it runs
         # on one thread of its own, one call at a time, as vLLM's own server does it.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
@@ -127,20 +128,23 @@ class Generator:
             )
 
     def stream(
-        self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
+        self, prompt_ids: list[int], sampling: Sampling, request_id: str, work: Work, timeout_s: float | None = None
     ) -> AsyncIterator[Delta]:
-        # The request's ticket carries its deadline; a generation outside a request gets this one.
+        """One generation for `work`: under its ticket (or one of its own, in its lane, for `timeout_s`), at its
+        lane's engine priority; a background one holding a slot can pause and resume (monolith.resume)."""
         timeout = timeout_s or self.settings.server.request_timeout_s
 
         def attempt(ids: list[int], sampling: Sampling, request_id: str) -> AsyncIterator[Delta]:
-            if self.settings.scheduling.policy == "priority":  # OVERDUE may change while a generation is paused
-                sampling = replace(sampling, priority=engine_priority(LANE.get(), sampling.priority, OVERDUE.get()))
-            return tracked(self.engine.stream(ids, sampling, request_id), timeout)
+            if self.settings.scheduling.policy == "priority":  # overdue may change while a generation is paused
+                sampling = replace(sampling, priority=engine_priority(work.lane, sampling.priority, work.overdue))
+            engine_stream = self.engine.stream(ids, sampling, request_id)
+            return tracked(self.admission, engine_stream, timeout, work.lane, work.ticket)
 
-        held = HOLD.get()
-        if held is not None and can_resume(sampling):
+        if work.hold is not None and can_resume(sampling):
             decode = partial(self.engine.tokenizer.decode, skip_special_tokens=True)
-            return resumable(attempt, self.engine.abort, prompt_ids, sampling, request_id, held, decode)
+            return resumable(
+                attempt, self.engine.abort, prompt_ids, sampling, request_id, work.hold, work.ticket, decode
+            )
         return attempt(prompt_ids, sampling, request_id)
 
     def check_sampling(self, sampling: Sampling, param: str) -> None:
@@ -154,13 +158,13 @@ class Generator:
             raise BadRequest("priority needs the engine's priority scheduling (scheduling.policy)", param="priority")
 
     async def complete_all(
-        self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
+        self, prompt_ids: list[int], sampling: Sampling, request_id: str, work: Work, timeout_s: float | None = None
     ) -> list[Completion]:
         """The request's `sampling.n` choices, in index order."""
         choices = [Completion("", None, len(prompt_ids), 0, i) for i in range(sampling.n)]
         parts: list[list[str]] = [[] for _ in choices]
         prompt_logprobs = None
-        async for delta in self.stream(prompt_ids, sampling, request_id, timeout_s):
+        async for delta in self.stream(prompt_ids, sampling, request_id, work, timeout_s):
             choice = choices[delta.index]
             parts[delta.index].append(delta.text)
             choice.completion_tokens = delta.completion_tokens
@@ -178,6 +182,6 @@ class Generator:
         self._tokenizer_thread.shutdown(wait=False)
 
     async def complete(
-        self, prompt_ids: list[int], sampling: Sampling, request_id: str, timeout_s: float | None = None
+        self, prompt_ids: list[int], sampling: Sampling, request_id: str, work: Work, timeout_s: float | None = None
     ) -> Completion:
-        return (await self.complete_all(prompt_ids, sampling, request_id, timeout_s))[0]
+        return (await self.complete_all(prompt_ids, sampling, request_id, work, timeout_s))[0]

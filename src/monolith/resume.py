@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import replace
 
-from monolith.admission import OVERDUE, TICKET
+from monolith.admission import Ticket
 from monolith.engine import Delta, Sampling
 from monolith.scheduling import Hold
 
@@ -45,11 +45,11 @@ RESUME_MARGIN_S = 30.0  # a paused job resumes only while its deadline leaves it
 _aborting: set[asyncio.Task] = set()  # strong references to the abort tasks a pause starts
 
 
-async def resume_in_time(held: Hold) -> None:
+async def resume_in_time(held: Hold, ticket: Ticket | None) -> None:
     """Waits for room to resume, while the request's deadline leaves time to finish: a job's one ticket runs from
-    its start, pauses included. Past that the generation starts over as a preempted one did before (its runner
-    requeues it, and the next run has a deadline of its own)."""
-    ticket = TICKET.get()  # None for a batch line: each engine request has its own deadline
+    its start, pauses included. Past that the generation starts over as a preempted one does (its runner requeues
+    it, and the next run has a deadline of its own). `ticket`: None for a batch line, whose every engine request
+    has a deadline of its own."""
     patience = None if ticket is None else max(0.0, ticket.deadline - time.monotonic() - RESUME_MARGIN_S)
     try:
         async with asyncio.timeout(patience):
@@ -107,10 +107,13 @@ async def resumable(
     sampling: Sampling,
     request_id: str,
     held: Hold,
+    ticket: Ticket | None,
     decode: Decode,
 ) -> AsyncIterator[Delta]:
-    """`attempt` runs one engine request; `abort` stops one by id. Yields the deltas of every attempt as one
-    generation's (completion_tokens a running total over all of them; after a pause the text is `decode`d here)."""
+    """`attempt` runs one engine request; `abort` stops one by id; `held` is the background slot the generation
+    holds, `ticket` its request's (whose deadline bounds a pause). Yields the deltas of every attempt as one
+    generation's (completion_tokens a running total over all of them; after a pause the text is `decode`d here).
+    Each attempt reads the slot's `overdue` anew: a generation that waited past its time goes on as real-time."""
     made: list[int] = []
     paused = False
 
@@ -156,7 +159,6 @@ async def resumable(
             if finished or not paused:
                 return
             paused = False
-            await resume_in_time(held)
-            OVERDUE.set(held.overdue)  # the engine priority of the rest (overdue work is never preempted again)
+            await resume_in_time(held, ticket)
     finally:
         held.budget.forget_pause(held)  # a pause that came after the last delta: nothing is waiting to resume

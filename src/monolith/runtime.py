@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from monolith.admission import ADMISSION, REALTIME
+from monolith.admission import REALTIME, Admission
 from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import NotReady
@@ -37,6 +37,7 @@ from monolith.store.batches import BatchStore
 from monolith.store.database import Database, open_database
 from monolith.store.files import FileStore
 from monolith.store.jobs import JobStore
+from monolith.work import Work
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,6 +62,10 @@ class Runtime:
     jobs: JobRunner | None = None
     batches: BatchRunner | None = None
     database: Database | None = None
+    # The one admission queue of this process (the engine is one per process too), and the background budget that
+    # paces async jobs and batch lines behind real-time traffic (built with the job store, whose work it paces).
+    admission: Admission = field(init=False)
+    budget: BackgroundBudget | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     # Why this process must exit to be restarted (the engine died); the server exits non-zero when it is set.
     fatal: str | None = None
@@ -68,8 +73,7 @@ class Runtime:
     _watcher: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
-        # One admission queue per process (the engine is one per process too); its bounds are this runtime's.
-        ADMISSION.configure(self.settings.admission.max_waiting, self.settings.admission.max_retry_after_s)
+        self.admission = Admission(self.settings.admission.max_waiting, self.settings.admission.max_retry_after_s)
 
     @property
     def draining(self) -> bool:
@@ -100,7 +104,7 @@ class Runtime:
 
     def in_flight(self) -> int:
         """Real-time requests admitted and not finished, plus running async jobs."""
-        return ADMISSION.in_flight(REALTIME) + (len(self.jobs.running) if self.jobs is not None else 0)
+        return self.admission.in_flight(REALTIME) + (len(self.jobs.running) if self.jobs is not None else 0)
 
     async def load(self, with_jobs: bool = True, retrieval: bool = True) -> None:
         """Fills `services` (and starts the job and batch runners); a failure leaves the phase FAILED.
@@ -121,7 +125,7 @@ class Runtime:
             loaded = await self._load_retrieval() if retrieval else None
             engine = await engine_task
             ENGINE_STATS.stats = engine.stats
-            generator = Generator(engine, settings)
+            generator = Generator(engine, settings, self.admission)
             await self._step("warmup", "running the warm-up generation", warm_up(generator, settings))
             if loaded is None:
                 services = Services(generator, RetrievalOff())
@@ -131,7 +135,8 @@ class Runtime:
                 rag = RagPipeline(generator, embedder, store, settings, reranker)
                 services = Services(generator, rag, store, embedder, reranker)
             if self.database is not None:
-                self.jobs, self.batches = start_work(services, self.database)
+                self.budget = BackgroundBudget(settings, self.admission)
+                self.jobs, self.batches = start_work(services, self.database, self.budget)
             freeze_startup_heap()
             self.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
             self.ready(services)
@@ -177,7 +182,8 @@ class Runtime:
             await self.batches.stop()
         if self.jobs is not None:
             await self.jobs.stop()
-            await self.jobs.budget.stop()
+        if self.budget is not None:
+            await self.budget.stop()
         if self.database is not None:
             await self.database.close()
         if self.services is not None:
@@ -256,14 +262,13 @@ def replica_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-def start_work(services: Services, database: Database) -> tuple[JobRunner, BatchRunner]:
-    """The async job runner and the batch runner on the shared store."""
+def start_work(services: Services, database: Database, budget: BackgroundBudget) -> tuple[JobRunner, BatchRunner]:
+    """The async job runner and the batch runner on the shared store, paced by `budget` (started here)."""
     settings = services.settings
     cfg = settings.jobs
     replica = replica_name()
     log.info("replica %s serves async jobs and batches from %s", replica, database.describe())
     files = FileStore(database, settings.in_data_dir(settings.batch.files_dir))
-    budget = BackgroundBudget(settings)
     jobs = JobRunner(JobStore(database, replica, cfg.lease_s, cfg.max_runs), services, budget)
     batches = BatchRunner(BatchStore(database, files, replica, cfg.lease_s, cfg.max_runs), services, budget, cfg)
     jobs.expire_files = lambda: files.expire_files(int(time.time() - settings.batch.file_ttl_s))
@@ -282,7 +287,7 @@ async def warm_up(generator: Generator, settings: Settings) -> None:
         [{"role": "system", "content": context}, {"role": "user", "content": "How do I deploy an LLM?"}],
     ]
     sampling = Sampling(max_tokens=settings.engine.warmup_tokens, temperature=0.0)
-    runs = [generator.complete(generator.chat_ids(p), sampling, new_request_id("warmup")) for p in prompts]
+    runs = [generator.complete(generator.chat_ids(p), sampling, new_request_id("warmup"), Work()) for p in prompts]
     if settings.admission.max_waiting >= len(prompts):
         await asyncio.gather(*runs)
     else:  # each is admitted like a real-time request: with fewer waiting places, one after the other

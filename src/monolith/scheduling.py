@@ -32,10 +32,9 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from monolith.admission import ADMISSION, ASYNC, BATCH, REALTIME, Admission
+from monolith.admission import ASYNC, BATCH, REALTIME, Admission
 from monolith.config import Settings
 from monolith.metrics import BACKGROUND_PREEMPTED, BACKGROUND_SLOTS
 
@@ -65,12 +64,8 @@ class Hold:
     pause: Callable[[], None] | None = None
 
 
-# The slot the current background item holds (set by its runner); None for real-time requests.
-HOLD: ContextVar[Hold | None] = ContextVar("hold", default=None)
-
-
 class BackgroundBudget:
-    def __init__(self, settings: Settings, admission: Admission = ADMISSION) -> None:
+    def __init__(self, settings: Settings, admission: Admission) -> None:
         self.settings = settings.scheduling
         self.admission = admission
         self.capacity = settings.engine.max_num_seqs
@@ -92,17 +87,13 @@ class BackgroundBudget:
         self._controller: asyncio.Task | None = None
 
     def start(self) -> None:
-        self.admission.on_realtime_moved = self.announce
+        self.admission.listen(self)
         if self.settings.adaptive:
-            self.admission.on_realtime = self.enforce
             self._controller = asyncio.create_task(self._adjust_forever())
         BACKGROUND_SLOTS.set(self.allowed())
 
     async def stop(self) -> None:
-        if self.admission.on_realtime_moved == self.announce:
-            self.admission.on_realtime_moved = None
-        if self.admission.on_realtime == self.enforce:
-            self.admission.on_realtime = None
+        self.admission.stop_listening(self)
         if self._controller is not None:
             self._controller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,6 +187,14 @@ class BackgroundBudget:
         if held in self.paused:
             self.paused.remove(held)
             self.announce()  # new items counted it as holding a slot
+
+    def realtime_arrived(self) -> None:
+        """A real-time request was admitted: room for it in the engine at once."""
+        self.enforce()
+
+    def realtime_left(self) -> None:
+        """A real-time request stopped waiting or running: background items waiting for room look again."""
+        self.announce()
 
     def enforce(self) -> None:
         """Preempts the youngest background items above what real-time traffic leaves them (overdue ones never)."""

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 from transformers import AutoTokenizer
 
+from monolith.admission import Admission
 from monolith.config import Settings
 from monolith.engine import Delta, Sampling
 from monolith.generation import Generator
@@ -148,8 +149,9 @@ def test_a_template_without_tools_keeps_the_grammar_and_an_unknown_parser_fails_
     native: Settings, model_dir: Path, tokenizer: object
 ) -> None:
     plain = Answering(tokenizer=AutoTokenizer.from_pretrained(model_dir))  # SmolLM2's own template
-    assert not Generator(plain, native).template_knows_tools and Generator(plain, native).tool_reader is None
-    assert Generator(Answering(tokenizer=tokenizer), native).tool_reader is not None  # type: ignore[arg-type]
+    generator = Generator(plain, native, Admission())  # type: ignore[arg-type]
+    assert not generator.template_knows_tools and generator.tool_reader is None
+    assert Generator(Answering(tokenizer=tokenizer), native, Admission()).tool_reader is not None  # type: ignore[arg-type]
     unknown = native.model_copy(update={"engine": native.engine.model_copy(update={"tool_call_parser": "nope"})})
     with pytest.raises(KeyError, match="nope"):
-        Generator(Answering(tokenizer=tokenizer), unknown)  # type: ignore[arg-type]
+        Generator(Answering(tokenizer=tokenizer), unknown, Admission())  # type: ignore[arg-type]

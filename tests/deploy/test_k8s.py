@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from monolith.admission import Admission
 from monolith.config import load_settings
 from monolith.scheduling import BackgroundBudget
 
@@ -157,7 +158,9 @@ def metric_target(name: str) -> float:
 
 def test_the_async_backlog_target_is_one_replica_s_background_share_under_real_time_load() -> None:
     gpu = load_settings(ROOT / "configs" / "gpu.yaml")
-    slots = BackgroundBudget(gpu).limit  # where the budget starts beside real-time traffic: half the engine
+    slots = BackgroundBudget(
+        gpu, Admission()
+    ).limit  # where the budget starts beside real-time traffic: half the engine
     assert metric_target("monolith_async_backlog") == slots
     keda = {t["metadata"]["query"].split("{")[0].split("(")[-1]: t for t in find("ScaledObject")["spec"]["triggers"]}
     assert float(keda["monolith_async_backlog"]["metadata"]["threshold"]) == slots

@@ -18,6 +18,7 @@ from monolith.config import Settings
 from monolith.errors import NotReady
 from monolith.jobs.lines import done_custom_ids, needs_retrieval, parse_line, written
 from monolith.retrieval.pipeline import RetrievalOff
+from monolith.work import Work
 from tests.helpers import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,4 +143,4 @@ def test_a_batch_loads_retrieval_only_when_a_line_asks_for_rag(
 
 def test_a_rag_request_without_loaded_retrieval_is_a_clear_503() -> None:
     with pytest.raises(NotReady, match="retrieval is not loaded"):
-        asyncio.run(RetrievalOff().retrieve("hi", None, "r1", {}))  # type: ignore[arg-type]
+        asyncio.run(RetrievalOff().retrieve("hi", None, "r1", Work(), {}))  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from monolith.admission import Admission
 from monolith.config import IngestSettings, Settings
 from monolith.generation import Generator
 from monolith.retrieval.authors import AuthorIndex
@@ -20,6 +21,7 @@ from monolith.retrieval.pipeline import RagOptions, RagPipeline
 from monolith.retrieval.store import VectorStore
 from monolith.serving.common import Services
 from monolith.serving.rag import NO_CONTEXT, prepare_rag
+from monolith.work import Work
 
 SAMPLE = Path(__file__).resolve().parents[2] / "corpus" / "sample.jsonl"
 
@@ -37,11 +39,13 @@ def ingested(embedder: Embedder, store: VectorStore) -> VectorStore:
 def pipeline(tokenizer, settings: Settings, embedder: Embedder, store: VectorStore, **rag: object) -> RagPipeline:
     configured = settings.model_copy(update={"rag": settings.rag.model_copy(update=rag)})
     engine = SimpleNamespace(tokenizer=tokenizer, max_model_len=2048)  # the prompt's tokenizer, no generation
-    return RagPipeline(Generator(engine, configured), embedder, store, configured)  # type: ignore[arg-type]
+    return RagPipeline(Generator(engine, configured, Admission()), embedder, store, configured)  # type: ignore[arg-type]
 
 
 def ask(rag: RagPipeline, question: str, **kw: object):
-    return prepare_rag(Services(rag.generator, rag), [{"role": "user", "content": question}], options(**kw), "req-test")
+    return prepare_rag(
+        Services(rag.generator, rag), [{"role": "user", "content": question}], options(**kw), "req-test", Work()
+    )
 
 
 async def test_the_filter_is_an_author_the_store_holds_however_the_question_writes_it(
@@ -74,7 +78,7 @@ async def test_alternative_queries_are_fused_with_the_original(
     query = "How can one box serve many users at once?"
     plain = await ask(rag, query, self_query=False)
 
-    async def expand(q: str, request_id: str) -> list[str]:
+    async def expand(q: str, request_id: str, work: Work) -> list[str]:
         return [q, "continuous batching and PagedAttention in vLLM"]
 
     rag.expand = expand  # type: ignore[method-assign]  # what the LLM would write, without the LLM

@@ -12,6 +12,7 @@ from monolith.retrieval.ingest import ingest_file
 from monolith.retrieval.pipeline import RagOptions, RagPipeline
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import VectorStore
+from monolith.work import Work
 from tests.helpers import save_tiny_cross_encoder
 
 SAMPLE = Path(__file__).resolve().parents[2] / "corpus" / "sample.jsonl"
@@ -39,7 +40,7 @@ async def test_retrieve_orders_sources_by_reranker_score(
     opts = RagOptions(k=3, max_tokens=16, temperature=0.0, expand=False, self_query=False)
     timings: dict[str, float] = {}
     query = "How do I scale replicas on queue depth?"
-    sources, queries, author, _ = await pipeline.retrieve(query, opts, "req-test", timings)
+    sources, queries, author, _ = await pipeline.retrieve(query, opts, "req-test", Work(), timings)
     assert len(sources) == 3 and queries == [query] and author is None
     # In the cross-encoder's order; each keeps its cosine as its score (the relevance floor's scale).
     reranked = reranker.scores(query, [s.content for s in sources])

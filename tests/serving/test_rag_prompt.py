@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from monolith.admission import Admission
 from monolith.errors import BadRequest
 from monolith.generation import Generator
 from monolith.retrieval.pipeline import Source
@@ -14,7 +15,7 @@ from monolith.serving.rag import build_prompt
 
 def _generator(tokenizer, settings, max_model_len: int) -> Generator:
     engine = SimpleNamespace(tokenizer=tokenizer, max_model_len=max_model_len)
-    return Generator(engine, settings)
+    return Generator(engine, settings, Admission())
 
 
 def _sources(n: int, words: int) -> list[Source]:

@@ -8,9 +8,10 @@ from contextlib import contextmanager
 
 from litestar import Request
 
-from monolith.admission import ADMISSION, TICKET, Ticket
+from monolith.admission import Ticket
 from monolith.config import Settings
 from monolith.errors import BadRequest
+from monolith.serving.common import Services
 
 TIMEOUT_HEADER = "X-Request-Timeout"
 
@@ -34,21 +35,14 @@ def request_timeout(request: Request, settings: Settings) -> float:
 
 
 @contextmanager
-def admitted(request: Request, settings: Settings) -> Iterator[Ticket]:
-    """Admits the request (429 + Retry-After when the wait is full) and releases it on the way out,
-    unless a stream took the ticket over (see `streaming.sse`)."""
-    with admitted_many(request, settings, 1) as tickets:
-        yield tickets[0]
-
-
-@contextmanager
-def admitted_many(request: Request, settings: Settings, count: int) -> Iterator[list[Ticket]]:
-    """`count` tickets at once, for a request that runs that many generations side by side."""
+def admitted_many(request: Request, services: Services, count: int) -> Iterator[list[Ticket]]:
+    """`count` tickets at once, for a request that runs that many generations side by side (429 + Retry-After when
+    the wait is full), released on the way out unless a stream took one over (see `streaming.sse`)."""
+    settings = services.settings
     if count > settings.admission.max_waiting:  # a 429 would never clear: say so once
         limit = settings.admission.max_waiting
         raise BadRequest(f"{count} prompts in one request; this server admits {limit} at once", param="prompt")
-    tickets = ADMISSION.admit_many(request_timeout(request, settings), count)
-    TICKET.set(tickets[0])
+    tickets = services.admission.admit_many(request_timeout(request, settings), count)
     try:
         yield tickets
     finally:

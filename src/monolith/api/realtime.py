@@ -9,11 +9,13 @@ from typing import Any
 from litestar import Request, Response
 from litestar.response import Stream
 
+from monolith.admission import REALTIME
 from monolith.api.admit import admitted_many
 from monolith.api.streaming import error_frame, sse, unless_disconnected
 from monolith.errors import MonolithError
 from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS
+from monolith.work import Work
 
 
 async def answer(
@@ -31,11 +33,12 @@ async def answer(
     count = endpoint.admissions(data)
     if count == 0:  # no engine behind it: nothing to wait for, nothing to admit
         plan = await endpoint.plan(services, data, request_id)
-        return Response(await endpoint.run(services, plan, request_id, None))
-    with admitted_many(request, services.settings, count) as tickets:
+        return Response(await endpoint.run(services, plan, request_id, Work()))
+    with admitted_many(request, services, count) as tickets:
+        work = Work(REALTIME, tuple(tickets))
         plan = await endpoint.plan(services, data, request_id)
         if endpoint.stream is not None and streamed:
             # What comes before the first byte (retrieval) still gets a proper status when it fails.
-            frames = await unless_disconnected(request, endpoint.stream(services, plan, request_id))
+            frames = await unless_disconnected(request, endpoint.stream(services, plan, request_id, work))
             return sse(frames, request_id, tickets[0], on_error)
-        return Response(await unless_disconnected(request, endpoint.run(services, plan, request_id, tickets)))
+        return Response(await unless_disconnected(request, endpoint.run(services, plan, request_id, work)))

@@ -165,9 +165,8 @@ async def transform(raw: bytes, services: Services, runtime: Runtime) -> Respons
             tgi = path == TGI_PATH
             endpoint = ENDPOINTS[path]
             data = body_of(endpoint, line)
-            budget = runtime.jobs.budget if runtime.jobs is not None else None  # none without a job store
-            async with slots:  # the engine's slots at most, budget or not
-                result = await answer_in_background(services, budget, endpoint, data, request_id, queued_at)
+            async with slots:  # the engine's slots at most, budget (none without a job store) or not
+                result = await answer_in_background(services, runtime.budget, endpoint, data, request_id, queued_at)
             return msgspec.json.encode([result] if tgi else result)
         except Exception as exc:
             if not isinstance(exc, MonolithError):

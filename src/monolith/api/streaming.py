@@ -11,7 +11,7 @@ from typing import TypeVar
 from litestar import Request
 from litestar.response import Stream
 
-from monolith.admission import TICKET, Ticket
+from monolith.admission import Ticket
 from monolith.errors import ClientGone, InternalError, MonolithError
 from monolith.protocol.errors import error_response
 from monolith.serving.common import frame
@@ -42,7 +42,6 @@ async def guarded(
 
 async def holding(ticket: Ticket, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The request stays admitted until its last frame (or its client leaves)."""
-    TICKET.set(ticket)
     try:
         async for chunk in frames:
             yield chunk

@@ -104,7 +104,7 @@ def split_loader(llm_url: str):
         engine = HttpEngine(
             llm_url, settings.engine.served_model_name, settings.model_path, settings.engine.max_model_len
         )
-        generator = Generator(engine, settings)  # type: ignore[arg-type]
+        generator = Generator(engine, settings, runtime.admission)  # type: ignore[arg-type]
         runtime.timings_s["time_to_ready"] = round(time.perf_counter() - started, 2)
         runtime.ready(Services(generator, RagPipeline(generator, embedder, store, settings), store))
 

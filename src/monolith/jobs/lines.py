@@ -13,13 +13,14 @@ from typing import Any
 
 import msgspec
 
-from monolith.admission import BATCH, LANE, OVERDUE
+from monolith.admission import BATCH
 from monolith.config import Settings
 from monolith.errors import BadRequest, MonolithError
-from monolith.scheduling import HOLD, BackgroundBudget
+from monolith.scheduling import BackgroundBudget
 from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS, Endpoint, answer_of
 from monolith.store.atomic import write_atomically
+from monolith.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +127,13 @@ async def answer_in_background(
     background budget has room (`queued_at` tells when it is overdue), and when real-time traffic preempts it, its
     generation pauses and resumes from its tokens (monolith.resume) or, where it cannot, it starts again from the
     beginning. With no budget (`monolith batch`, no job store) it starts at once."""
-    LANE.set(BATCH)
+    why = "batch requests cannot stream"
     if budget is None:
-        return await answer_of(services, endpoint, data, request_id, "batch requests cannot stream")
+        return await answer_of(services, endpoint, data, request_id, Work(BATCH), why)
     while True:
         held = budget.hold(BATCH, await budget.wait_for_room(queued_at), queued_at)
-        OVERDUE.set(held.overdue)
-        HOLD.set(held)  # copied into the attempt's context: its generation can pause and resume (monolith.resume)
-        attempt = asyncio.create_task(answer_of(services, endpoint, data, request_id, "batch requests cannot stream"))
+        # Its generation holds the slot: it can pause and resume from its tokens (monolith.resume).
+        attempt = asyncio.create_task(answer_of(services, endpoint, data, request_id, Work(BATCH, (), held), why))
         held.task = attempt
         try:
             await asyncio.wait({attempt})

@@ -15,7 +15,6 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from monolith.admission import BATCH, LANE
 from monolith.errors import BadRequest, InternalError, MonolithError, StorageFull, is_outage
 from monolith.jobs.lines import RequestLine, answer_in_background, done_custom_ids, output_line, parse_line, read_lines
 from monolith.protocol.errors import error_response
@@ -70,7 +69,6 @@ async def run_batch(
     too long), and a line it preempts is answered again later; `on_line(ok)`: called as each line is written;
     `total`: the input's line count when the caller has it already.
     """
-    LANE.set(BATCH)
     report = BatchReport()
     done = done_custom_ids(output_path)
     if total is None:

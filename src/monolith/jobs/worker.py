@@ -16,17 +16,18 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from monolith.admission import ADMISSION, ASYNC, LANE, OVERDUE, TICKET
+from monolith.admission import ASYNC
 from monolith.errors import STORE_OUTAGES, InternalError, MonolithError, is_outage
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
 from monolith.protocol.errors import error_response
-from monolith.scheduling import HOLD, BackgroundBudget, Hold
+from monolith.scheduling import BackgroundBudget, Hold
 from monolith.serving.common import Services
 from monolith.serving.registry import BY_KIND, answer_of
 from monolith.store.jobs import Job, JobStore
 from monolith.store.leases import Lease
+from monolith.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +206,13 @@ class JobRunner:
         return self.budget.hold(ASYNC, True, oldest)
 
     async def _run(self, job: Job, held: Hold) -> None:
-        LANE.set(ASYNC)
-        OVERDUE.set(held.overdue)
-        HOLD.set(held)
         # One ticket per job: a RAG job's helper generations and its answer count as one request.
-        ticket = ADMISSION.admit(self.services.settings.server.request_timeout_s, lane=ASYNC)
-        TICKET.set(ticket)
+        ticket = self.services.admission.admit(self.services.settings.server.request_timeout_s, lane=ASYNC)
+        work = Work(ASYNC, (ticket,), held)
         try:
             try:
                 why = "an async job cannot stream"
-                result = await answer_of(self.services, BY_KIND[job.kind], job.request, job.id, why)
+                result = await answer_of(self.services, BY_KIND[job.kind], job.request, job.id, work, why)
                 outcome = ("succeeded", msgspec.json.encode(result), None)
             except asyncio.CancelledError:
                 if held.preempted:  # for real-time traffic: back to the queue, to run again from the start

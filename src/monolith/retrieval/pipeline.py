@@ -21,6 +21,7 @@ from monolith.retrieval.authors import AuthorIndex, fold
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.reranker import Reranker
 from monolith.retrieval.store import Hit, VectorStore
+from monolith.work import Work
 
 T = TypeVar("T")
 
@@ -130,20 +131,21 @@ class RagPipeline:
         self._authors: AuthorIndex | None = None
         self._authors_at = 0.0
 
-    async def _timed(self, step: str, timings: dict[str, float], work: Awaitable[T]) -> T:
+    async def _timed(self, step: str, timings: dict[str, float], awaitable: Awaitable[T]) -> T:
         started = time.perf_counter()
         try:
-            return await work
+            return await awaitable
         finally:
             elapsed = time.perf_counter() - started
             RAG_STEP.labels(step).observe(elapsed)
             timings[step] = round(timings.get(step, 0.0) + elapsed * 1000, 1)  # a step may run twice
 
-    async def _ask(self, prompt: str, request_id: str, max_tokens: int, structured: dict[str, Any]) -> str:
-        """A helper generation, greedy and constrained by the engine to the shape its caller parses."""
+    async def _ask(self, prompt: str, request_id: str, work: Work, max_tokens: int, structured: dict[str, Any]) -> str:
+        """A helper generation, greedy and constrained by the engine to the shape its caller parses; part of the
+        request's `work` (its ticket, its lane)."""
         ids = await self.generator.off_loop(self.generator.chat_ids, [{"role": "user", "content": prompt}])
         sampling = Sampling(max_tokens=max_tokens, temperature=0.0, structured=structured)
-        return (await self.generator.complete(ids, sampling, request_id)).text
+        return (await self.generator.complete(ids, sampling, request_id, work)).text
 
     async def author_index(self) -> AuthorIndex:
         """The authors the store holds, read again after AUTHORS_REFRESH_S (an ingest from another process)."""
@@ -152,7 +154,7 @@ class RagPipeline:
             self._authors_at = time.monotonic()
         return self._authors
 
-    async def self_query(self, query: str, request_id: str) -> str | None:
+    async def self_query(self, query: str, request_id: str, work: Work) -> str | None:
         """The known author the question names; the LLM only chooses when one name fits several authors, and
         then only among them (or none)."""
         match = (await self.author_index()).match(query)
@@ -160,11 +162,11 @@ class RagPipeline:
             return match.author
         prompt = AUTHOR_CHOICE_PROMPT.format(names=", ".join(match.candidates), query=query)
         choice = await self._ask(
-            prompt, f"{request_id}-sq", SELF_QUERY_MAX_TOKENS, {"choice": [*match.candidates, NONE]}
+            prompt, f"{request_id}-sq", work, SELF_QUERY_MAX_TOKENS, {"choice": [*match.candidates, NONE]}
         )
         return choice if choice in match.candidates else None
 
-    async def expand(self, query: str, request_id: str) -> list[str]:
+    async def expand(self, query: str, request_id: str, work: Work) -> list[str]:
         wanted = self.settings.rag.expand_queries - 1
         if wanted < 1:
             return [query]
@@ -175,7 +177,8 @@ class RagPipeline:
             "maxItems": wanted,
         }
         prompt = EXPANSION_PROMPT.format(n=wanted, query=query)
-        answer = await self._ask(prompt, f"{request_id}-qe", self.settings.rag.helper_max_tokens, {"json": schema})
+        helper_max_tokens = self.settings.rag.helper_max_tokens
+        answer = await self._ask(prompt, f"{request_id}-qe", work, helper_max_tokens, {"json": schema})
         return parse_expansions(answer, query, wanted)
 
     async def _search(
@@ -185,16 +188,15 @@ class RagPipeline:
         return await self._timed("search", timings, self.store.search_async(vectors, limit, author))
 
     async def retrieve(
-        self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]
+        self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]
     ) -> tuple[list[Source], list[str], str | None, str | None]:
         """(sources, queries, author filter, notice). The original query is searched while the expansion is
-        still being generated; the alternatives' hits are fused with its own by reciprocal rank."""
-        author = (
-            await self._timed("self_query", timings, self.self_query(query, request_id)) if opts.self_query else None
-        )
-        expansion = (
-            asyncio.create_task(self._timed("expand", timings, self.expand(query, request_id))) if opts.expand else None
-        )
+        still being generated; the alternatives' hits are fused with its own by reciprocal rank. The helper
+        generations are part of the request's `work`."""
+        asked = self.self_query(query, request_id, work) if opts.self_query else None
+        author = await self._timed("self_query", timings, asked) if asked else None
+        expanding = self.expand(query, request_id, work) if opts.expand else None
+        expansion = asyncio.create_task(self._timed("expand", timings, expanding)) if expanding else None
         notice = None
         try:
             limit = self.settings.rerank.candidates if self.reranker else max(opts.k, self.settings.rag.candidates)
@@ -240,7 +242,7 @@ class Retrieval(Protocol):
     which sees `Services`, cannot take a union of two classes."""
 
     async def retrieve(
-        self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]
+        self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]
     ) -> tuple[list[Source], list[str], str | None, str | None]: ...
 
 
@@ -249,6 +251,6 @@ class RetrievalOff:
     request that still arrives gets a clear 503 instead of an embedder loaded for nothing."""
 
     async def retrieve(
-        self, query: str, opts: RagOptions, request_id: str, timings: dict[str, float]
+        self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]
     ) -> tuple[list[Source], list[str], str | None, str | None]:
         raise NotReady("retrieval is not loaded in this run (no line of the batch file asked for RAG)")

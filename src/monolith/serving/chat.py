@@ -41,6 +41,7 @@ from monolith.serving.tools import (
     tool_dicts,
     with_tools,
 )
+from monolith.work import Work
 
 
 @dataclass
@@ -124,10 +125,10 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
     return plan
 
 
-async def retrieve_for_chat(services: Services, plan: ChatPlan, request_id: str) -> ChatPlan:
+async def retrieve_for_chat(services: Services, plan: ChatPlan, request_id: str, work: Work) -> ChatPlan:
     """For a RAG chat: retrieval, then the prompt with its context (a no-op for a plain chat)."""
     if plan.rag is not None and not plan.prompt_ids:
-        prepared = await prepare_rag(services, plan.messages, plan.rag, request_id, param="messages")
+        prepared = await prepare_rag(services, plan.messages, plan.rag, request_id, work, param="messages")
         plan.prompt_ids = prepared.prompt_ids
         plan.extra = {"sources": msgspec.to_builtins(sources_out(prepared))}
         if prepared.notice:
@@ -159,9 +160,9 @@ def chat_choice(plan: ChatPlan, done: Completion) -> dict[str, Any]:
     }
 
 
-async def run_chat(services: Services, plan: ChatPlan, request_id: str) -> dict[str, Any]:
-    await retrieve_for_chat(services, plan, request_id)
-    choices = await services.generator.complete_all(plan.prompt_ids, plan.sampling, request_id)
+async def run_chat(services: Services, plan: ChatPlan, request_id: str, work: Work) -> dict[str, Any]:
+    await retrieve_for_chat(services, plan, request_id, work)
+    choices = await services.generator.complete_all(plan.prompt_ids, plan.sampling, request_id, work)
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -182,7 +183,7 @@ def tool_deltas(plan: ChatPlan, text: str, reason: str | None) -> tuple[dict[str
     return {"tool_calls": [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]}, reason
 
 
-async def chat_chunks(services: Services, plan: ChatPlan, request_id: str) -> AsyncIterator[bytes]:
+async def chat_chunks(services: Services, plan: ChatPlan, request_id: str, work: Work) -> AsyncIterator[bytes]:
     """Deltas per choice. With tools, a choice's answer is held until it ends (a call is only known once its
     JSON is whole) and sent as one delta; token logprobs still arrive as they are made."""
     head = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": plan.model}
@@ -199,7 +200,7 @@ async def chat_chunks(services: Services, plan: ChatPlan, request_id: str) -> As
     held: dict[int, list[str]] = {}
     tokens: dict[int, int] = {}
     delta: Delta
-    async for delta in services.generator.stream(plan.prompt_ids, plan.sampling, request_id):
+    async for delta in services.generator.stream(plan.prompt_ids, plan.sampling, request_id, work):
         tokens[delta.index] = delta.completion_tokens
         logprobs = choice_logprobs(plan, delta.logprobs) if delta.logprobs else None
         if plan.tools is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from monolith.admission import Admission
 from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import BadRequest, NotFound
@@ -36,6 +37,11 @@ class Services:
     @property
     def settings(self) -> Settings:
         return self.generator.settings
+
+    @property
+    def admission(self) -> Admission:
+        """This process's one admission queue, which every generation is tracked in."""
+        return self.generator.admission
 
     async def aclose(self) -> None:
         await self.generator.aclose()

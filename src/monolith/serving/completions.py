@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from monolith.admission import TICKET, Ticket
 from monolith.engine import Sampling, TokenLogprob
 from monolith.errors import BadRequest
 from monolith.generation import Completion, Generator
@@ -26,6 +25,7 @@ from monolith.serving.common import (
     wire_sampling,
 )
 from monolith.serving.logprobs import completion_logprobs
+from monolith.work import Work
 
 
 @dataclass
@@ -120,16 +120,13 @@ def choice_logprobs(plan: CompletionPlan, done: Completion) -> dict[str, Any] | 
     return completion_logprobs(tokens, plan.logprobs)
 
 
-async def run_completion(
-    services: Services, plan: CompletionPlan, request_id: str, tickets: list[Ticket] | None = None
-) -> dict[str, Any]:
-    """`tickets`: one per prompt (each prompt is admitted as a request of its own); without them the
-    prompts share the caller's ticket (a batch line). Choice i*n+j is prompt i's j-th choice, as in vLLM."""
+async def run_completion(services: Services, plan: CompletionPlan, request_id: str, work: Work) -> dict[str, Any]:
+    """Each prompt under its own ticket where `work` has one per prompt (a real-time request, each prompt admitted
+    as a request of its own), else under the request's (an async job). Choice i*n+j is prompt i's j-th choice, as
+    in vLLM."""
 
     async def one(i: int, ids: list[int]) -> list[Completion]:
-        if tickets is not None:
-            TICKET.set(tickets[i])  # gather runs this in a task of its own: the context is its own too
-        return await services.generator.complete_all(ids, plan.sampling, f"{request_id}-{i}")
+        return await services.generator.complete_all(ids, plan.sampling, f"{request_id}-{i}", work.prompt(i))
 
     results = await asyncio.gather(*(one(i, ids) for i, ids in enumerate(plan.prompt_ids)))
     n = plan.sampling.n
@@ -154,7 +151,9 @@ async def run_completion(
     }
 
 
-async def completion_chunks(services: Services, plan: CompletionPlan, request_id: str) -> AsyncIterator[bytes]:
+async def completion_chunks(
+    services: Services, plan: CompletionPlan, request_id: str, work: Work
+) -> AsyncIterator[bytes]:
     """One prompt, its n choices interleaved; with echo, each choice opens with the prompt (and its logprobs)."""
     head = {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": plan.model}
     prompt_ids = plan.prompt_ids[0]
@@ -174,7 +173,7 @@ async def completion_chunks(services: Services, plan: CompletionPlan, request_id
     echoed: set[int] = set()
     prompt_logprobs: list[TokenLogprob] | None = None
     tokens: dict[int, int] = {}
-    async for delta in services.generator.stream(prompt_ids, plan.sampling, request_id):
+    async for delta in services.generator.stream(prompt_ids, plan.sampling, request_id, work):
         prompt_logprobs = prompt_logprobs or delta.prompt_logprobs
         if plan.echo and delta.index not in echoed:
             echoed.add(delta.index)

@@ -14,6 +14,7 @@ from monolith.generation import Generator, check_max_tokens
 from monolith.protocol.rag import RagRequest, RagResponse, SourceOut
 from monolith.retrieval.pipeline import RagOptions, Source
 from monolith.serving.common import DONE, Services, answer_sampling, check_query, frame, rag_options, usage
+from monolith.work import Work
 
 SYSTEM_PROMPT = (
     "You are a writer answering in your own voice. Answer the user's question using the context below, "
@@ -68,14 +69,19 @@ def build_prompt(
 
 
 async def prepare_rag(
-    services: Services, messages: list[dict[str, str]], opts: RagOptions, request_id: str, param: str = "query"
+    services: Services,
+    messages: list[dict[str, str]],
+    opts: RagOptions,
+    request_id: str,
+    work: Work,
+    param: str = "query",
 ) -> RagPrompt:
     """Retrieval for the last (user) message, then the prompt with the sources that fit."""
     query = messages[-1]["content"].strip()
     if not query:
         raise BadRequest("the query is empty", param=param)
     timings: dict[str, float] = {}
-    sources, queries, author, notice = await services.rag.retrieve(query, opts, request_id, timings)
+    sources, queries, author, notice = await services.rag.retrieve(query, opts, request_id, work, timings)
     started = time.perf_counter()
     generator = services.generator
     ids, used = await generator.off_loop(build_prompt, generator, messages, sources, opts.max_tokens, param)
@@ -114,9 +120,9 @@ def sources_out(prepared: RagPrompt) -> list[SourceOut]:
     return [SourceOut(**vars(s)) for s in prepared.sources]
 
 
-async def run_rag(services: Services, plan: RagPlan, request_id: str) -> RagResponse:
-    prepared = await prepare_rag(services, plan.messages, plan.opts, request_id)
-    done = await services.generator.complete(prepared.prompt_ids, answer_sampling(plan.opts), request_id)
+async def run_rag(services: Services, plan: RagPlan, request_id: str, work: Work) -> RagResponse:
+    prepared = await prepare_rag(services, plan.messages, plan.opts, request_id, work)
+    done = await services.generator.complete(prepared.prompt_ids, answer_sampling(plan.opts), request_id, work)
     return RagResponse(
         answer=done.text,
         sources=sources_out(prepared),
@@ -132,11 +138,11 @@ async def run_rag(services: Services, plan: RagPlan, request_id: str) -> RagResp
 
 
 async def rag_events(
-    services: Services, prepared: RagPrompt, opts: RagOptions, request_id: str
+    services: Services, prepared: RagPrompt, opts: RagOptions, request_id: str, work: Work
 ) -> AsyncIterator[bytes]:
     """Token deltas, then one final event with sources, usage and timings, then [DONE]."""
     completion_tokens, finish_reason = 0, None
-    async for delta in services.generator.stream(prepared.prompt_ids, answer_sampling(opts), request_id):
+    async for delta in services.generator.stream(prepared.prompt_ids, answer_sampling(opts), request_id, work):
         completion_tokens, finish_reason = delta.completion_tokens, delta.finish_reason
         if delta.text:
             yield frame({"type": "delta", "text": delta.text})

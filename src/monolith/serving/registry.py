@@ -12,7 +12,6 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from monolith.admission import Ticket
 from monolith.config import Settings
 from monolith.errors import BadRequest
 from monolith.protocol.chat import ChatCompletionRequest
@@ -30,11 +29,13 @@ from monolith.serving.rag import plan_rag, prepare_rag, rag_events, run_rag
 from monolith.serving.responses import plan_response, run_response
 from monolith.serving.responses_events import response_events
 from monolith.serving.tgi import plan_tgi, run_tgi, tgi_events
+from monolith.work import Work
 
 Plan = Callable[[Services, Any, str], Awaitable[Any]]
-Run = Callable[[Services, Any, str, "list[Ticket] | None"], Awaitable[Any]]
+# (services, plan, request id, the work it serves: lane, ticket(s), background slot) -> the JSON answer.
+Run = Callable[[Services, Any, str, Work], Awaitable[Any]]
 # What must happen before the first byte (retrieval: its errors still get a status), then the SSE frames.
-StreamFrames = Callable[[Services, Any, str], Awaitable[AsyncIterator[bytes]]]
+StreamFrames = Callable[[Services, Any, str, Work], Awaitable[AsyncIterator[bytes]]]
 
 
 @dataclass(frozen=True)
@@ -93,47 +94,35 @@ async def _plan_tgi(services: Services, data: TgiRequest, request_id: str) -> An
     return await services.generator.off_loop(plan_tgi, services, data)
 
 
-async def _run_tgi(services: Services, plan: Any, request_id: str, tickets: list[Ticket] | None) -> Any:
-    return await run_tgi(services, plan, request_id)
-
-
-async def _stream_tgi(services: Services, plan: Any, request_id: str) -> AsyncIterator[bytes]:
-    return tgi_events(services, plan, request_id)
-
-
-async def _run_rag(services: Services, plan: Any, request_id: str, tickets: list[Ticket] | None) -> Any:
-    return await run_rag(services, plan, request_id)
-
-
-async def _run_chat(services: Services, plan: Any, request_id: str, tickets: list[Ticket] | None) -> Any:
-    return await run_chat(services, plan, request_id)
-
-
-async def _run_response(services: Services, plan: Any, request_id: str, tickets: list[Ticket] | None) -> Any:
-    return await run_response(services, plan)
-
-
-async def _run_embeddings(services: Services, plan: Any, request_id: str, tickets: list[Ticket] | None) -> Any:
+async def _run_embeddings(services: Services, plan: Any, request_id: str, work: Work) -> Any:
     return await run_embeddings(services, plan)
 
 
-async def _stream_rag(services: Services, plan: Any, request_id: str) -> AsyncIterator[bytes]:
-    prepared = await prepare_rag(services, plan.messages, plan.opts, request_id)
-    return rag_events(services, prepared, plan.opts, request_id)
+async def _run_response(services: Services, plan: Any, request_id: str, work: Work) -> Any:
+    return await run_response(services, plan, work)
 
 
-async def _stream_chat(services: Services, plan: Any, request_id: str) -> AsyncIterator[bytes]:
-    await retrieve_for_chat(services, plan, request_id)
-    return chat_chunks(services, plan, request_id)
+async def _stream_tgi(services: Services, plan: Any, request_id: str, work: Work) -> AsyncIterator[bytes]:
+    return tgi_events(services, plan, request_id, work)
 
 
-async def _stream_completion(services: Services, plan: Any, request_id: str) -> AsyncIterator[bytes]:
-    return completion_chunks(services, plan, request_id)
+async def _stream_rag(services: Services, plan: Any, request_id: str, work: Work) -> AsyncIterator[bytes]:
+    prepared = await prepare_rag(services, plan.messages, plan.opts, request_id, work)
+    return rag_events(services, prepared, plan.opts, request_id, work)
 
 
-async def _stream_response(services: Services, plan: Any, request_id: str) -> AsyncIterator[bytes]:
-    await retrieve_for_chat(services, plan.chat, plan.id)
-    return response_events(services, plan)
+async def _stream_chat(services: Services, plan: Any, request_id: str, work: Work) -> AsyncIterator[bytes]:
+    await retrieve_for_chat(services, plan, request_id, work)
+    return chat_chunks(services, plan, request_id, work)
+
+
+async def _stream_completion(services: Services, plan: Any, request_id: str, work: Work) -> AsyncIterator[bytes]:
+    return completion_chunks(services, plan, request_id, work)
+
+
+async def _stream_response(services: Services, plan: Any, request_id: str, work: Work) -> AsyncIterator[bytes]:
+    await retrieve_for_chat(services, plan.chat, plan.id, work)
+    return response_events(services, plan, work)
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -144,7 +133,7 @@ ENDPOINTS: dict[str, Endpoint] = {
             "chat",
             ChatCompletionRequest,
             _plan_chat,
-            _run_chat,
+            run_chat,
             _stream_chat,
             _asks_for_rag,
             lambda d: 1,
@@ -183,9 +172,9 @@ ENDPOINTS: dict[str, Endpoint] = {
             lambda d: 0,
             "",
         ),
-        Endpoint("/rag", "rag", RagRequest, _plan_rag, _run_rag, _stream_rag, _always, lambda d: 1, "req-"),
+        Endpoint("/rag", "rag", RagRequest, _plan_rag, run_rag, _stream_rag, _always, lambda d: 1, "req-"),
         # TGI's generate (its routes, SageMaker's TGI payload): answered as TGI answers, errors aside.
-        Endpoint("/generate", "tgi", TgiRequest, _plan_tgi, _run_tgi, _stream_tgi, _never, lambda d: 1, "tgi-"),
+        Endpoint("/generate", "tgi", TgiRequest, _plan_tgi, run_tgi, _stream_tgi, _never, lambda d: 1, "tgi-"),
     )
 }
 BY_KIND: dict[str, Endpoint] = {e.kind: e for e in ENDPOINTS.values()}
@@ -208,9 +197,12 @@ def refuse_stream(data: Any, why: str) -> None:
         raise BadRequest(why, param="stream")
 
 
-async def answer_of(services: Services, endpoint: Endpoint, body: Any, request_id: str, why_not_streamed: str) -> Any:
-    """One request of `endpoint` answered whole, outside HTTP (a batch line, an async job): its checks, its run."""
+async def answer_of(
+    services: Services, endpoint: Endpoint, body: Any, request_id: str, work: Work, why_not_streamed: str
+) -> Any:
+    """One request of `endpoint` answered whole for `work`, outside HTTP (a batch line, an async job): its checks,
+    its run."""
     data = body if isinstance(body, endpoint.request) else body_of(endpoint, body)
     refuse_stream(data, why_not_streamed)
     plan = await endpoint.plan(services, data, request_id)
-    return await endpoint.run(services, plan, request_id, None)
+    return await endpoint.run(services, plan, request_id, work)

@@ -28,6 +28,7 @@ from monolith.protocol.responses import ContentPart, FunctionChoice, InputItem, 
 from monolith.protocol.sampling import JsonSchemaFormat, ResponseFormat
 from monolith.serving.chat import ChatPlan, answer_message, plan_chat, retrieve_for_chat
 from monolith.serving.common import Services, refuse_fields
+from monolith.work import Work
 
 # Fields of OpenAI's that need stored state, background work or features this server lacks.
 REFUSED = {
@@ -260,9 +261,9 @@ def response_object(
     }
 
 
-async def run_response(services: Services, plan: ResponsePlan) -> dict[str, Any]:
-    await retrieve_for_chat(services, plan.chat, plan.id)
-    done = (await services.generator.complete_all(plan.chat.prompt_ids, plan.chat.sampling, plan.id))[0]
+async def run_response(services: Services, plan: ResponsePlan, work: Work) -> dict[str, Any]:
+    await retrieve_for_chat(services, plan.chat, plan.id, work)
+    done = (await services.generator.complete_all(plan.chat.prompt_ids, plan.chat.sampling, plan.id, work))[0]
     output = output_items(plan, done.text, done.finish_reason)
     usage = response_usage(len(plan.chat.prompt_ids), done.completion_tokens)
     return response_object(plan, status_of(done.finish_reason), output, usage)

@@ -19,6 +19,7 @@ from monolith.serving.responses import (
     response_usage,
     status_of,
 )
+from monolith.work import Work
 
 
 class Events:
@@ -70,7 +71,7 @@ class Events:
         yield self("response.output_item.done", output_index=index, item=item)
 
 
-async def response_events(services: Services, plan: ResponsePlan) -> AsyncIterator[bytes]:
+async def response_events(services: Services, plan: ResponsePlan, work: Work) -> AsyncIterator[bytes]:
     """created, in_progress, the output items' events, then completed (or incomplete at max_output_tokens).
     Plain text streams as it is made; a tool-mode answer is held until whole (a call is only known then)."""
     event, chat = Events(), plan.chat
@@ -82,7 +83,7 @@ async def response_events(services: Services, plan: ResponsePlan) -> AsyncIterat
             yield opened
     texts: list[str] = []
     tokens, reason = 0, None
-    async for delta in services.generator.stream(chat.prompt_ids, chat.sampling, plan.id):
+    async for delta in services.generator.stream(chat.prompt_ids, chat.sampling, plan.id, work):
         texts.append(delta.text)
         tokens, reason = delta.completion_tokens, delta.finish_reason or reason
         if streaming is not None and delta.text:

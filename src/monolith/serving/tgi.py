@@ -21,6 +21,7 @@ from monolith.protocol.tgi import (
     TgiToken,
 )
 from monolith.serving.common import Services, frame
+from monolith.work import Work
 
 # TGI's parameters this server recognises and cannot honour: a 422 naming each.
 # Parameters TGI has and this server does not honour: why, and the values that ask for nothing (the schema's enum).
@@ -104,12 +105,12 @@ def tgi_token(services: Services, token: TokenLogprob) -> TgiToken:
     return TgiToken(token.token_id, token.token, token.logprob, services.generator.is_special(token.token_id))
 
 
-async def run_tgi(services: Services, plan: TgiPlan, request_id: str) -> TgiResponse:
+async def run_tgi(services: Services, plan: TgiPlan, request_id: str, work: Work) -> TgiResponse:
     texts: list[str] = []
     tokens: list[TokenLogprob] = []
     prefill: list[TokenLogprob] = []
     last: Delta | None = None
-    async for delta in services.generator.stream(plan.prompt_ids, plan.sampling, request_id):
+    async for delta in services.generator.stream(plan.prompt_ids, plan.sampling, request_id, work):
         texts.append(delta.text)
         tokens += delta.logprobs or []
         prefill = prefill or delta.prompt_logprobs or []
@@ -129,11 +130,11 @@ async def run_tgi(services: Services, plan: TgiPlan, request_id: str) -> TgiResp
     return TgiResponse(generated, details)
 
 
-async def tgi_events(services: Services, plan: TgiPlan, request_id: str) -> AsyncIterator[bytes]:
+async def tgi_events(services: Services, plan: TgiPlan, request_id: str, work: Work) -> AsyncIterator[bytes]:
     """TGI's stream: an event per token; the last carries the whole text and the details."""
     texts: list[str] = []
     index = 0
-    async for delta in services.generator.stream(plan.prompt_ids, plan.sampling, request_id):
+    async for delta in services.generator.stream(plan.prompt_ids, plan.sampling, request_id, work):
         texts.append(delta.text)
         tokens = delta.logprobs or []
         for i, token in enumerate(tokens):
