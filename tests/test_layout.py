@@ -1,9 +1,9 @@
 """The floors of src/monolith: a module imports only from floors below its own (or from its own package).
 The bottom floor (config, errors, metrics) imports nothing else of the project; protocol and the engine stand
 on it; admission on them, the background budget (scheduling) on admission, resuming a paused generation and
-the work context (lane, ticket, slot held) on the budget, generation on all of those; serving on generation and retrieval; jobs on serving and the store; the
-runtime on all of those; api/ on the runtime; and only the entry points (the benchmark, then the CLI and the
-scale demo, which start it) may import api/."""
+the work context (lane, ticket, slot held) on the budget, generation on all of those; serving on generation and
+retrieval; jobs on serving and the store; the runtime on all of those; api/ on the runtime; and only the entry
+points (the benchmark, then the CLI and the scale demo, which start it) may import api/."""
 
 from __future__ import annotations
 

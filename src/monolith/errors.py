@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 
 class MonolithError(Exception):
     status_code = 500
@@ -18,6 +22,15 @@ class MonolithError(Exception):
 
 class InternalError(MonolithError):
     """Something broke that the client cannot mend; the message carries only a reference, the log the rest."""
+
+
+def as_domain_error(exc: Exception, what: str, message: str = "internal error") -> MonolithError:
+    """A domain error as it is; anything else is logged with its traceback and answered as an InternalError that
+    names only `what` (a request or job id: the client reads it, the log holds the rest)."""
+    if isinstance(exc, MonolithError):
+        return exc
+    log.error("%s failed", what, exc_info=exc)
+    return InternalError(f"{message} ({what})")
 
 
 class Unauthorized(MonolithError):

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -163,19 +164,35 @@ def test_racing_submits_of_one_idempotency_key_over_both_replicas_make_one_job(c
     assert len({r.json()["id"] for r in responses}) == 1
 
 
+def submit_alternately(cluster: Cluster, receiver: Receiver, count: int) -> list[str]:
+    """`count` async chat jobs, every other one through each replica, each with a callback to `receiver`."""
+    ids: list[str] = []
+    for i in range(count):
+        replica = (cluster.a, cluster.b)[i % 2]
+        body = {"model": "twin", "messages": [{"role": "user", "content": f"Count to {i}"}], "max_tokens": 24}
+        response = httpx.post(
+            f"{replica.url}/v1/async/chat/completions", params={"callback_url": receiver.url}, json=body
+        )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def assert_every_callback_carries_the_final_result(receiver: Receiver, final: dict[str, Any]) -> None:
+    delivered: dict[str, list] = defaultdict(list)
+    for _, body in receiver.received:
+        job = msgspec.json.decode(body)
+        delivered[job["id"]].append(job)
+    assert set(delivered) == set(final), "at least one callback per job"
+    for job_id, jobs in delivered.items():
+        assert all(j["status"] == "succeeded" and j["result"] == final[job_id] for j in jobs), job_id
+
+
 def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster) -> None:
     cluster.ensure_up()
     receiver = Receiver()
     try:
-        ids: list[str] = []
-        for i in range(40):
-            replica = (cluster.a, cluster.b)[i % 2]
-            body = {"model": "twin", "messages": [{"role": "user", "content": f"Count to {i}"}], "max_tokens": 24}
-            response = httpx.post(
-                f"{replica.url}/v1/async/chat/completions", params={"callback_url": receiver.url}, json=body
-            )
-            assert response.status_code == 202, response.text
-            ids.append(response.json()["id"])
+        ids = submit_alternately(cluster, receiver, 40)
 
         def statuses() -> dict[str, str]:
             data = httpx.get(f"{cluster.b.url}/v1/jobs", params={"limit": 1000}, timeout=30).json()["data"]
@@ -236,13 +253,7 @@ def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster
             final = {i: b.get(f"/v1/jobs/{i}").json()["result"] for i in ids}
     finally:
         receiver.close()
-    delivered: dict[str, list] = defaultdict(list)
-    for _, body in receiver.received:
-        job = msgspec.json.decode(body)
-        delivered[job["id"]].append(job)
-    assert set(delivered) == set(ids), "at least one callback per job"
-    for job_id, jobs in delivered.items():
-        assert all(j["status"] == "succeeded" and j["result"] == final[job_id] for j in jobs), job_id
+    assert_every_callback_carries_the_final_result(receiver, final)
 
 
 def test_a_batch_whose_replica_is_killed_is_completed_by_the_other(cluster: Cluster, tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from typing import Any
 
@@ -33,14 +32,12 @@ from monolith.api.openapi import GENERATION, errors
 from monolith.api.realtime import answer
 from monolith.api.tgi import TGI_PATH, as_tgi, compat_answer, tgi_error_frame, tgi_errors
 from monolith.config import Settings
-from monolith.errors import BadRequest, InternalError, MonolithError
+from monolith.errors import BadRequest, MonolithError, as_domain_error
 from monolith.jobs.lines import answer_in_background
 from monolith.protocol.errors import error_response
 from monolith.runtime import Phase, Runtime
 from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS, body_of
-
-log = logging.getLogger(__name__)
 
 JSONLINES = {"application/jsonlines", "application/jsonl", "application/x-jsonlines", "application/json-lines"}
 REALTIME_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time's own limit; async endpoints send up to 1 GB
@@ -168,10 +165,8 @@ async def transform(raw: bytes, services: Services, runtime: Runtime) -> Respons
             async with slots:  # the engine's slots at most, budget (none without a job store) or not
                 result = await answer_in_background(services, runtime.budget, endpoint, data, request_id, queued_at)
             return msgspec.json.encode([result] if tgi else result)
-        except Exception as exc:
-            if not isinstance(exc, MonolithError):
-                log.exception("batch transform record %d failed", number)
-                exc = InternalError(f"internal error (request {request_id})")
+        except Exception as failure:
+            exc = as_domain_error(failure, f"request {request_id}")
             response = as_tgi(respond(exc)) if tgi else None
             return msgspec.json.encode(response.content if response is not None else error_response(exc))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -12,11 +11,10 @@ from litestar import Request
 from litestar.response import Stream
 
 from monolith.admission import Ticket
-from monolith.errors import ClientGone, InternalError, MonolithError
+from monolith.errors import ClientGone, MonolithError, as_domain_error
 from monolith.protocol.errors import error_response
 from monolith.serving.common import frame
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -34,10 +32,7 @@ async def guarded(
         async for chunk in frames:
             yield chunk
     except Exception as exc:
-        if not isinstance(exc, MonolithError):
-            log.exception("stream failed (request %s)", request_id)
-            exc = InternalError(f"internal server error (request {request_id})")
-        yield on_error(exc)
+        yield on_error(as_domain_error(exc, f"request {request_id}", "internal server error"))
 
 
 async def holding(ticket: Ticket, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -12,7 +12,7 @@ import time
 from monolith.config import JobsSettings
 from monolith.errors import STORE_OUTAGES, is_outage
 from monolith.jobs.lines import read_lines, written
-from monolith.jobs.transform import run_batch
+from monolith.jobs.transform import BatchPacing, run_batch
 from monolith.scheduling import BackgroundBudget
 from monolith.serving.common import Services
 from monolith.store.batches import BatchRecord, BatchStore
@@ -138,18 +138,9 @@ class BatchRunner:
         counts = LineCounts(self.store, batch.id, COUNT_EVERY_S)
         try:
             try:
-                report = await run_batch(
-                    self.services,
-                    source,
-                    output,
-                    self.budget.capacity,
-                    progress=False,
-                    endpoint=batch.endpoint,
-                    budget=self.budget,
-                    queued_at=batch.created_at,
-                    on_line=counts.add,
-                    total=total,
-                )
+                pacing = BatchPacing(batch.endpoint, self.budget, batch.created_at, counts.add)
+                capacity = self.budget.capacity
+                report = await run_batch(self.services, source, output, capacity, False, pacing, total)
             finally:  # before the final counts are written: a late progress write would add to them
                 await counts.close()
             log.info("batch %s: %s", batch.id, report.summary())

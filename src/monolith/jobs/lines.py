@@ -91,6 +91,13 @@ def parse_line(raw: bytes, number: int) -> tuple[str, RequestLine | None, Monoli
     return custom_id, request, None
 
 
+def line_too_large(number: int, raw: bytes, max_line_bytes: int) -> BadRequest | None:
+    """A line larger than a request body may be (the real-time routes' limit, per line), as the error it gets."""
+    if len(raw) <= max_line_bytes:
+        return None
+    return BadRequest(f"line {number} has more than {max_line_bytes} bytes (server.max_body_bytes)")
+
+
 class LineChecker:
     """Checks an uploaded batch file line by line, the way the runner will read it: each line one request
     of a known route, no larger than a request body may be, its custom_id used once."""
@@ -100,9 +107,10 @@ class LineChecker:
         self.seen: dict[str, int] = {}
 
     def __call__(self, number: int, raw: bytes) -> None:
-        if len(raw) > self.max_line_bytes:
-            limit = self.max_line_bytes
-            raise BadRequest(f"line {number} has more than {limit} bytes (server.max_body_bytes)", param="file")
+        too_large = line_too_large(number, raw, self.max_line_bytes)
+        if too_large is not None:
+            too_large.param = "file"
+            raise too_large
         if not raw.strip():
             return
         custom_id, _, error = parse_line(raw, number)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from monolith.admission import ASYNC
-from monolith.errors import STORE_OUTAGES, InternalError, MonolithError, is_outage
+from monolith.errors import STORE_OUTAGES, MonolithError, as_domain_error, is_outage
 from monolith.jobs.callbacks import CallbackSender
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
@@ -218,10 +218,8 @@ class JobRunner:
                 if held.preempted:  # for real-time traffic: back to the queue, to run again from the start
                     await self._requeue(job.id)
                 return  # else cancelled by a caller (already recorded), taken over, or shutdown (released)
-            except Exception as exc:
-                if not isinstance(exc, MonolithError):
-                    log.exception("job %s failed", job.id)
-                    exc = InternalError(f"internal error (job {job.id})")
+            except Exception as failure:
+                exc = as_domain_error(failure, f"job {job.id}")
                 if exc.status_code >= 500:  # the server's fault or a dependency's, not the job's: again, later
                     self.budget.release(held)
                     await self._retry_later(job.id, exc)
