@@ -90,3 +90,33 @@ def test_a_bottom_floor_module_that_imports_a_higher_one_is_caught(upward: str) 
     assert violations(Path("config.py"), source) == [
         f"config.py imports {upward} (floor {FLOORS[upward.split('.')[1]]} >= 0)"
     ]
+
+
+# What a generation serves travels as an argument (monolith.work.Work), and each shared object is built once by the
+# composition root (the Runtime) and handed down: a ContextVar or a module-level instance is a channel nobody sees
+# in a signature.
+HIDDEN_CHANNELS = ("ContextVar", "Admission", "BackgroundBudget", "Generator", "Runtime")
+
+
+def hidden_channels(relative: Path, source: str) -> list[str]:
+    """Module-level assignments that build a ContextVar or one of the shared objects."""
+    found = []
+    for node in ast.parse(source).body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if isinstance(value, ast.Call):
+            called = value.func.id if isinstance(value.func, ast.Name) else getattr(value.func, "attr", "")
+            if called in HIDDEN_CHANNELS:
+                found.append(f"{relative}:{node.lineno} builds a module-level {called}")
+    return found
+
+
+def test_no_module_builds_a_context_var_or_a_shared_object_of_its_own() -> None:
+    offenders = [v for p in sorted(SRC.rglob("*.py")) for v in hidden_channels(p.relative_to(SRC), p.read_text())]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("line", ['LANE: ContextVar[str] = ContextVar("lane")', "ADMISSION = Admission()"])
+def test_a_module_level_context_var_or_admission_is_caught(line: str) -> None:
+    assert hidden_channels(Path("admission.py"), f"import x\n{line}\n") == [
+        f"admission.py:2 builds a module-level {line.split('=')[1].strip().split('(')[0]}"
+    ]

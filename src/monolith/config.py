@@ -254,10 +254,10 @@ class JobsSettings(Section):
 class SchedulingSettings(Section):
     # The engine's scheduler. "priority" (vLLM's priority policy): among requests waiting for the engine, real-time
     # goes before async jobs, which go before batch lines, and a request's own `priority` orders it within its lane.
-    # "fcfs": arrival order (vLLM's default, and this server's before 0.2); a request's own priority is then a 400.
+    # "fcfs": arrival order (vLLM's default); a request's own priority is then a 400.
     policy: Literal["priority", "fcfs"] = "priority"
     # The background budget (scheduling.BackgroundBudget): how many async jobs and batch lines, together, hold
-    # engine slots. False: the whole engine whenever no real-time request waits, and nothing preempted (before 0.3).
+    # engine slots. False: the whole engine whenever no real-time request waits, and nothing preempted.
     adaptive: bool = True
     # No real-time request for this long: the background may use every slot (max_num_seqs). Longer than the gaps
     # of a steady real-time stream, so the budget does not swing (and preempt) between every two requests.

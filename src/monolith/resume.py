@@ -19,7 +19,7 @@ Only where the continuation is the same generation: one choice, no seed (a seede
 one the seed promises), no structured output (the grammar's state is not carried over), no presence or
 frequency penalty (vLLM counts those over output tokens, which become prompt tokens), no stop strings (one
 spanning the pause would be missed) and no prompt logprobs (they would cover the tokens made). Anything else
-starts over, as before.
+starts over.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Real-time requests come first, and the background takes what they leave:
   goes into the engine like a real-time request, and is never preempted, so it cannot starve and a backlog under
   steady real-time traffic stops growing once its oldest work is overdue.
 With `scheduling.adaptive` false the background may always fill the engine while no real-time request waits and
-nothing is preempted (the behaviour before 0.3, which the bench keeps as its "before" row).
+nothing is preempted (the bench's first-come row beside it).
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import contextlib
 import logging
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from monolith.admission import ASYNC, BATCH, REALTIME, Admission
-from monolith.config import Settings
+from monolith.config import SchedulingSettings, Settings
 from monolith.metrics import BACKGROUND_PREEMPTED, BACKGROUND_SLOTS
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,37 @@ class Hold:
     pause: Callable[[], None] | None = None
 
 
+class LatencyController:
+    """The background's slots while real-time requests come, steered by real-time decode speed: additive increase,
+    multiplicative decrease. It starts at half the engine and moves with the real-time inter-token latency."""
+
+    def __init__(self, settings: SchedulingSettings, capacity: int, itl: deque[tuple[float, float]]) -> None:
+        self.settings = settings
+        self.capacity = capacity
+        self.limit = max(settings.min_background_slots, capacity // 2)
+        self._itl = itl  # (when, seconds per token) between a real-time stream's tokens: Admission.itl
+        self._samples_after = time.monotonic()
+
+    def step(self, held: int, realtime_recent: bool) -> None:
+        """One step on the gaps since the last: halved (to what the background holds, at least
+        min_background_slots) while their median is above realtime_itl_target_s, one more while below."""
+        gaps = [gap for at, gap in self._itl if at > self._samples_after]
+        self._samples_after = time.monotonic()
+        if not gaps or not realtime_recent:
+            return
+        if statistics.median(gaps) > self.settings.realtime_itl_target_s:
+            if held:  # with no background running, shrinking it would not speed real-time up
+                self.limit = max(self.settings.min_background_slots, min(self.limit, held) // 2)
+        elif held >= self.limit:  # grow only while the background uses what it has
+            self.limit = min(self.capacity, self.limit + 1)
+
+
 class BackgroundBudget:
     def __init__(self, settings: Settings, admission: Admission) -> None:
         self.settings = settings.scheduling
         self.admission = admission
         self.capacity = settings.engine.max_num_seqs
-        # The background's slots under real-time load; it starts at half the engine (the old fixed share) and
-        # moves with the real-time inter-token latency from there.
-        self.limit = max(self.settings.min_background_slots, self.capacity // 2)
+        self.controller = LatencyController(self.settings, self.capacity, admission.itl)
         self.holds: list[Hold] = []
         # Preempted generations waiting to resume: they go before any new item (room() counts them as holding).
         self.paused: list[Hold] = []
@@ -83,8 +107,16 @@ class BackgroundBudget:
         # mixed: async jobs held 0-1 slots for ~18 s beside up to 15 batch lines).
         self.on_room: list[Callable[[], None]] = []
         self._room_changed = asyncio.Event()  # set (and replaced) when room may have appeared
-        self._samples_after = time.monotonic()
         self._controller: asyncio.Task | None = None
+
+    @property
+    def limit(self) -> int:
+        """The background's slots under real-time load (the latency controller's)."""
+        return self.controller.limit
+
+    @limit.setter
+    def limit(self, slots: int) -> None:
+        self.controller.limit = slots
 
     def start(self) -> None:
         self.admission.listen(self)
@@ -159,6 +191,11 @@ class BackgroundBudget:
         self._room_changed.set()
         self._room_changed = asyncio.Event()
 
+    async def acquire(self, lane: str, queued_at: float) -> Hold:
+        """A slot for one background item of `lane` queued at `queued_at` (wall clock), once there is room: past
+        max_background_wait_s it is overdue, and served like real-time. Release it with `release`."""
+        return self.hold(lane, await self.wait_for_room(queued_at), queued_at)
+
     async def wait_for_room(self, queued_at: float, resuming: bool = False) -> bool:
         """Waits until an item queued at `queued_at` may start; returns whether it is overdue. The caller takes its
         slot (`hold`) before it next awaits anything, or another item may take it."""
@@ -222,17 +259,8 @@ class BackgroundBudget:
             held.task.cancel()
 
     def adjust(self) -> None:
-        """One step of the controller, on the real-time inter-token gaps since the last step."""
-        now = time.monotonic()
-        gaps = [gap for at, gap in self.admission.itl if at > self._samples_after]
-        self._samples_after = now
-        if gaps and self.realtime_recent():
-            if statistics.median(gaps) > self.settings.realtime_itl_target_s:
-                if self.holds:  # with no background running, shrinking it would not speed real-time up
-                    shrunk = min(self.limit, len(self.holds)) // 2
-                    self.limit = max(self.settings.min_background_slots, shrunk)
-            elif len(self.holds) >= self.limit:  # grow only while the background uses what it has
-                self.limit = min(self.capacity, self.limit + 1)
+        """One step of the latency controller, then what it means now: preempt above it, or let waiting work in."""
+        self.controller.step(len(self.holds), self.realtime_recent())
         self.enforce()
         self.announce()  # the budget, the ramp or an item's age may have made room
         BACKGROUND_SLOTS.set(self.allowed())

@@ -115,8 +115,8 @@ PROFILES = {
         (1, 8),
         4,
         64,
-        # Real-time at "a rate that uses roughly a third of the engine" (issue 21): 16-token chats at 4/s for 20 s
-        # are 64 tokens/s, a third of the ~190 this engine makes with every slot busy; against the issue's
+        # Real-time at a rate that uses roughly a third of the engine: 16-token chats at 4/s for 20 s
+        # are 64 tokens/s, a third of the ~190 this engine makes with every slot busy; beside a
         # backlog of 24 async jobs of 128 tokens and a 24-line batch of 64.
         Traffic(4.0, 80, 16, 24, 128, 24, 64),
         2,
@@ -313,7 +313,7 @@ def measure_servers(
         load_s["vllm"] = round(servers["vllm"].wait_ready("/v1/models"), 1)
         if "rag" in parts:
             servers["split"] = start_split(config, model_dir, work, servers["vllm"].base_url)
-        if "mixed" in parts:  # the monolith as it was before issue 21 (fcfs, a fixed background share), beside it
+        if "mixed" in parts:  # the monolith first-come (fcfs, a fixed background share), beside it
             before = {"MONOLITH_SCHEDULING__POLICY": "fcfs", "MONOLITH_SCHEDULING__ADAPTIVE": "false"}
             servers[BEFORE] = start_monolith(config, settings, model_dir, work / "before", before)
         for key in ("monolith", "split", BEFORE):

@@ -9,7 +9,7 @@ connections to PostgreSQL (pg_stat_activity), and the queue depth the HPA reads.
 
 The offered load is `--load` (0.5) times the capacity measured first (a closed loop at engine.max_num_seqs),
 split between real-time, async and batch by output tokens. Memory is judged after `--warmup-minutes` (5): the
-allocator, the KV cache and the caches of tokenizer and embedder settle first. Targets (issue 24): RSS growth
+allocator, the KV cache and the caches of tokenizer and embedder settle first. Targets: RSS growth
 under 5% from then to the end; no growth in file descriptors or database connections (the lowest value of
 the last minutes against the lowest after warm-up: in-flight requests hold sockets, a leak raises the floor).
 
@@ -349,7 +349,7 @@ class Probe:
 
 
 def verdicts(samples: list[Sample], plan: Plan) -> dict[str, dict]:
-    """After warm-up. RSS: the median of the last minute against the first minute's (the issue's target).
+    """After warm-up. RSS: the median of the last minute against the first minute's (the soak's target).
     File descriptors and connections: in-flight requests hold sockets and a pool opens connections up to its
     size on a busy moment and keeps them, so a step up is not a leak and a rising floor is; the judged time is
     cut in thirds and the floor (lowest value) of the last third must be no higher than the middle third's.

@@ -139,7 +139,7 @@ async def answer_in_background(
     if budget is None:
         return await answer_of(services, endpoint, data, request_id, Work(BATCH), why)
     while True:
-        held = budget.hold(BATCH, await budget.wait_for_room(queued_at), queued_at)
+        held = await budget.acquire(BATCH, queued_at)
         # Its generation holds the slot: it can pause and resume from its tokens (monolith.resume).
         attempt = asyncio.create_task(answer_of(services, endpoint, data, request_id, Work(BATCH, (), held), why))
         held.task = attempt
