@@ -30,10 +30,10 @@ async def test_the_housekeeping_expires_files_past_their_ttl(settings: Settings)
     files = batches.store.files
     try:
         record = await files.add_file_from(io.BytesIO(b'{"a": 1}\n'), "in.jsonl", "batch", "", lambda n, b: None, 9, 99)
-        assert jobs.expire_files is not None
-        assert await jobs.expire_files() == 0, "a new file stays"
+        assert jobs.housekeeping.expire_files is not None
+        assert await jobs.housekeeping.expire_files() == 0, "a new file stays"
         await asyncio.sleep(1.6)  # created_at is in whole seconds
-        assert await jobs.expire_files() == 1
+        assert await jobs.housekeeping.expire_files() == 1
         assert await files.get_file(record.id) is None and not files.path_of(record.id).exists()
     finally:
         await batches.stop()

@@ -224,28 +224,83 @@ async def test_not_adaptive_the_background_fills_the_engine_and_is_never_preempt
         assert budget.room()
 
 
-async def test_waiting_for_room_returns_when_a_slot_frees(admission: Admission) -> None:
+async def test_an_item_waiting_for_a_slot_gets_it_when_one_frees(admission: Admission) -> None:
     budget = BackgroundBudget(settings(), admission)
     holds = running(budget, CAPACITY)
-    waiter = asyncio.create_task(budget.wait_for_room(time.time()))
+    waiter = asyncio.create_task(budget.acquire(BATCH, time.time()))
     await asyncio.sleep(0.1)
     assert not waiter.done()
     budget.release(holds[0])
-    assert await asyncio.wait_for(waiter, 1) is False, "not overdue"
+    held = await asyncio.wait_for(waiter, 1)
+    assert held in budget.holds and held.lane == BATCH and not held.overdue
     assert REALTIME not in admission.waiting or admission.waiting[REALTIME] == 0
 
 
-async def test_a_freed_slot_is_announced_once(admission: Admission) -> None:
-    """The async job runner listens, so that it claims the slot before the next batch line polls for it."""
+async def test_a_freed_slot_goes_to_a_paused_item_then_an_async_job_then_a_batch_line(admission: Admission) -> None:
+    """The lanes' order, whoever asked first: a paused generation resumes before anything new starts, and an async
+    job starts before a batch line."""
     budget = BackgroundBudget(settings(), admission)
-    announced: list[int] = []
-    budget.on_room.append(lambda: announced.append(len(budget.holds)))
-    first, second = running(budget, 2)
+    holds = running(budget, CAPACITY)
+    batch_line = asyncio.create_task(budget.acquire(BATCH, time.time()))
+    await asyncio.sleep(0.01)
+    job = asyncio.create_task(budget.acquire(ASYNC, time.time()))
+    await asyncio.sleep(0.01)
+    paused = holds.pop()
+    paused.pause = lambda: None
+    budget._preempt(paused)  # for a real-time burst, which takes the slot
+    holds.append(budget.hold(ASYNC, False, time.time()))
+    resuming = asyncio.create_task(budget.resume(paused))
+    await asyncio.sleep(0.01)
+    assert not (batch_line.done() or job.done() or resuming.done())
+    granted: list[str] = []
+    for waiter, name in ((resuming, "paused"), (job, "async"), (batch_line, "batch")):
+        waiter.add_done_callback(lambda _, name=name: granted.append(name))
+    for held in holds[:3]:
+        budget.release(held)
+        await asyncio.sleep(0.01)
+    assert granted == ["paused", "async", "batch"]
+
+
+async def test_a_freed_slot_is_granted_once(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    first, *_ = running(budget, CAPACITY)
+    waiters = [asyncio.create_task(budget.acquire(BATCH, time.time())) for _ in range(2)]
+    await asyncio.sleep(0.01)
     budget.release(first)
-    budget.release(first)  # released twice (a finish after a preemption): one slot freed, one announcement
-    assert announced == [1]
-    budget._preempt(second)
-    assert announced == [1, 0]
+    budget.release(first)  # released twice (a finish after a preemption): one slot freed, one item let in
+    await asyncio.sleep(0.01)
+    assert [w.done() for w in waiters] == [True, False], "first come first"
+    waiters[1].cancel()
+
+
+async def test_every_slot_there_is_room_for_goes_to_one_who_asks_for_every_slot(admission: Admission) -> None:
+    """The async job runner claims as many jobs as it got slots, in one call to the store."""
+    budget = BackgroundBudget(settings(), admission)
+    holds = running(budget, CAPACITY)
+    claim = asyncio.create_task(budget.acquire_every(ASYNC))
+    line = asyncio.create_task(budget.acquire(BATCH, time.time()))
+    await asyncio.sleep(0.01)
+    for held in holds[:3]:
+        budget.release(held)  # three sequences end in one engine step: three slots free, one by one
+    assert len(await claim) == 3 and not line.done()
+    assert len(budget.holds) == CAPACITY
+    line.cancel()
+
+
+@pytest.mark.parametrize("every", [False, True])
+async def test_a_slot_granted_to_an_item_cancelled_before_it_ran_goes_to_the_next(
+    admission: Admission, every: bool
+) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    first, *_ = running(budget, CAPACITY)
+    cancelled = asyncio.create_task(budget.acquire_every(ASYNC) if every else budget.acquire(BATCH, time.time()))
+    await asyncio.sleep(0.01)
+    patient = asyncio.create_task(budget.acquire(BATCH, time.time()))
+    await asyncio.sleep(0.01)
+    budget.release(first)  # granted to `cancelled`, which is cancelled before it runs again
+    cancelled.cancel()
+    held = await asyncio.wait_for(patient, 1)
+    assert held in budget.holds and len(budget.holds) == CAPACITY
 
 
 async def test_a_waiting_item_looks_again_when_a_real_time_request_leaves(
@@ -260,10 +315,10 @@ async def test_a_waiting_item_looks_again_when_a_real_time_request_leaves(
     try:
         running(budget, 2)
         realtime = admission.admit(30)
-        waiter = asyncio.create_task(budget.wait_for_room(time.time()))
+        waiter = asyncio.create_task(budget.acquire(BATCH, time.time()))
         await asyncio.sleep(0.05)
         assert not waiter.done(), "a real-time request waits: no room for the background"
         realtime.release()
-        assert await asyncio.wait_for(waiter, 1) is False
+        assert not (await asyncio.wait_for(waiter, 1)).overdue
     finally:
         await budget.stop()

@@ -35,13 +35,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from monolith.admission import ASYNC, BATCH, REALTIME, Admission
+from monolith.admission import ASYNC, BATCH, LANES, REALTIME, Admission
 from monolith.config import SchedulingSettings, Settings
 from monolith.metrics import BACKGROUND_PREEMPTED, BACKGROUND_SLOTS
 
 log = logging.getLogger(__name__)
 
-# Items waiting for a slot look again whenever one may have freed (a release, a real-time request that started or
+# Slots are granted to the items waiting whenever one may have freed (a release, a real-time request that started or
 # left, a controller step); at the latest after this, for what only time changes (the ramp, an item's age).
 # Polling every 20 ms instead, 24 waiting batch lines woke the event loop 1,200 times a second.
 ROOM_RECHECK_S = 0.25
@@ -63,6 +63,24 @@ class Hold:
     # Set while a generation that can resume from its own tokens runs (monolith.resume): a preemption calls it
     # (the engine request is aborted) instead of cancelling the task, and the item waits in `budget.paused`.
     pause: Callable[[], None] | None = None
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """An item waiting for a slot: granted in the lanes' order, paused generations first (`resuming`)."""
+
+    lane: str
+    queued_at: float
+    granted: asyncio.Future[list[Hold]]
+    # Every slot there is room for, from its grant until it runs (the job runner claims that many jobs at once):
+    # slots that free one by one in that time are its too, not the next batch line's.
+    every: bool = False
+    resuming: Hold | None = None
+    holds: list[Hold] = field(default_factory=list)
+
+    @property
+    def order(self) -> tuple[bool, int]:
+        return self.resuming is None, LANES.index(self.lane)
 
 
 class LatencyController:
@@ -102,11 +120,11 @@ class BackgroundBudget:
         # Slots overdue work leaves to real-time arrivals: it cannot be preempted to make room for them.
         self.overdue_reserve = max(1, self.capacity // 4)
         self.preempted = 0
-        # Called whenever room may have appeared, before the waiting items look: the async job runner holds a slot
-        # for its next job at once (the lanes' order) instead of whichever batch line looks first (`make bench`,
-        # mixed: async jobs held 0-1 slots for ~18 s beside up to 15 batch lines).
-        self.on_room: list[Callable[[], None]] = []
-        self._room_changed = asyncio.Event()  # set (and replaced) when room may have appeared
+        # Items waiting for a slot, granted in order whenever room may have appeared: a paused generation before any
+        # new item, an async job before a batch line (`make bench`, mixed: when whichever waiter looked first took a
+        # freed slot, async jobs held 0-1 slots for ~18 s beside up to 15 batch lines), first come first within one.
+        self._waiting: list[_Waiter] = []
+        self._recheck: asyncio.TimerHandle | None = None
         self._controller: asyncio.Task | None = None
 
     @property
@@ -126,6 +144,8 @@ class BackgroundBudget:
 
     async def stop(self) -> None:
         self.admission.stop_listening(self)
+        if self._recheck is not None:
+            self._recheck.cancel()
         if self._controller is not None:
             self._controller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -173,9 +193,33 @@ class BackgroundBudget:
         return self.admission.realtime_quiet_for() < self.settings.realtime_quiet_s
 
     def hold(self, lane: str, overdue: bool, queued_at: float, task: asyncio.Task | None = None) -> Hold:
+        """Takes a slot, room or not: for what `room` already allowed (and the tests)."""
         held = Hold(lane, overdue, queued_at, self, task)
         self.holds.append(held)
         return held
+
+    def try_acquire(self, lane: str, queued_at: float, overdue: bool | None = None) -> Hold | None:
+        """A slot now if there is room for an item of `lane` queued at `queued_at` (wall clock), else None.
+        `overdue`: whether it is, when the caller knows better than `queued_at` says."""
+        overdue = self.is_overdue(queued_at) if overdue is None else overdue
+        return self.hold(lane, overdue, queued_at) if self.room(overdue) else None
+
+    async def acquire(self, lane: str, queued_at: float) -> Hold:
+        """A slot for one item of `lane` queued at `queued_at` (wall clock), once it is its turn and there is room:
+        past max_background_wait_s it is overdue, and served like real-time. Give it back with `release`."""
+        return (await self._wait(_Waiter(lane, queued_at, self._future())))[0]
+
+    async def acquire_every(self, lane: str) -> list[Hold]:
+        """Once there is room for one new item of `lane`, every slot there is room for (at least one)."""
+        return await self._wait(_Waiter(lane, time.time(), self._future(), every=True))
+
+    async def resume(self, held: Hold) -> None:
+        """A paused item takes a slot again once there is room, ahead of new items; it is the youngest again."""
+        try:
+            await self._wait(_Waiter(held.lane, held.queued_at, self._future(), resuming=held))
+        except BaseException:
+            self.forget_pause(held)
+            raise
 
     def release(self, held: Hold) -> None:
         """The item finished (or failed, or was cancelled): its slot is free. Idempotent."""
@@ -185,39 +229,66 @@ class BackgroundBudget:
         self.announce()
 
     def announce(self) -> None:
-        """Room may have appeared: `on_room`'s listeners first, then every item waiting for it looks again."""
-        for listener in self.on_room:
-            listener()
-        self._room_changed.set()
-        self._room_changed = asyncio.Event()
+        """Room may have appeared: the items waiting get what there is, in order."""
+        self._grant()
 
-    async def acquire(self, lane: str, queued_at: float) -> Hold:
-        """A slot for one background item of `lane` queued at `queued_at` (wall clock), once there is room: past
-        max_background_wait_s it is overdue, and served like real-time. Release it with `release`."""
-        return self.hold(lane, await self.wait_for_room(queued_at), queued_at)
+    @staticmethod
+    def _future() -> asyncio.Future[list[Hold]]:
+        return asyncio.get_running_loop().create_future()
 
-    async def wait_for_room(self, queued_at: float, resuming: bool = False) -> bool:
-        """Waits until an item queued at `queued_at` may start; returns whether it is overdue. The caller takes its
-        slot (`hold`) before it next awaits anything, or another item may take it."""
-        while True:
-            changed = self._room_changed
-            overdue = self.is_overdue(queued_at)
-            if self.room(overdue, resuming):
-                return overdue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), ROOM_RECHECK_S)
-
-    async def resume(self, held: Hold) -> None:
-        """A paused item takes a slot again once there is room, ahead of new items; it is the youngest again."""
+    async def _wait(self, waiter: _Waiter) -> list[Hold]:
+        self._waiting.append(waiter)
+        self._grant()
         try:
-            held.overdue = await self.wait_for_room(held.queued_at, resuming=True)
-        except BaseException:
-            self.forget_pause(held)
+            await waiter.granted
+        except BaseException:  # cancelled while it waited (no slots), or once granted, before it ran
+            self._forget(waiter)
+            for held in waiter.holds:
+                self.release(held)
             raise
-        with contextlib.suppress(ValueError):  # not through forget_pause: its slot goes on, room did not appear
-            self.paused.remove(held)
-        held.started = time.monotonic()
-        self.holds.append(held)
+        self._forget(waiter)
+        return waiter.holds
+
+    def _forget(self, waiter: _Waiter) -> None:
+        if waiter in self._waiting:  # one granted every slot stays until it runs
+            self._waiting.remove(waiter)
+
+    def _grant(self) -> None:
+        for waiter in sorted(self._waiting, key=lambda w: w.order):  # sorted() is stable: first come first
+            if waiter.granted.cancelled():
+                continue
+            if waiter.granted.done():  # one granted every slot, that has not run yet
+                while self.room():
+                    waiter.holds.append(self.hold(waiter.lane, False, time.time()))
+                continue
+            overdue = self.is_overdue(waiter.queued_at)
+            if not self.room(overdue, resuming=waiter.resuming is not None):
+                continue
+            if not waiter.every:
+                self._waiting.remove(waiter)
+            waiter.holds += self._take(waiter, overdue)
+            waiter.granted.set_result(waiter.holds)
+        if self._waiting and self._recheck is None:
+            self._recheck = asyncio.get_running_loop().call_later(ROOM_RECHECK_S, self._look_again)
+
+    def _take(self, waiter: _Waiter, overdue: bool) -> list[Hold]:
+        if waiter.resuming is not None:
+            held = waiter.resuming
+            held.overdue = overdue
+            with contextlib.suppress(ValueError):  # not through forget_pause: its slot goes on, no room appeared
+                self.paused.remove(held)
+            held.started = time.monotonic()
+            self.holds.append(held)
+            return [held]
+        taken = [self.hold(waiter.lane, overdue, waiter.queued_at)]
+        while waiter.every and self.room():
+            taken.append(self.hold(waiter.lane, False, time.time()))
+        return taken
+
+    def _look_again(self) -> None:
+        """What only time changes (the ramp, an item's age) may have made room."""
+        self._recheck = None
+        self._grant()
 
     def forget_pause(self, held: Hold) -> None:
         """The paused item will not resume (it finished after all, or was cancelled): it no longer waits."""

@@ -11,6 +11,7 @@ import time
 
 from monolith.config import JobsSettings
 from monolith.errors import STORE_OUTAGES, is_outage
+from monolith.jobs.heartbeat import LeaseKeeper
 from monolith.jobs.lines import read_lines, written
 from monolith.jobs.transform import BatchPacing, run_batch
 from monolith.scheduling import BackgroundBudget
@@ -84,7 +85,7 @@ class BatchRunner:
                 self._wake.clear()
                 continue
             task = asyncio.create_task(self._run(batch))
-            heartbeat = asyncio.create_task(self._heartbeat(batch.id, task))
+            heartbeat = asyncio.create_task(self._lease_keeper(batch.id, task).run())
             self._current = (batch.id, task)
             try:
                 # wait(), not `await task`: the batch ending cancelled must not look like this loop's own cancel.
@@ -97,30 +98,25 @@ class BatchRunner:
                     log.error("batch %s stopped: %r; its lease runs out and it is resumed", batch.id, task.exception())
                 self._resume_at = time.monotonic() + self.retry_after_s
 
-    async def _heartbeat(self, batch_id: str, task: asyncio.Task) -> None:
-        """Renews the lease; stops the batch when a replica asked to cancel it, or when the lease is lost."""
-        renewed_at = time.monotonic()
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            try:
-                status = await self.store.renew(batch_id)
-            except STORE_OUTAGES:
-                if time.monotonic() - renewed_at > self.lease_s:
-                    log.warning("batch %s: job store unreachable past the lease; stopping it here", batch_id)
-                    task.cancel()
-                    return
-                continue
-            except Exception:
-                log.exception("batch heartbeat failed; trying again")
-                continue
-            renewed_at = time.monotonic()
+    def _lease_keeper(self, batch_id: str, task: asyncio.Task) -> LeaseKeeper:
+        """Renews the batch's lease; stops the batch when a replica asked to cancel it, or when the lease is lost
+        (taken over, or not renewed for longer than it lasts)."""
+
+        async def renew() -> bool:
+            status = await self.store.renew(batch_id)
             if status is None:
                 log.warning("batch %s: lease lost (taken over); stopping it here", batch_id)
+            if status is None or status == "cancelling":
                 task.cancel()
-                return
-            if status == "cancelling":
-                task.cancel()
-                return
+                return False
+            return True
+
+        async def unproven() -> bool:
+            log.warning("batch %s: job store unreachable past the lease; stopping it here", batch_id)
+            task.cancel()
+            return False
+
+        return LeaseKeeper("batch", self.heartbeat_s, self.lease_s, renew, unproven)
 
     async def _run(self, batch: BatchRecord) -> None:
         output = self.store.path_of(batch.output_file_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -15,7 +16,7 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from monolith.config import JobsSettings
-from monolith.errors import BadRequest
+from monolith.errors import STORE_OUTAGES, BadRequest
 from monolith.jobs.destinations import CallbackPolicy, IPAddress, Target, parse
 from monolith.store.jobs import Job, JobStore
 
@@ -130,3 +131,29 @@ class CallbackSender:
                 "callback for %s failed (%s), attempt %d%s", job.id, reason, attempts, ", giving up" if give_up else ""
             )
         return ok
+
+
+class CallbackLoop:
+    """Sends the callbacks that are due: at once when a job here finishes (`due`), else every poll_interval_s (the
+    retries, and jobs that finished on other replicas)."""
+
+    def __init__(self, sender: CallbackSender, body_of: Callable[[Job], bytes], poll_interval_s: float) -> None:
+        self.sender = sender
+        self.body_of = body_of
+        self.poll_interval_s = poll_interval_s
+        self._due = asyncio.Event()
+
+    def due(self) -> None:
+        self._due.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sender.deliver_due(self.body_of)
+            except STORE_OUTAGES:  # said once by the store's health; wait longer each time until it is back
+                await asyncio.sleep(self.sender.store.db.health.backoff_s())
+            except Exception:
+                log.exception("callback delivery failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self.poll_interval_s)
+            self._due.clear()

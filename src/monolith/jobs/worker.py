@@ -1,9 +1,10 @@
-"""Runs queued jobs on the engine capacity real-time traffic leaves (scheduling.BackgroundBudget); a job the
-budget preempts goes back to the queue, that run not counted, and runs again from the start.
+"""Runs queued jobs on the engine slots the background budget grants them (scheduling.BackgroundBudget): claims as
+many jobs as it has slots for, in one call to the shared store, and runs each; a job the budget preempts goes back
+to the queue, that run not counted, and runs again from the start.
 
-Jobs come from the shared store with a lease. A heartbeat renews the leases of the jobs this replica runs
-and stops any that were cancelled through another replica or taken over; a replica that dies stops
-renewing, and another takes its jobs over when their leases run out.
+Jobs come from the shared store with a lease, renewed by a heartbeat (jobs.heartbeat) that stops any job cancelled
+through another replica or taken over; a replica that dies stops renewing, and another takes its jobs over when
+their leases run out. Housekeeping (jobs.housekeeping) and callbacks (jobs.callbacks) run beside it.
 """
 
 from __future__ import annotations
@@ -12,27 +13,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from monolith.admission import ASYNC
 from monolith.errors import STORE_OUTAGES, MonolithError, as_domain_error, is_outage
-from monolith.jobs.callbacks import CallbackSender
+from monolith.jobs.callbacks import CallbackLoop, CallbackSender
+from monolith.jobs.heartbeat import LeaseKeeper
+from monolith.jobs.housekeeping import Housekeeping
 from monolith.jobs.wire import render_job
-from monolith.metrics import ASYNC_BACKLOG, ASYNC_RUNNING
+from monolith.metrics import ASYNC_RUNNING
 from monolith.protocol.errors import error_response
 from monolith.scheduling import BackgroundBudget, Hold
 from monolith.serving.common import Services
 from monolith.serving.registry import BY_KIND, answer_of
 from monolith.store.jobs import Job, JobStore
-from monolith.store.leases import Lease
 from monolith.work import Work
 
 log = logging.getLogger(__name__)
-
-PURGE_EVERY_S = 60.0
-HOUSEKEEPING = "housekeeping"
 
 
 class JobRunner:
@@ -43,59 +41,35 @@ class JobRunner:
         self.budget = budget
         self.running: dict[str, asyncio.Task] = {}
         self.callbacks = CallbackSender(store, self.settings)
-        # One replica at a time exports the shared backlog and purges old jobs.
-        self.housekeeper = Lease(store.db, HOUSEKEEPING, store.replica, self.settings.lease_s)
+        self.deliveries = CallbackLoop(self.callbacks, render_job, self.settings.poll_interval_s)
+        self.housekeeping = Housekeeping(store, self.settings)
+        self.leases = LeaseKeeper("job", self.settings.heartbeat_s, self.settings.lease_s, self._renew, self._unproven)
         self._wake = asyncio.Event()
-        self._callbacks_due = asyncio.Event()  # a job finished here: its callback goes now, not at the next look
         self._loops: list[asyncio.Task] = []
-        self._last_purge = 0.0
-        # Set by the loader: batch files past batch.file_ttl_s go with the same housekeeping.
-        self.expire_files: Callable[[], Awaitable[int]] | None = None
         self.paused = False
-        # Whether the last look found no room for the next job: then a slot that frees is held for it at once
-        # (`offer`), before a waiting batch line takes it.
-        self.starved = False
-        self._offered: list[Hold] = []
+        # While jobs wait for room (the last look found none), a standing request for every slot that frees, ahead
+        # of the batch lines: it holds them while a claim is in flight too, until a claim finds the queue empty.
+        self._demand: asyncio.Task[list[Hold]] | None = None
 
     def start(self) -> None:
-        self.budget.on_room.append(self.offer)
         self._loops = [
             asyncio.create_task(self._dispatch()),
-            asyncio.create_task(self._heartbeat()),
-            asyncio.create_task(self._deliver_callbacks()),
+            asyncio.create_task(self.leases.run()),
+            asyncio.create_task(self.housekeeping.run()),
+            asyncio.create_task(self.deliveries.run()),
         ]
 
     def pause(self) -> None:
         """Claim no more jobs (the drain); running ones go on."""
         self.paused = True
-        self._give_back_offered()
+        self._stop_asking()
 
     def wake(self) -> None:
         self._wake.set()
 
-    def offer(self) -> None:
-        """Room may have appeared (scheduling.BackgroundBudget.announce): while jobs wait for it, slots are held for
-        them now, synchronously, and the dispatcher claims jobs into them; a batch line or a resuming generation
-        woken by the same change would take them while the dispatcher's wake-up is still on its way."""
-        while self.starved and not self.paused and self.budget.room():
-            self._offered.append(self.budget.hold(ASYNC, False, time.time()))
-            self.wake()
-
-    def _stop_offering(self, held: Hold) -> None:
-        self.starved = False
-        self.budget.release(held)
-        self._give_back_offered()
-
-    def _give_back_offered(self) -> None:
-        offered, self._offered = self._offered, []
-        for held in offered:
-            self.budget.release(held)
-
     async def stop(self) -> None:
         """Running jobs go back to the queue at once, for any replica (or the next start) to run."""
-        with contextlib.suppress(ValueError):
-            self.budget.on_room.remove(self.offer)
-        self._give_back_offered()
+        self._stop_asking()
         for task in self._loops:
             task.cancel()
         held = list(self.running)
@@ -106,7 +80,7 @@ class JobRunner:
             released = await self.store.release(held)
             if released:
                 log.info("handed %d running job(s) back to the queue", released)
-            await self.housekeeper.release()
+            await self.housekeeping.release()
         await self.callbacks.close()
 
     async def cancel(self, job_id: str) -> bool:
@@ -116,7 +90,7 @@ class JobRunner:
         await self._stop_here(job_id)
         if cancelled:
             self.wake()
-            self._callbacks_due.set()
+            self.deliveries.due()
         return cancelled
 
     async def _stop_here(self, job_id: str) -> None:
@@ -142,22 +116,20 @@ class JobRunner:
             ASYNC_RUNNING.set(len(self.running))
 
     async def _claim_some(self) -> bool:
-        """Claims jobs into the slots of the background budget free now, in one call to the store, and starts
-        them; whether the queue may hold more (every slot got a job)."""
-        held = await self._reserve()
-        if held is None:
+        """Claims jobs into the slots the budget gives this runner, in one call to the store, and starts them;
+        whether the queue may hold more (every slot got a job)."""
+        holds = await self._slots()
+        if not holds:
             return False
-        holds = [held] if held.overdue else [held, *self._more_room()]
         try:
             jobs = await self.store.claim(len(holds))
         except BaseException:  # and none held for the next try either: a failing claim would be retried at once
-            for spare in holds[1:]:
-                self.budget.release(spare)
-            self._stop_offering(held)  # releases the first
+            self._stop_asking()
+            for held in holds:
+                self.budget.release(held)
             raise
-        emptied = len(jobs) < len(holds)  # the queue is empty: no slot waits for a job any more
-        if emptied:
-            self.starved = False  # before the spare slots go back, which would else be held for jobs again
+        if len(jobs) < len(holds):  # the queue is empty: no slot waits for a job any more
+            self._stop_asking()
         for spare in holds[len(jobs) :]:
             self.budget.release(spare)
         for slot, job in zip(holds, jobs, strict=False):
@@ -167,43 +139,56 @@ class JobRunner:
             slot.queued_at = job.created_at
             slot.overdue = slot.overdue or self.budget.is_overdue(job.created_at)
             slot.task = self.running[job.id] = asyncio.create_task(self._run(job, slot))
-        if emptied:
-            self._give_back_offered()
-            return False
-        return not any(slot.preempted for slot in holds)
+        return len(jobs) == len(holds) and not any(slot.preempted for slot in holds)
 
-    def _more_room(self) -> list[Hold]:
-        """Further slots for the same claim: those held for jobs already (`offer`), then what room there is; the
-        ones the claim finds no job for go back as soon as it returns."""
-        more = []
-        while (held := self._next_offered()) is not None:
-            more.append(held)
-        while self.budget.room():
-            more.append(self.budget.hold(ASYNC, False, time.time()))
-        return more
+    async def _slots(self) -> list[Hold]:
+        """Slots for the next claim, held before it awaits the store (a batch line would take them meanwhile):
+        those granted to the standing request and every one there is room for now; with none, one for the oldest
+        queued job where it waited past max_background_wait_s (it claims that job alone); else those the budget
+        grants the standing request within poll_interval_s."""
+        holds = self._granted()
+        while (held := self.budget.try_acquire(ASYNC, time.time(), overdue=False)) is not None:
+            holds.append(held)
+        if holds:
+            return holds
+        demand = self._ask()  # before anything awaits: a slot that frees meanwhile is held for a job
+        if self.budget.room(overdue=True):
+            oldest = await self.store.oldest_queued_at()
+            if oldest is not None and self.budget.is_overdue(oldest):
+                overdue = self.budget.try_acquire(ASYNC, oldest, overdue=True)
+                if overdue is not None:
+                    return [overdue]
+        await asyncio.wait({demand}, timeout=self.settings.poll_interval_s)
+        return self._granted()
 
-    def _next_offered(self) -> Hold | None:
-        """The next slot `offer` held for a job, or None."""
-        while self._offered:
-            held = self._offered.pop(0)
-            if not held.preempted:  # one preempted before its claim has already been released
-                return held
-        return None
+    def _ask(self) -> asyncio.Task[list[Hold]]:
+        if self._demand is None:
+            self._demand = asyncio.create_task(self.budget.acquire_every(ASYNC))
+            self._demand.add_done_callback(lambda _: self.wake())  # granted: claim at once, not at the next look
+        return self._demand
 
-    async def _reserve(self) -> Hold | None:
-        """A slot in the background budget for the next job the claim takes, held before the claim awaits the
-        store (a batch line woken by the same change would take it meanwhile); None where there is no room."""
-        if (held := self._next_offered()) is not None:
-            return held
-        if self.budget.room():
-            return self.budget.hold(ASYNC, False, time.time())
-        self.starved = True
-        if not self.budget.room(overdue=True):
-            return None
-        oldest = await self.store.oldest_queued_at()
-        if oldest is None or not self.budget.is_overdue(oldest) or not self.budget.room(overdue=True):
-            return None
-        return self.budget.hold(ASYNC, True, oldest)
+    def _granted(self) -> list[Hold]:
+        """What the standing request was granted, if it was; it stands again at once (jobs still wait)."""
+        demand = self._demand
+        if demand is None or not demand.done():
+            return []
+        self._demand = None
+        holds = [] if demand.cancelled() or demand.exception() else demand.result()
+        if not self.paused:
+            self._ask()
+        return holds
+
+    def _stop_asking(self) -> None:
+        """No job waits for a slot any more (the queue is empty, the drain began): the standing request goes, and
+        what it was granted goes back."""
+        demand, self._demand = self._demand, None
+        if demand is None:
+            return
+        if not demand.done():
+            demand.cancel()  # gives back what it was granted and had not taken yet (BackgroundBudget._wait)
+        elif not demand.cancelled() and demand.exception() is None:
+            for held in demand.result():
+                self.budget.release(held)
 
     async def _run(self, job: Job, held: Hold) -> None:
         # One ticket per job: a RAG job's helper generations and its answer count as one request.
@@ -242,7 +227,7 @@ class JobRunner:
             self.running.pop(job.id, None)
             ASYNC_RUNNING.set(len(self.running))
             self.wake()
-            self._callbacks_due.set()
+            self.deliveries.due()
 
     async def _requeue(self, job_id: str) -> None:
         try:
@@ -264,55 +249,23 @@ class JobRunner:
         if now == "queued":
             log.warning("job %s: %s; queued again in %.0f s", job_id, exc.message, self.settings.retry_after_s)
 
-    async def _heartbeat(self) -> None:
-        """Renews this replica's leases; stops jobs it no longer holds; housekeeping if it holds that lease."""
-        renewed_at = time.monotonic()
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
-            try:
-                mine = list(self.running)
-                held = await self.store.renew(mine)
-                renewed_at = time.monotonic()
-                for job_id in mine:
-                    if job_id not in held and job_id in self.running:
-                        log.info("job %s was cancelled or taken over through another replica; stopping it", job_id)
-                        await self._stop_here(job_id)
-                await self._housekeeping()
-            except STORE_OUTAGES:
-                if self.running and time.monotonic() - renewed_at > self.settings.lease_s:
-                    await self._stop_unproven()
-            except Exception:
-                log.exception("job heartbeat failed; trying again")
+    async def _renew(self) -> bool:
+        """Renews the leases of the jobs running here; stops any this replica no longer holds."""
+        mine = list(self.running)
+        held = await self.store.renew(mine)
+        for job_id in mine:
+            if job_id not in held and job_id in self.running:
+                log.info("job %s was cancelled or taken over through another replica; stopping it", job_id)
+                await self._stop_here(job_id)
+        return True
 
-    async def _stop_unproven(self) -> None:
+    async def _unproven(self) -> bool:
         """The leases could not be renewed for longer than they last: another replica may already run these jobs
         (and this one could not record their results anyway). They stop here; whoever claims them when the
         store is back runs them again."""
-        held = len(self.running)
-        log.warning("job store unreachable past the lease: stopping %d job(s) this replica cannot prove it holds", held)
-        for job_id in list(self.running):
-            await self._stop_here(job_id)
-
-    async def _housekeeping(self) -> None:
-        if not await self.housekeeper.hold():
-            ASYNC_BACKLOG.set(0)  # the holder exports the shared figure; see metrics.ASYNC_BACKLOG
-            return
-        ASYNC_BACKLOG.set(await self.store.backlog())
-        if time.time() - self._last_purge > PURGE_EVERY_S:
-            self._last_purge = time.time()
-            purged = await self.store.purge(time.time() - self.settings.result_ttl_s)
-            expired = await self.expire_files() if self.expire_files else 0
-            if purged or expired:
-                log.info("deleted %d finished job(s) and %d file(s) past their retention", purged, expired)
-
-    async def _deliver_callbacks(self) -> None:
-        while True:
-            try:
-                await self.callbacks.deliver_due(render_job)
-            except STORE_OUTAGES:
-                await asyncio.sleep(self.store.db.health.backoff_s())
-            except Exception:
-                log.exception("callback delivery failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._callbacks_due.wait(), self.settings.poll_interval_s)
-            self._callbacks_due.clear()
+        if self.running:
+            held = len(self.running)
+            log.warning("job store unreachable past the lease: stopping %d job(s) it cannot prove it holds", held)
+            for job_id in list(self.running):
+                await self._stop_here(job_id)
+        return True

@@ -1,0 +1,55 @@
+"""Work for one replica at a time, under a named lease: the shared backlog exported as a metric, and finished jobs
+and batch files past their retention deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from monolith.config import JobsSettings
+from monolith.errors import STORE_OUTAGES
+from monolith.metrics import ASYNC_BACKLOG
+from monolith.store.jobs import JobStore
+from monolith.store.leases import Lease
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 60.0
+HOUSEKEEPING = "housekeeping"
+
+
+class Housekeeping:
+    def __init__(self, store: JobStore, settings: JobsSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.lease = Lease(store.db, HOUSEKEEPING, store.replica, settings.lease_s)
+        # Set by the runtime: batch files past batch.file_ttl_s go with the same housekeeping.
+        self.expire_files: Callable[[], Awaitable[int]] | None = None
+        self._last_purge = 0.0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self.once()
+            except STORE_OUTAGES:  # said once by the store's health
+                pass
+            except Exception:
+                log.exception("housekeeping failed; trying again")
+
+    async def once(self) -> None:
+        if not await self.lease.hold():
+            ASYNC_BACKLOG.set(0)  # the holder exports the shared figure; see metrics.ASYNC_BACKLOG
+            return
+        ASYNC_BACKLOG.set(await self.store.backlog())
+        if time.time() - self._last_purge > PURGE_EVERY_S:
+            self._last_purge = time.time()
+            purged = await self.store.purge(time.time() - self.settings.result_ttl_s)
+            expired = await self.expire_files() if self.expire_files else 0
+            if purged or expired:
+                log.info("deleted %d finished job(s) and %d file(s) past their retention", purged, expired)
+
+    async def release(self) -> None:
+        await self.lease.release()
