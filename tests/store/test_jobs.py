@@ -11,7 +11,13 @@ import pytest
 
 from monolith.errors import Conflict
 from monolith.store.database import Database
-from monolith.store.jobs import JobStore
+from monolith.store.jobs import Job, JobStore
+
+
+async def claim_one(store: JobStore) -> Job | None:
+    """The oldest queued job (or a running one whose lease ran out), now leased to `store`'s replica."""
+    claimed = await store.claim(1)
+    return claimed[0] if claimed else None
 
 
 def replica(db: Database, name: str, lease_s: float = 30, max_runs: int = 3) -> JobStore:
@@ -22,7 +28,7 @@ async def test_jobs_are_claimed_oldest_first_and_once_across_replicas(db: Databa
     a, b = replica(db, "a"), replica(other_db, "b")
     first, _ = await a.submit("rag", b'{"query":"a"}', None, None)
     second, _ = await b.submit("rag", b'{"query":"b"}', None, None)
-    claimed = [await a.claim_next(), await b.claim_next(), await a.claim_next(), await b.claim_next()]
+    claimed = [await claim_one(a), await claim_one(b), await claim_one(a), await claim_one(b)]
     assert [j.id if j else None for j in claimed] == [first.id, second.id, None, None]
     assert claimed[0].status == "running" and claimed[0].runs == 1
 
@@ -30,7 +36,7 @@ async def test_jobs_are_claimed_oldest_first_and_once_across_replicas(db: Databa
 async def test_concurrent_claims_never_hand_one_job_to_two_replicas(db: Database, other_db: Database) -> None:
     a, b = replica(db, "a"), replica(other_db, "b")
     ids = {(await a.submit("chat", b"{}", None, None))[0].id for _ in range(20)}
-    claims = await asyncio.gather(*(store.claim_next() for _ in range(15) for store in (a, b)))
+    claims = await asyncio.gather(*(claim_one(store) for _ in range(15) for store in (a, b)))
     got = [job.id for job in claims if job is not None]
     assert sorted(got) == sorted(ids), "every job claimed exactly once"
 
@@ -51,7 +57,7 @@ async def test_one_claim_takes_up_to_its_limit_oldest_first_and_none_twice_acros
 async def test_a_job_keeps_its_first_outcome(db: Database) -> None:
     store = replica(db, "a")
     job, _ = await store.submit("chat", b"{}", None, None)
-    await store.claim_next()
+    await claim_one(store)
     assert await store.finish(job.id, "cancelled")
     assert not await store.finish(job.id, "succeeded", result=b'{"late": true}', held=True)
     final = await store.get(job.id)
@@ -61,10 +67,10 @@ async def test_a_job_keeps_its_first_outcome(db: Database) -> None:
 async def test_a_lapsed_lease_is_taken_over_and_the_old_runner_cannot_write(db: Database, other_db: Database) -> None:
     a, b = replica(db, "a", lease_s=0.4), replica(other_db, "b", lease_s=0.4)
     job, _ = await a.submit("rag", b"{}", None, None)
-    assert (await a.claim_next()).id == job.id
-    assert await b.claim_next() is None, "a live lease is not taken"
+    assert (await claim_one(a)).id == job.id
+    assert await claim_one(b) is None, "a live lease is not taken"
     await asyncio.sleep(0.6)  # a stops renewing: killed
-    taken = await b.claim_next()
+    taken = await claim_one(b)
     assert taken.id == job.id and taken.runs == 2 and taken.status == "running"
     assert await a.renew([job.id]) == set(), "a learns at its next heartbeat that it lost the job"
     assert not await a.finish(job.id, "succeeded", result=b'{"from": "a"}', held=True)
@@ -75,11 +81,11 @@ async def test_a_lapsed_lease_is_taken_over_and_the_old_runner_cannot_write(db: 
 async def test_renewing_keeps_the_lease(db: Database, other_db: Database) -> None:
     a, b = replica(db, "a", lease_s=0.5), replica(other_db, "b", lease_s=0.5)
     job, _ = await a.submit("rag", b"{}", None, None)
-    await a.claim_next()
+    await claim_one(a)
     for _ in range(6):
         await asyncio.sleep(0.2)
         assert await a.renew([job.id]) == {job.id}
-        assert await b.claim_next() is None
+        assert await claim_one(b) is None
 
 
 async def test_a_cancel_through_another_replica_reaches_the_runner_at_its_heartbeat(
@@ -87,7 +93,7 @@ async def test_a_cancel_through_another_replica_reaches_the_runner_at_its_heartb
 ) -> None:
     a, b = replica(db, "a"), replica(other_db, "b")
     job, _ = await a.submit("chat", b"{}", None, None)
-    await a.claim_next()
+    await claim_one(a)
     assert await b.finish(job.id, "cancelled")
     assert await a.renew([job.id]) == set()
     assert (await a.get(job.id)).status == "cancelled"
@@ -96,11 +102,11 @@ async def test_a_cancel_through_another_replica_reaches_the_runner_at_its_heartb
 async def test_a_job_that_keeps_killing_its_runner_fails_after_max_runs(db: Database, other_db: Database) -> None:
     a, b = replica(db, "a", lease_s=0.2, max_runs=2), replica(other_db, "b", lease_s=0.2, max_runs=2)
     job, _ = await a.submit("chat", b"{}", "http://127.0.0.1:9/cb", None)
-    assert (await a.claim_next()).runs == 1
+    assert (await claim_one(a)).runs == 1
     await asyncio.sleep(0.3)
-    assert (await b.claim_next()).runs == 2
+    assert (await claim_one(b)).runs == 2
     await asyncio.sleep(0.3)
-    assert await a.claim_next() is None
+    assert await claim_one(a) is None
     failed = await a.get(job.id)
     assert failed.status == "failed" and failed.finished_at and failed.callback_state == "pending"
     error = msgspec.json.decode(failed.error)
@@ -110,9 +116,9 @@ async def test_a_job_that_keeps_killing_its_runner_fails_after_max_runs(db: Data
 async def test_a_clean_shutdown_hands_its_jobs_back_at_once(db: Database, other_db: Database) -> None:
     a, b = replica(db, "a"), replica(other_db, "b")
     job, _ = await a.submit("chat", b"{}", None, None)
-    await a.claim_next()
+    await claim_one(a)
     assert await a.release([job.id]) == 1
-    again = await b.claim_next()
+    again = await claim_one(b)
     assert again.id == job.id and again.runs == 1, "a clean release does not count as a run"
 
 
@@ -137,7 +143,7 @@ async def test_racing_submits_of_one_idempotency_key_make_one_job(db: Database, 
 async def test_list_filters_by_status_and_pages(db: Database) -> None:
     store = replica(db, "a")
     ids = [(await store.submit("rag", b"{}", None, None))[0].id for _ in range(5)]
-    await store.claim_next()
+    await claim_one(store)
     page, more = await store.list(None, 2, None)
     assert [j.id for j in page] == ids[:2] and more
     page, more = await store.list(None, 2, ids[3])
@@ -191,14 +197,14 @@ async def test_retention_deletes_old_finished_jobs_but_not_pending_callbacks(db:
 async def test_an_outage_hands_the_job_back_uncounted_and_delayed(db: Database, other_db: Database) -> None:
     a, b = replica(db, "a", max_runs=1), replica(other_db, "b", max_runs=1)
     job, _ = await a.submit("chat", b"{}", None, None)
-    await a.claim_next()
+    await claim_one(a)
     assert await b.retry_later(job.id, 0.5, count_run=False, error=b"{}") is None, "only the holder hands it back"
     assert await a.retry_later(job.id, 0.5, count_run=False, error=b"{}") == "queued"
     waiting = await a.get(job.id)
     assert waiting.status == "queued" and waiting.runs == 0 and waiting.started_at is None
-    assert await b.claim_next() is None, "claimed before its delay"
+    assert await claim_one(b) is None, "claimed before its delay"
     await asyncio.sleep(0.6)
-    again = await b.claim_next()
+    again = await claim_one(b)
     assert again.id == job.id and again.runs == 1  # max_runs 1, and still it runs: the outage was not its run
 
 
@@ -206,10 +212,10 @@ async def test_a_server_error_counts_the_run_and_fails_the_job_at_max_runs(db: D
     store = replica(db, "a", max_runs=2)
     job, _ = await store.submit("chat", b"{}", None, None)
     error = b'{"message": "internal error", "type": "internal_error", "param": null, "code": null}'
-    await store.claim_next()
+    await claim_one(store)
     assert await store.retry_later(job.id, 0.01, count_run=True, error=error) == "queued"
     await asyncio.sleep(0.05)
-    assert (await store.claim_next()).runs == 2
+    assert (await claim_one(store)).runs == 2
     assert await store.retry_later(job.id, 0.01, count_run=True, error=error) == "failed"
     failed = await store.get(job.id)
     assert failed.status == "failed" and failed.error == error and failed.finished_at

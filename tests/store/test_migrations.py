@@ -18,6 +18,7 @@ from monolith.store.database import MIGRATIONS, Database, open_database
 from monolith.store.files import FileStore
 from monolith.store.jobs import JobStore
 from monolith.store.tables import metadata
+from tests.store.test_jobs import claim_one
 
 # Release 0.1.0's own DDL (jobs/store.py and jobs/batches.py of that release), verbatim.
 SCHEMA_0_1_0 = """
@@ -109,7 +110,7 @@ async def test_a_release_0_1_0_database_is_adopted_with_its_jobs_and_batches(tmp
         done = await jobs.get("job-done")
         assert done.status == "succeeded" and done.result == b'{"answer": "kept"}'
         # 0.1.0 re-ran a job that was running when it stopped; so does the new release, with a lease.
-        again = await jobs.claim_next()
+        again = await claim_one(jobs)
         assert again.id == "job-was-running" and again.runs == 2
         batches = BatchStore(db, FileStore(db, tmp_path / "files"), "new-release", lease_s=30, max_runs=3)
         assert (await batches.files.get_file("file-1")).bytes == 10

@@ -130,11 +130,6 @@ class JobStore:
             return existing, False
         return Job(*created), True
 
-    async def claim_next(self) -> Job | None:
-        """The oldest queued job, or a running one whose lease ran out, now leased to this replica."""
-        claimed = await self.claim(1)
-        return claimed[0] if claimed else None
-
     async def claim(self, limit: int) -> list[Job]:
         """Up to `limit` of the oldest queued jobs (or running ones whose lease ran out), now leased to this replica,
         oldest first: slots that free together are filled in one transaction, not one each."""
@@ -277,7 +272,7 @@ class JobStore:
             return (await conn.execute(query)).scalar_one()
 
     async def oldest_queued_at(self) -> float | None:
-        """When the oldest queued job was submitted (what claim_next takes first), or None."""
+        """When the oldest queued job was submitted (what a claim takes first), or None."""
         query = select(func.min(jobs.c.created_at)).where(jobs.c.status == "queued")
         async with self.db.read() as conn:
             return (await conn.execute(query)).scalar_one()
