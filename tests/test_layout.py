@@ -23,7 +23,7 @@ FLOORS: dict[str, int] = {
     "protocol": 1,
     "engine": 1,
     "model_prep": 1,
-    "sagemaker": 1,
+    "deploy": 1,
     "admission": 2,
     "scheduling": 3,
     "resume": 4,

@@ -170,7 +170,7 @@ def _sagemaker(settings: Settings, args: argparse.Namespace) -> None:
         import boto3
     except ImportError:
         raise SageMakerFailed("boto3 is needed: pip install 'monolith[sagemaker]'") from None
-    from monolith import sagemaker
+    from monolith.deploy import sagemaker
 
     session = boto3.session.Session(region_name=args.region)
     client, scaling = session.client("sagemaker"), session.client("application-autoscaling")

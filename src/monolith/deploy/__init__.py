@@ -1,0 +1,1 @@
+"""Deploy tools that drive a cloud's API from this machine (the server itself never imports them)."""
