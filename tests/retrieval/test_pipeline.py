@@ -19,8 +19,8 @@ from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.ingest import ingest_file
 from monolith.retrieval.pipeline import RagOptions, RagPipeline
 from monolith.retrieval.store import VectorStore
-from monolith.serving.common import Services
 from monolith.serving.rag import NO_CONTEXT, prepare_rag
+from monolith.serving.services import Services
 from monolith.work import Work
 
 SAMPLE = Path(__file__).resolve().parents[2] / "corpus" / "sample.jsonl"

@@ -11,7 +11,7 @@ from litestar import Request
 from monolith.admission import Ticket
 from monolith.config import Settings
 from monolith.errors import BadRequest
-from monolith.serving.common import Services
+from monolith.serving.services import Services
 
 TIMEOUT_HEADER = "X-Request-Timeout"
 

@@ -12,7 +12,7 @@ from monolith.config import Settings
 from monolith.jobs.batches import BatchRunner
 from monolith.jobs.worker import JobRunner
 from monolith.runtime import Runtime
-from monolith.serving.common import Services
+from monolith.serving.services import Services
 from monolith.store.files import FileStore
 
 

@@ -16,8 +16,8 @@ from monolith.errors import NotFound, QuotaExceeded
 from monolith.jobs.wire import job_object, status_url
 from monolith.jobs.worker import JobRunner
 from monolith.protocol.jobs import JobAccepted, JobList, JobObject
-from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS, Endpoint, refuse_stream
+from monolith.serving.services import Services
 from monolith.store.jobs import JobStatus
 
 IdempotencyKey = Annotated[

@@ -16,7 +16,8 @@ from monolith.protocol.completions import CompletionRequest
 from monolith.protocol.embeddings import EmbeddingRequest
 from monolith.protocol.models import ModelCard, ModelList
 from monolith.protocol.responses import ResponsesRequest
-from monolith.serving.common import Services, model_names
+from monolith.serving.models import model_names
+from monolith.serving.services import Services
 
 
 def model_cards(settings: Settings) -> list[ModelCard]:

@@ -8,7 +8,7 @@ from litestar.response import Stream
 from monolith.api.openapi import SERVED, errors
 from monolith.api.realtime import answer
 from monolith.protocol.rag import RagRequest, RagResponse
-from monolith.serving.common import Services
+from monolith.serving.services import Services
 
 
 class RagController(Controller):

@@ -13,8 +13,8 @@ from monolith.admission import REALTIME
 from monolith.api.admit import admitted_many
 from monolith.api.streaming import error_frame, sse, unless_disconnected
 from monolith.errors import MonolithError
-from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS
+from monolith.serving.services import Services
 from monolith.work import Work
 
 

@@ -8,8 +8,8 @@ from litestar import Controller, post
 
 from monolith.api.openapi import SERVED, errors
 from monolith.protocol.rerank import RerankRequest
-from monolith.serving.common import Services
 from monolith.serving.rerank import rerank
+from monolith.serving.services import Services
 
 
 class RerankController(Controller):

@@ -36,8 +36,8 @@ from monolith.errors import BadRequest, MonolithError, as_domain_error
 from monolith.jobs.lines import answer_in_background
 from monolith.protocol.errors import error_response
 from monolith.runtime import Phase, Runtime
-from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS, body_of
+from monolith.serving.services import Services
 
 JSONLINES = {"application/jsonlines", "application/jsonl", "application/x-jsonlines", "application/json-lines"}
 REALTIME_PAYLOAD_BYTES = 6 * 1024 * 1024  # SageMaker real-time's own limit; async endpoints send up to 1 GB

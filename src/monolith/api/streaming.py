@@ -13,7 +13,7 @@ from litestar.response import Stream
 from monolith.admission import Ticket
 from monolith.errors import ClientGone, MonolithError, as_domain_error
 from monolith.protocol.errors import error_response
-from monolith.serving.common import frame
+from monolith.serving.answers import frame
 
 T = TypeVar("T")
 

@@ -17,7 +17,8 @@ from monolith.api.realtime import answer
 from monolith.errors import MonolithError
 from monolith.protocol.errors import ErrorResponse
 from monolith.protocol.tgi import TgiError, TgiRequest
-from monolith.serving.common import Services, frame
+from monolith.serving.answers import frame
+from monolith.serving.services import Services
 
 TGI_PATH = "/generate"  # the registry's entry
 # TGI's statuses and error types: a bad request is its 422 "validation", a full queue its 429 "overloaded".

@@ -6,7 +6,7 @@ from litestar import Controller, post
 
 from monolith.api.openapi import SERVED, errors
 from monolith.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
-from monolith.serving.common import Services
+from monolith.serving.services import Services
 from monolith.serving.tokenize import detokenize, tokenize
 
 

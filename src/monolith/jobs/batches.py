@@ -15,7 +15,7 @@ from monolith.jobs.heartbeat import LeaseKeeper
 from monolith.jobs.lines import read_lines, written
 from monolith.jobs.transform import BatchPacing, run_batch
 from monolith.scheduling import BackgroundBudget
-from monolith.serving.common import Services
+from monolith.serving.services import Services
 from monolith.store.batches import BatchRecord, BatchStore
 
 log = logging.getLogger(__name__)

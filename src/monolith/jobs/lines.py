@@ -17,8 +17,8 @@ from monolith.admission import BATCH
 from monolith.config import Settings
 from monolith.errors import BadRequest, MonolithError
 from monolith.scheduling import BackgroundBudget
-from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS, Endpoint, answer_of
+from monolith.serving.services import Services
 from monolith.store.atomic import write_atomically
 from monolith.work import Work
 

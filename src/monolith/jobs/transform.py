@@ -28,8 +28,8 @@ from monolith.jobs.lines import (
 )
 from monolith.protocol.errors import error_response
 from monolith.scheduling import BackgroundBudget
-from monolith.serving.common import Services
 from monolith.serving.registry import ENDPOINTS
+from monolith.serving.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_RUNNING
 from monolith.protocol.errors import error_response
 from monolith.scheduling import BackgroundBudget, Hold
-from monolith.serving.common import Services
 from monolith.serving.registry import BY_KIND, answer_of
+from monolith.serving.services import Services
 from monolith.store.jobs import Job, JobStore
 from monolith.work import Work
 

@@ -17,21 +17,13 @@ from monolith.generation import Completion, check_max_tokens
 from monolith.protocol.chat import ChatCompletionRequest, ChatMessage
 from monolith.protocol.rag import RagOverrides
 from monolith.retrieval.pipeline import RagOptions
-from monolith.serving.common import (
-    DONE,
-    Services,
-    check_query,
-    finish,
-    frame,
-    rag_options,
-    refuse_unsupported,
-    resolve_model,
-    structured_constraint,
-    usage,
-    wire_sampling,
-)
+from monolith.serving.answers import DONE, finish, frame, usage
+from monolith.serving.checks import check_query, refuse_unsupported
 from monolith.serving.logprobs import chat_logprobs
+from monolith.serving.models import resolve_model
 from monolith.serving.rag import prepare_rag, sources_out
+from monolith.serving.sampling import rag_options, structured_constraint, wire_sampling
+from monolith.serving.services import Services
 from monolith.serving.tools import (
     ToolPlan,
     call_names,

@@ -13,18 +13,12 @@ from monolith.engine import Sampling, TokenLogprob
 from monolith.errors import BadRequest
 from monolith.generation import Completion, Generator
 from monolith.protocol.completions import MAX_PROMPTS, CompletionRequest
-from monolith.serving.common import (
-    DONE,
-    Services,
-    finish,
-    frame,
-    refuse_unsupported,
-    resolve_model,
-    structured_constraint,
-    usage,
-    wire_sampling,
-)
+from monolith.serving.answers import DONE, finish, frame, usage
+from monolith.serving.checks import refuse_unsupported
 from monolith.serving.logprobs import completion_logprobs
+from monolith.serving.models import resolve_model
+from monolith.serving.sampling import structured_constraint, wire_sampling
+from monolith.serving.services import Services
 from monolith.work import Work
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from monolith.errors import BadRequest, NotFound, NotReady
 from monolith.protocol.embeddings import MAX_INPUTS, EmbeddingRequest
-from monolith.serving.common import Services
+from monolith.serving.services import Services
 
 
 def texts_of(data: EmbeddingRequest) -> list[str]:

@@ -13,7 +13,10 @@ from monolith.errors import BadRequest
 from monolith.generation import Generator, check_max_tokens
 from monolith.protocol.rag import RagRequest, RagResponse, SourceOut
 from monolith.retrieval.pipeline import RagOptions, Source
-from monolith.serving.common import DONE, Services, answer_sampling, check_query, frame, rag_options, usage
+from monolith.serving.answers import DONE, frame, usage
+from monolith.serving.checks import check_query
+from monolith.serving.sampling import answer_sampling, rag_options
+from monolith.serving.services import Services
 from monolith.work import Work
 
 SYSTEM_PROMPT = (

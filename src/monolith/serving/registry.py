@@ -22,12 +22,13 @@ from monolith.protocol.rag import RagRequest
 from monolith.protocol.responses import ResponsesRequest
 from monolith.protocol.tgi import TgiRequest
 from monolith.serving.chat import chat_chunks, plan_chat, retrieve_for_chat, run_chat
-from monolith.serving.common import Services, model_names
 from monolith.serving.completions import completion_chunks, plan_completion, prompt_count, run_completion
 from monolith.serving.embeddings import plan_embeddings, run_embeddings
+from monolith.serving.models import model_names
 from monolith.serving.rag import plan_rag, prepare_rag, rag_events, run_rag
 from monolith.serving.responses import plan_response, run_response
 from monolith.serving.responses_events import response_events
+from monolith.serving.services import Services
 from monolith.serving.tgi import plan_tgi, run_tgi, tgi_events
 from monolith.work import Work
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from monolith.errors import BadRequest, NotFound
 from monolith.protocol.rerank import RerankDocument, RerankRequest
-from monolith.serving.common import Services, refuse_fields
+from monolith.serving.checks import refuse_fields
+from monolith.serving.services import Services
 
 REFUSED = {
     "max_tokens_per_doc": "documents are not cut; one too long for the model is a 400",

@@ -27,7 +27,8 @@ from monolith.protocol.common import honoured
 from monolith.protocol.responses import ContentPart, FunctionChoice, InputItem, ResponsesRequest
 from monolith.protocol.sampling import JsonSchemaFormat, ResponseFormat
 from monolith.serving.chat import ChatPlan, answer_message, plan_chat, retrieve_for_chat
-from monolith.serving.common import Services, refuse_fields
+from monolith.serving.checks import refuse_fields
+from monolith.serving.services import Services
 from monolith.work import Work
 
 # Fields of OpenAI's that need stored state, background work or features this server lacks.

@@ -9,7 +9,6 @@ from typing import Any
 
 import msgspec
 
-from monolith.serving.common import Services
 from monolith.serving.responses import (
     ResponsePlan,
     message_item,
@@ -19,6 +18,7 @@ from monolith.serving.responses import (
     response_usage,
     status_of,
 )
+from monolith.serving.services import Services
 from monolith.work import Work
 
 

@@ -20,7 +20,8 @@ from monolith.protocol.tgi import (
     TgiStreamEvent,
     TgiToken,
 )
-from monolith.serving.common import Services, frame
+from monolith.serving.answers import frame
+from monolith.serving.services import Services
 from monolith.work import Work
 
 # TGI's parameters this server recognises and cannot honour: a 422 naming each.

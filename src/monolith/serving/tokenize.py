@@ -5,7 +5,8 @@ from __future__ import annotations
 from monolith.errors import BadRequest
 from monolith.protocol.tokenize import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
 from monolith.serving.chat import message_dicts
-from monolith.serving.common import Services, resolve_model
+from monolith.serving.models import resolve_model
+from monolith.serving.services import Services
 
 
 def tokenize(services: Services, data: TokenizeRequest) -> TokenizeResponse:

@@ -1,76 +1,20 @@
-"""What every API of serving shares: the loaded services, model names, sampling from the wire, SSE frames."""
+"""Sampling from the wire: the OpenAI routes' fields (and vLLM's extensions) as the engine's, structured outputs,
+and a RAG answer's options."""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from monolith.admission import Admission
 from monolith.config import Settings
 from monolith.engine import Sampling
-from monolith.errors import BadRequest, NotFound
+from monolith.errors import BadRequest
 from monolith.generation import Generator
 from monolith.protocol.chat import ChatCompletionRequest
-from monolith.protocol.common import Usage, honoured
+from monolith.protocol.common import honoured
 from monolith.protocol.completions import CompletionRequest
-from monolith.retrieval.embedder import Embedder
-from monolith.retrieval.pipeline import RagOptions, Retrieval
-from monolith.retrieval.reranker import Reranker
-from monolith.retrieval.store import VectorStore
-
-RAG_SUFFIX = "-rag"
-
-
-@dataclass
-class Services:
-    """What a loaded server hands to its routes, jobs and batches."""
-
-    generator: Generator
-    rag: Retrieval  # RagPipeline, or RetrievalOff where none was loaded
-    store: VectorStore | None = None  # None where retrieval was not loaded
-    embedder: Embedder | None = None  # the RAG embedder, which /v1/embeddings serves too
-    reranker: Reranker | None = None  # the RAG cross-encoder, which /v1/rerank serves too (where configured)
-
-    @property
-    def settings(self) -> Settings:
-        return self.generator.settings
-
-    @property
-    def admission(self) -> Admission:
-        """This process's one admission queue, which every generation is tracked in."""
-        return self.generator.admission
-
-    async def aclose(self) -> None:
-        await self.generator.aclose()
-        if self.store is not None:
-            await asyncio.to_thread(self.store.close)
-
-
-# --- shared checks -------------------------------------------------------------------------------
-
-
-def model_names(settings: Settings) -> tuple[str, str]:
-    served = settings.engine.served_model_name
-    return served, served + RAG_SUFFIX
-
-
-def resolve_model(settings: Settings, model: str) -> bool:
-    """Whether the model name itself asks for RAG; an unknown name is a 404 like OpenAI's."""
-    served, rag = model_names(settings)
-    if model not in (served, rag):
-        raise NotFound(f"the model '{model}' does not exist; this server serves '{served}' and '{rag}'", param="model")
-    return model == rag
-
-
-def check_query(settings: Settings, query: str, param: str) -> None:
-    limit = settings.rag.max_query_chars
-    if not query.strip():
-        raise BadRequest("the query is empty", param=param)
-    if len(query) > limit:
-        raise BadRequest(f"the query has {len(query)} characters; the limit is {limit}", param=param)
+from monolith.retrieval.pipeline import RagOptions
 
 
 def wire_sampling(
@@ -150,32 +94,8 @@ def structured_constraint(data: ChatCompletionRequest | CompletionRequest) -> tu
     return {"json": fmt.json_schema.schema}, "response_format.json_schema"
 
 
-# Fields of OpenAI's that this server recognises and cannot honour: a 400 naming each, never a silent 200.
-UNSUPPORTED = {
-    "audio": "audio output is not supported",
-    "prediction": "predicted outputs are not supported",
-    "web_search_options": "web search is not supported",
-    "functions": "the deprecated functions field is not supported; use tools",
-    "function_call": "the deprecated function_call field is not supported; use tool_choice",
-    "reasoning_effort": "the served model does not reason; reasoning_effort is not supported",
-    "suffix": "suffix (fill in the middle) is not supported",
-}
-
-
-def refuse_fields(data: Any, reasons: dict[str, str]) -> None:
-    """A 400 naming the first recognised field that is set although the server cannot honour it, with why."""
-    for name, why in reasons.items():
-        if getattr(data, name, None) is not None:
-            raise BadRequest(why, param=name)
-
-
-def refuse_unsupported(data: ChatCompletionRequest | CompletionRequest) -> None:
-    refuse_fields(data, UNSUPPORTED)
-    modalities = getattr(data, "modalities", None)
-    if modalities is not None and modalities != ["text"]:
-        raise BadRequest("only text output is supported", param="modalities")
-    if not honoured(getattr(data, "store", None), None, False):
-        raise BadRequest("stored completions are not supported; store must be false", param="store")
+def stop_list(stop: str | list[str] | None) -> list[str]:
+    return [stop] if isinstance(stop, str) else list(stop or [])
 
 
 def rag_options(
@@ -212,23 +132,3 @@ def answer_sampling(opts: RagOptions) -> Sampling:
         repetition_penalty=opts.repetition_penalty,
         priority=opts.priority,
     )
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
-    return Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
-
-
-def finish(reason: str | None) -> str | None:
-    return "stop" if reason == "abort" else reason
-
-
-def stop_list(stop: str | list[str] | None) -> list[str]:
-    return [stop] if isinstance(stop, str) else list(stop or [])
-
-
-def frame(payload: Any) -> bytes:
-    data = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
-    return b"data: " + data + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
