@@ -17,7 +17,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus postgres chromium serve test test-quick lint prepare ingest image scale-demo bench soak eval clean
+.PHONY: install prometheus postgres chromium serve test test-quick lint reference prepare ingest image scale-demo bench soak eval clean
 
 install: $(STAMP)
 
@@ -75,6 +75,10 @@ test-quick: install prometheus postgres chromium
 lint: install
 	$(VENV)/bin/ruff check src tests tools
 	$(VENV)/bin/ruff format --check src tests tools
+
+# The configuration reference, generated from the settings' fields (a test fails when it is stale).
+reference: install
+	$(VENV)/bin/monolith config reference > docs/configuration.md
 
 # Real Prometheus scraping real replicas, driven by the HPA algorithm: timeline + plot in bench/results/scale.
 scale-demo: prepare prometheus

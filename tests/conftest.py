@@ -65,9 +65,9 @@ def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = N
         "MONOLITH_ENGINE__MODEL": str(model_dir),
         "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "1024",
         "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
-        "MONOLITH_JOBS__CALLBACK_SECRET": CALLBACK_SECRET,
-        "MONOLITH_JOBS__CALLBACK_ALLOW": '["localhost"]',  # the tests' receivers; no other loopback spelling
-        "MONOLITH_BATCH__MAX_FILE_LINES": "1000",
+        "MONOLITH_CALLBACKS__SECRET": CALLBACK_SECRET,
+        "MONOLITH_CALLBACKS__ALLOW": '["localhost"]',  # the tests' receivers; no other loopback spelling
+        "MONOLITH_FILES__MAX_LINES": "1000",
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(CPU_CONFIG), "--port", str(port)]

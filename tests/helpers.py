@@ -137,7 +137,7 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(address, Handler)
-        # By name: the test servers allow `localhost` (jobs.callback_allow), not every loopback spelling.
+        # By name: the test servers allow `localhost` (callbacks.allow), not every loopback spelling.
         self.url = f"http://localhost:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -99,7 +99,7 @@ def scripted_loader(engine: ScriptedEngine, jobs: bool = False):
     async def load(state: Runtime) -> None:
         services = Services(Generator(engine, state.settings, state.admission), rag=None)  # type: ignore[arg-type]
         if jobs:
-            state.database = await open_database(state.settings.jobs.database, state.settings.data_dir)
+            state.database = await open_database(state.settings.store.database, state.settings.data_dir)
             state.budget = BackgroundBudget(state.settings, state.admission)
             state.jobs, state.batches = start_work(services, state.database, state.budget)
         state.ready(services)

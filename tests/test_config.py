@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
-from monolith.config import ConfigError, load_settings
+from monolith.config import RENAMED, ConfigError, Section, Settings, load_settings, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,18 +82,63 @@ def test_relative_paths_live_in_the_data_dir(tmp_path: Path) -> None:
 
 
 def test_an_unsupported_database_url_fails_without_echoing_it(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("MONOLITH_JOBS__DATABASE", "mysql://user:hunter2@db/jobs")
+    monkeypatch.setenv("MONOLITH_STORE__DATABASE", "mysql://user:hunter2@db/jobs")
     with pytest.raises(ConfigError) as err:
         load_settings(ROOT / "configs" / "cpu.yaml")
-    assert "jobs.database" in str(err.value) and "hunter2" not in str(err.value)
+    assert "store.database" in str(err.value) and "hunter2" not in str(err.value)
 
 
 @pytest.mark.parametrize("url", ["postgresql://u:p@h:5432/d", "postgres://u:p@h/d", "sqlite:////tmp/j.db", "j.db"])
 def test_database_takes_a_sqlite_path_or_a_postgresql_url(monkeypatch, url: str) -> None:
-    monkeypatch.setenv("MONOLITH_JOBS__DATABASE", url)
-    assert load_settings(ROOT / "configs" / "cpu.yaml").jobs.database == url
+    monkeypatch.setenv("MONOLITH_STORE__DATABASE", url)
+    assert load_settings(ROOT / "configs" / "cpu.yaml").store.database == url
 
 
 def test_a_heartbeat_too_close_to_the_lease_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="heartbeat_s"):
-        load_settings(write(tmp_path, "jobs:\n  lease_s: 5\n  heartbeat_s: 2\n"))
+        load_settings(write(tmp_path, "store:\n  lease_s: 5\n  heartbeat_s: 2\n"))
+
+
+def test_the_configuration_reference_is_generated_from_the_settings() -> None:
+    """docs/configuration.md is what `make reference` writes: a changed default or description makes it stale."""
+    assert (ROOT / "docs" / "configuration.md").read_text() == reference(), "stale: run `make reference`"
+
+
+def fields(model: type[BaseModel], prefix: str = "") -> dict[str, object]:
+    found: dict[str, object] = {}
+    for name, info in model.model_fields.items():
+        nested = info.annotation if isinstance(info.annotation, type) and issubclass(info.annotation, Section) else None
+        found.update(fields(nested, f"{prefix}{name}.") if nested else {f"{prefix}{name}": info})
+    return found
+
+
+def test_every_setting_says_what_it_is_for() -> None:
+    undescribed = [key for key, info in fields(Settings).items() if not info.description]  # type: ignore[attr-defined]
+    assert undescribed == []
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    found: dict[str, object] = {}
+    for key, value in tree.items():
+        deeper = isinstance(value, dict) and key not in {"prepare_from"}
+        found.update(leaves(value, f"{prefix}{key}.") if deeper else {f"{prefix}{key}": value})
+    return found
+
+
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml"])
+def test_a_shipped_config_sets_only_what_differs_from_the_defaults(name: str) -> None:
+    written = leaves(yaml.safe_load((ROOT / "configs" / name).read_text()))
+    defaults = leaves(Settings.model_construct().model_dump(mode="json"))
+    assert [key for key, value in written.items() if defaults.get(key) == value] == []
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(RENAMED.items()))
+def test_a_key_that_moved_says_where_to_in_the_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: tuple[str, str], new: str
+) -> None:
+    section, key = old
+    with pytest.raises(ConfigError, match=f"^config error: {section}.{key} is now {new}$"):
+        load_settings(write(tmp_path, f"{section}:\n  {key}: 1\n"))
+    monkeypatch.setenv(f"MONOLITH_{section.upper()}__{key.upper()}", "1")
+    with pytest.raises(ConfigError, match=f"is now {new}"):
+        load_settings(ROOT / "configs" / "cpu.yaml")

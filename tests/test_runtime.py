@@ -22,8 +22,8 @@ from tests.scripted import ScriptedEngine
 
 
 async def test_the_housekeeping_expires_files_past_their_ttl(settings: Settings) -> None:
-    short = settings.model_copy(update={"batch": settings.batch.model_copy(update={"file_ttl_s": 0.5})})
-    database = await open_database(short.jobs.database, short.data_dir)
+    short = settings.model_copy(update={"files": settings.files.model_copy(update={"ttl_s": 0.5})})
+    database = await open_database(short.store.database, short.data_dir)
     admission = Admission()
     services = Services(Generator(ScriptedEngine(), short, admission), rag=None)  # type: ignore[arg-type]
     jobs, batches = start_work(services, database, BackgroundBudget(short, admission))

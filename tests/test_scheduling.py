@@ -273,27 +273,43 @@ async def test_a_freed_slot_is_granted_once(admission: Admission) -> None:
     waiters[1].cancel()
 
 
-async def test_every_slot_there_is_room_for_goes_to_one_who_asks_for_every_slot(admission: Admission) -> None:
-    """The async job runner claims as many jobs as it got slots, in one call to the store."""
+async def test_a_standing_request_holds_every_slot_that_frees_ahead_of_batch_lines(admission: Admission) -> None:
+    """The async job runner's, while jobs wait for room: slots that free one by one while its claim is in flight
+    are its too, not the next batch line's, and it is told at once."""
     budget = BackgroundBudget(settings(), admission)
     holds = running(budget, CAPACITY)
-    claim = asyncio.create_task(budget.acquire_every(ASYNC))
     line = asyncio.create_task(budget.acquire(BATCH, time.time()))
     await asyncio.sleep(0.01)
+    told: list[int] = []
+    request = budget.ask_standing(ASYNC, lambda: told.append(len(request.holds)))
+    assert budget.take(request) == [] and told == []
     for held in holds[:3]:
         budget.release(held)  # three sequences end in one engine step: three slots free, one by one
-    assert len(await claim) == 3 and not line.done()
-    assert len(budget.holds) == CAPACITY
-    line.cancel()
+    assert request.granted.done() and told == [1], "told once, as soon as it held one"
+    assert len(budget.take(request)) == 3 and not line.done()
+    budget.release(holds[3])
+    assert len(budget.take(request)) == 1, "it goes on standing after a take"
+    budget.withdraw(request)
+    budget.release(holds[4])
+    assert (await asyncio.wait_for(line, 1)).lane == BATCH, "withdrawn: the next slot is the batch line's"
 
 
-@pytest.mark.parametrize("every", [False, True])
-async def test_a_slot_granted_to_an_item_cancelled_before_it_ran_goes_to_the_next(
-    admission: Admission, every: bool
-) -> None:
+async def test_a_withdrawn_standing_request_gives_back_what_it_did_not_take(admission: Admission) -> None:
+    budget = BackgroundBudget(settings(), admission)
+    holds = running(budget, CAPACITY)
+    request = budget.ask_standing(ASYNC, lambda: None)
+    budget.release(holds[0])
+    assert len(request.holds) == 1 and len(budget.holds) == CAPACITY
+    line = asyncio.create_task(budget.acquire(BATCH, time.time()))
+    await asyncio.sleep(0.01)
+    budget.withdraw(request)
+    assert (await asyncio.wait_for(line, 1)).lane == BATCH and len(budget.holds) == CAPACITY
+
+
+async def test_a_slot_granted_to_an_item_cancelled_before_it_ran_goes_to_the_next(admission: Admission) -> None:
     budget = BackgroundBudget(settings(), admission)
     first, *_ = running(budget, CAPACITY)
-    cancelled = asyncio.create_task(budget.acquire_every(ASYNC) if every else budget.acquire(BATCH, time.time()))
+    cancelled = asyncio.create_task(budget.acquire(BATCH, time.time()))
     await asyncio.sleep(0.01)
     patient = asyncio.create_task(budget.acquire(BATCH, time.time()))
     await asyncio.sleep(0.01)

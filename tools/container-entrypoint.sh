@@ -11,7 +11,7 @@ if [ "$#" -eq 1 ] && [ "$1" = "serve" ]; then
     if [ -z "${MONOLITH_ENGINE__MODEL:-}" ] && [ -f "$model_dir/config.json" ]; then
         export MONOLITH_ENGINE__MODEL="$model_dir"
     fi
-    export MONOLITH_SHUTDOWN__DRAIN_SECONDS="${MONOLITH_SHUTDOWN__DRAIN_SECONDS:-25}"
+    export MONOLITH_SHUTDOWN__DRAIN_S="${MONOLITH_SHUTDOWN__DRAIN_S:-25}"
     exec monolith serve --config "${MONOLITH_CONFIG:-configs/gpu.yaml}" --host 0.0.0.0 \
         --port "${SAGEMAKER_BIND_TO_PORT:-8080}"
 fi

@@ -41,6 +41,12 @@ def _ingest(settings: Settings, args: argparse.Namespace) -> None:
         print(f"  {error}", file=sys.stderr)
 
 
+def _reference(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.config import reference
+
+    print(reference(), end="")
+
+
 def _prepare(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.model_prep import prepare_model
 
@@ -307,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-tokens", type=int)
     generate.add_argument("--temperature", type=float, default=0.7)
     generate.set_defaults(run=_generate)
+
+    configuration = commands.add_parser("config", parents=[config], help="configuration tasks").add_subparsers(
+        dest="action", required=True
+    )
+    configuration.add_parser(
+        "reference", parents=[config], help="print the configuration reference (docs/configuration.md)"
+    ).set_defaults(run=_reference)
 
     add_sagemaker(commands, config)
     return parser

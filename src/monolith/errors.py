@@ -89,7 +89,7 @@ class StorageFull(MonolithError):
 
 
 class JobRunsExhausted(MonolithError):
-    """A job whose runner died jobs.max_runs times: it is not started again."""
+    """A job whose runner died store.max_runs times: it is not started again."""
 
     error_type = "job_runs_exhausted"
 

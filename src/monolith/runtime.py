@@ -120,7 +120,7 @@ class Runtime:
             # The engine load runs in a thread; the embedder, the vector store and the job store load beside it.
             engine_task = asyncio.create_task(self._step("engine_load", "loading the engine", load_engine(settings)))
             if with_jobs:
-                opening = open_database(settings.jobs.database, settings.data_dir, settings.jobs.database_timeout_s)
+                opening = open_database(settings.store.database, settings.data_dir, settings.store.timeout_s)
                 self.database = await self._step("job_store", "opening the job store", opening)
             loaded = await self._load_retrieval() if retrieval else None
             engine = await engine_task
@@ -265,13 +265,13 @@ def replica_name() -> str:
 def start_work(services: Services, database: Database, budget: BackgroundBudget) -> tuple[JobRunner, BatchRunner]:
     """The async job runner and the batch runner on the shared store, paced by `budget` (started here)."""
     settings = services.settings
-    cfg = settings.jobs
+    cfg = settings.store
     replica = replica_name()
     log.info("replica %s serves async jobs and batches from %s", replica, database.describe())
-    files = FileStore(database, settings.in_data_dir(settings.batch.files_dir))
+    files = FileStore(database, settings.in_data_dir(settings.files.dir))
     jobs = JobRunner(JobStore(database, replica, cfg.lease_s, cfg.max_runs), services, budget)
     batches = BatchRunner(BatchStore(database, files, replica, cfg.lease_s, cfg.max_runs), services, budget, cfg)
-    jobs.housekeeping.expire_files = lambda: files.expire_files(int(time.time() - settings.batch.file_ttl_s))
+    jobs.housekeeping.expire_files = lambda: files.expire_files(int(time.time() - settings.files.ttl_s))
     budget.start()
     jobs.start()
     batches.start()

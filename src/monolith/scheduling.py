@@ -66,17 +66,18 @@ class Hold:
 
 
 @dataclass(eq=False)
-class _Waiter:
-    """An item waiting for a slot: granted in the lanes' order, paused generations first (`resuming`)."""
+class SlotRequest:
+    """Waiting for a slot: granted in the lanes' order, paused generations first (`resuming`). A standing request
+    (`standing`, the async job runner's while jobs wait for room) is granted every slot there is room for, now and
+    as slots free, until it is withdrawn; `granted` is set once it holds one."""
 
     lane: str
     queued_at: float
     granted: asyncio.Future[list[Hold]]
-    # Every slot there is room for, from its grant until it runs (the job runner claims that many jobs at once):
-    # slots that free one by one in that time are its too, not the next batch line's.
-    every: bool = False
+    standing: bool = False
     resuming: Hold | None = None
     holds: list[Hold] = field(default_factory=list)
+    on_grant: Callable[[], None] | None = None  # a standing request's holder is told as soon as it holds a slot
 
     @property
     def order(self) -> tuple[bool, int]:
@@ -123,7 +124,7 @@ class BackgroundBudget:
         # Items waiting for a slot, granted in order whenever room may have appeared: a paused generation before any
         # new item, an async job before a batch line (`make bench`, mixed: when whichever waiter looked first took a
         # freed slot, async jobs held 0-1 slots for ~18 s beside up to 15 batch lines), first come first within one.
-        self._waiting: list[_Waiter] = []
+        self._waiting: list[SlotRequest] = []
         self._recheck: asyncio.TimerHandle | None = None
         self._controller: asyncio.Task | None = None
 
@@ -207,16 +208,36 @@ class BackgroundBudget:
     async def acquire(self, lane: str, queued_at: float) -> Hold:
         """A slot for one item of `lane` queued at `queued_at` (wall clock), once it is its turn and there is room:
         past max_background_wait_s it is overdue, and served like real-time. Give it back with `release`."""
-        return (await self._wait(_Waiter(lane, queued_at, self._future())))[0]
+        return (await self._wait(SlotRequest(lane, queued_at, self._future())))[0]
 
-    async def acquire_every(self, lane: str) -> list[Hold]:
-        """Once there is room for one new item of `lane`, every slot there is room for (at least one)."""
-        return await self._wait(_Waiter(lane, time.time(), self._future(), every=True))
+    def ask_standing(self, lane: str, on_grant: Callable[[], None]) -> SlotRequest:
+        """A standing request for `lane`, registered now: every slot there is room for, now and as slots free, goes
+        to it ahead of later lanes until `withdraw` (the async job runner claims that many jobs at once; a batch
+        line would otherwise take a slot that frees while its claim is in flight). `on_grant` is called whenever
+        it comes to hold slots."""
+        request = SlotRequest(lane, time.time(), self._future(), standing=True, on_grant=on_grant)
+        self._waiting.append(request)
+        self._grant()
+        return request
+
+    def take(self, request: SlotRequest) -> list[Hold]:
+        """The slots a standing request holds now; it goes on standing."""
+        holds, request.holds = request.holds, []
+        if request.granted.done():
+            request.granted = self._future()
+        return holds
+
+    def withdraw(self, request: SlotRequest) -> None:
+        """A standing request ends: the slots it holds and did not take go back."""
+        if request in self._waiting:
+            self._waiting.remove(request)
+        for held in self.take(request):
+            self.release(held)
 
     async def resume(self, held: Hold) -> None:
         """A paused item takes a slot again once there is room, ahead of new items; it is the youngest again."""
         try:
-            await self._wait(_Waiter(held.lane, held.queued_at, self._future(), resuming=held))
+            await self._wait(SlotRequest(held.lane, held.queued_at, self._future(), resuming=held))
         except BaseException:
             self.forget_pause(held)
             raise
@@ -236,42 +257,39 @@ class BackgroundBudget:
     def _future() -> asyncio.Future[list[Hold]]:
         return asyncio.get_running_loop().create_future()
 
-    async def _wait(self, waiter: _Waiter) -> list[Hold]:
-        self._waiting.append(waiter)
+    async def _wait(self, request: SlotRequest) -> list[Hold]:
+        self._waiting.append(request)
         self._grant()
         try:
-            await waiter.granted
+            await request.granted
         except BaseException:  # cancelled while it waited (no slots), or once granted, before it ran
-            self._forget(waiter)
-            for held in waiter.holds:
+            if request in self._waiting:
+                self._waiting.remove(request)
+            for held in request.holds:
                 self.release(held)
             raise
-        self._forget(waiter)
-        return waiter.holds
-
-    def _forget(self, waiter: _Waiter) -> None:
-        if waiter in self._waiting:  # one granted every slot stays until it runs
-            self._waiting.remove(waiter)
+        return request.holds
 
     def _grant(self) -> None:
         for waiter in sorted(self._waiting, key=lambda w: w.order):  # sorted() is stable: first come first
-            if waiter.granted.cancelled():
-                continue
-            if waiter.granted.done():  # one granted every slot, that has not run yet
+            if waiter.standing:
                 while self.room():
                     waiter.holds.append(self.hold(waiter.lane, False, time.time()))
+                if waiter.holds and not waiter.granted.done():
+                    waiter.granted.set_result(waiter.holds)
+                    if waiter.on_grant is not None:
+                        waiter.on_grant()
                 continue
             overdue = self.is_overdue(waiter.queued_at)
-            if not self.room(overdue, resuming=waiter.resuming is not None):
+            if waiter.granted.done() or not self.room(overdue, resuming=waiter.resuming is not None):
                 continue
-            if not waiter.every:
-                self._waiting.remove(waiter)
+            self._waiting.remove(waiter)
             waiter.holds += self._take(waiter, overdue)
             waiter.granted.set_result(waiter.holds)
         if self._waiting and self._recheck is None:
             self._recheck = asyncio.get_running_loop().call_later(ROOM_RECHECK_S, self._look_again)
 
-    def _take(self, waiter: _Waiter, overdue: bool) -> list[Hold]:
+    def _take(self, waiter: SlotRequest, overdue: bool) -> list[Hold]:
         if waiter.resuming is not None:
             held = waiter.resuming
             held.overdue = overdue
@@ -280,10 +298,7 @@ class BackgroundBudget:
             held.started = time.monotonic()
             self.holds.append(held)
             return [held]
-        taken = [self.hold(waiter.lane, overdue, waiter.queued_at)]
-        while waiter.every and self.room():
-            taken.append(self.hold(waiter.lane, False, time.time()))
-        return taken
+        return [self.hold(waiter.lane, overdue, waiter.queued_at)]
 
     def _look_again(self) -> None:
         """What only time changes (the ramp, an item's age) may have made room."""

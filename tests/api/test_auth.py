@@ -99,7 +99,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
         "MONOLITH_SERVER__API_KEYS_FILE": str(secret),  # the other from a file, as a mounted Secret
         "MONOLITH_RAG__EXPAND": "false",
         "MONOLITH_JOBS__MAX_UNFINISHED_PER_OWNER": "3",
-        "MONOLITH_BATCH__MAX_FILES_PER_OWNER": "3",
+        "MONOLITH_FILES__MAX_PER_OWNER": "3",
     }
     managed = ManagedServer(tmp_path_factory.mktemp("keyed"), model_dir, env)
     managed.secret = secret  # type: ignore[attr-defined]

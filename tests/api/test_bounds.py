@@ -126,7 +126,7 @@ def test_a_bad_batch_file_is_refused_at_upload_naming_the_line(http: httpx.Clien
 
 
 def test_a_file_with_more_lines_than_allowed_is_refused(http: httpx.Client) -> None:
-    # The test servers allow 1 000 lines (batch.max_file_lines; OpenAI allows 50 000).
+    # The test servers allow 1 000 lines (files.max_lines; OpenAI allows 50 000).
     content = b"\n".join(line(f"c{i}") for i in range(1001))
     response = upload(http, content)
     assert response.status_code == 400 and "more than 1000 lines" in response.json()["error"]["message"]

@@ -64,7 +64,7 @@ def submit(base_url: str) -> httpx.Response:
 
 def test_a_full_disk_is_a_507_that_keeps_nothing_and_the_server_goes_on(tmp_path: Path, model_dir: Path) -> None:
     with tmpfs(tmp_path / "files", "2m") as files_dir, tmpfs(tmp_path / "db", "2m") as db_dir:
-        env = {"MONOLITH_BATCH__FILES_DIR": str(files_dir), "MONOLITH_JOBS__DATABASE": str(db_dir / "jobs.sqlite3")}
+        env = {"MONOLITH_FILES__DIR": str(files_dir), "MONOLITH_STORE__DATABASE": str(db_dir / "jobs.sqlite3")}
         server = start_server(tmp_path / "replica", model_dir, env)
         try:
             wait_ready(server)

@@ -25,7 +25,7 @@ def configured(settings: Settings, max_waiting: int = 4, drain_s: float = 10, ti
     return settings.model_copy(
         update={
             "admission": settings.admission.model_copy(update={"max_waiting": max_waiting}),
-            "shutdown": settings.shutdown.model_copy(update={"drain_seconds": drain_s}),
+            "shutdown": settings.shutdown.model_copy(update={"drain_s": drain_s}),
             "server": settings.server.model_copy(update={"request_timeout_s": timeout_s}),
         }
     )
@@ -117,7 +117,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(settings: Settin
     assert engine.aborted == 0
 
 
-def test_the_drain_gives_up_after_drain_seconds(settings: Settings) -> None:
+def test_the_drain_gives_up_after_drain_s(settings: Settings) -> None:
     engine = ScriptedEngine(capacity=1, gap_s=0.05)
     drain_s = 4.0  # above the 2 s close grace below, so an exit without the drain shows
     server = ThreadedServer(configured(settings, drain_s=drain_s), engine, free_port())

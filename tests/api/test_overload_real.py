@@ -28,7 +28,7 @@ def small(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
     env = {
         "MONOLITH_ENGINE__MAX_NUM_SEQS": str(MAX_NUM_SEQS),
         "MONOLITH_ADMISSION__MAX_WAITING": str(MAX_WAITING),
-        "MONOLITH_SHUTDOWN__DRAIN_SECONDS": str(DRAIN_S),
+        "MONOLITH_SHUTDOWN__DRAIN_S": str(DRAIN_S),
     }
     managed = ManagedServer(tmp_path_factory.mktemp("small"), model_dir, env)
     try:

@@ -53,8 +53,8 @@ def test_the_monolith_gets_its_backlog_as_async_jobs_and_a_batch_and_every_token
 ) -> None:
     engine = ScriptedEngine(capacity=4, gap_s=0.005)
     # As the bench starts a monolith (peers.service_env): its jobs call the bench back on loopback.
-    jobs = settings.jobs.model_copy(update={"callback_allow": ["127.0.0.1"]})
-    with ThreadedServer(settings.model_copy(update={"jobs": jobs}), engine, free_port(), jobs=True) as server:
+    callbacks = settings.callbacks.model_copy(update={"allow": ["127.0.0.1"]})
+    with ThreadedServer(settings.model_copy(update={"callbacks": callbacks}), engine, free_port(), jobs=True) as server:
         alone = asyncio.run(asyncio.wait_for(measure("monolith", server.base_url, "twin", TRAFFIC, "background"), 60))
     assert alone.background_failures == 0
     assert (

@@ -108,8 +108,8 @@ def test_probes_hit_the_health_routes_and_the_grace_period_covers_the_drain() ->
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     gpu = load_settings(ROOT / "configs" / "gpu.yaml")
     pre_stop_s = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
-    assert gpu.shutdown.drain_seconds > gpu.server.request_timeout_s  # the longest request finishes
-    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + gpu.shutdown.drain_seconds
+    assert gpu.shutdown.drain_s > gpu.server.request_timeout_s  # the longest request finishes
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + gpu.shutdown.drain_s
     assert container["args"][:3] == ["serve", "--config", "configs/gpu.yaml"]
 
 
@@ -170,7 +170,7 @@ def test_replicas_share_state_through_postgresql_and_the_files_volume_only() -> 
     pod = find("Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     env = {e["name"]: e for e in container["env"]}
-    database = env["MONOLITH_JOBS__DATABASE"]["valueFrom"]["secretKeyRef"]
+    database = env["MONOLITH_STORE__DATABASE"]["valueFrom"]["secretKeyRef"]
     cluster = find("Cluster")
     # CloudNativePG's application Secret: `<cluster>-app`, its connection URI under `uri`.
     assert database == {"name": f"{cluster['metadata']['name']}-app", "key": "uri"}
@@ -181,10 +181,10 @@ def test_replicas_share_state_through_postgresql_and_the_files_volume_only() -> 
     # data_dir is per-pod scratch; the model cache holds only weights; batch files sit on their own RWX volume.
     assert "emptyDir" in volumes[mounts[env["MONOLITH_DATA_DIR"]["value"]]]
     assert env["HF_HOME"]["value"].startswith(next(p for p, n in mounts.items() if n == "model-cache"))
-    files_mount = next(p for p in mounts if env["MONOLITH_BATCH__FILES_DIR"]["value"].startswith(p + "/"))
+    files_mount = next(p for p in mounts if env["MONOLITH_FILES__DIR"]["value"].startswith(p + "/"))
     files_claim = volumes[mounts[files_mount]]["persistentVolumeClaim"]["claimName"]
     assert claims[files_claim]["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert load_settings(ROOT / "configs" / "gpu.yaml").jobs.database.endswith(".sqlite3"), "the URL comes from env"
+    assert load_settings(ROOT / "configs" / "gpu.yaml").store.database.endswith(".sqlite3"), "the URL comes from env"
 
 
 def test_the_pod_runs_hardened() -> None:

@@ -22,7 +22,7 @@ RECORDER = """#!/bin/sh
 python3 - "$@" <<'PY'
 import json, os, sys
 env = os.environ.get
-seen = {"model": env("MONOLITH_ENGINE__MODEL"), "drain": env("MONOLITH_SHUTDOWN__DRAIN_SECONDS")}
+seen = {"model": env("MONOLITH_ENGINE__MODEL"), "drain": env("MONOLITH_SHUTDOWN__DRAIN_S")}
 print(json.dumps({"argv": sys.argv[1:], **seen}))
 PY
 """

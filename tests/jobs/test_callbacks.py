@@ -1,4 +1,4 @@
-"""Callbacks to real HTTP receivers on loopback (allowed through jobs.callback_allow): Standard Webhooks
+"""Callbacks to real HTTP receivers on loopback (allowed through callbacks.allow): Standard Webhooks
 signatures, retries with exponential backoff, giving up, and every kind of failure recorded as an attempt."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from monolith.config import JobsSettings
+from monolith.config import CallbacksSettings
 from monolith.jobs.callbacks import (
     ID_HEADER,
     LEGACY_SIGNATURE_HEADER,
@@ -69,9 +69,7 @@ def test_standard_webhooks_signatures_verify_and_reject_tampering_and_replays() 
 async def test_callback_is_retried_with_exponential_backoff_then_delivered_signed(store: JobStore) -> None:
     receiver = Receiver(fail_first=3)
     backoff_s = 0.3
-    settings = JobsSettings(
-        callback_secret=SECRET, callback_backoff_s=backoff_s, callback_max_attempts=5, callback_allow=LOOPBACK
-    )
+    settings = CallbacksSettings(secret=SECRET, backoff_s=backoff_s, max_attempts=5, allow=LOOPBACK)
     sender = CallbackSender(store, settings)
     try:
         job_id = await finished_job(store, receiver.url)
@@ -95,9 +93,7 @@ async def test_callback_is_retried_with_exponential_backoff_then_delivered_signe
 
 
 async def test_callback_gives_up_after_max_attempts(store: JobStore) -> None:
-    settings = JobsSettings(
-        callback_backoff_s=0.01, callback_max_attempts=2, callback_timeout_s=1, callback_allow=LOOPBACK
-    )
+    settings = CallbacksSettings(backoff_s=0.01, max_attempts=2, timeout_s=1, allow=LOOPBACK)
     sender = CallbackSender(store, settings)
     job_id = await finished_job(store, "http://localhost:9/nothing-listens")
     await deliver_until_settled(store, sender, job_id, timeout_s=5)
@@ -117,9 +113,7 @@ async def test_callback_gives_up_after_max_attempts(store: JobStore) -> None:
 )
 async def test_every_failure_is_a_recorded_attempt(store: JobStore, receiver_kwargs: dict, allow: list) -> None:
     receiver = Receiver(**receiver_kwargs)
-    settings = JobsSettings(
-        callback_backoff_s=0.01, callback_max_attempts=2, callback_timeout_s=1, callback_allow=allow
-    )
+    settings = CallbacksSettings(backoff_s=0.01, max_attempts=2, timeout_s=1, allow=allow)
     sender = CallbackSender(store, settings)
     try:
         job_id = await finished_job(store, receiver.url)
@@ -131,14 +125,14 @@ async def test_every_failure_is_a_recorded_attempt(store: JobStore, receiver_kwa
         receiver.close()
     final = await store.get(job_id)
     assert final.callback_state == "failed" and final.callback_attempts == 2
-    assert took < 2 * 1 + 1.5, "each attempt within callback_timeout_s"
+    assert took < 2 * 1 + 1.5, "each attempt within callbacks.timeout_s"
     if not allow:
         assert receiver.received == [], "nothing was sent to a refused address"
 
 
 async def test_a_huge_answer_is_not_read(store: JobStore) -> None:
     receiver = Receiver(reply_bytes=256 * 1024 * 1024)
-    sender = CallbackSender(store, JobsSettings(callback_allow=LOOPBACK, callback_timeout_s=5))
+    sender = CallbackSender(store, CallbacksSettings(allow=LOOPBACK, timeout_s=5))
     try:
         job_id = await finished_job(store, receiver.url)
         started = time.monotonic()
@@ -162,7 +156,7 @@ def readme_verifier() -> dict:
 
 async def test_a_delivered_callback_verifies_with_the_readme_example(store: JobStore) -> None:
     receiver = Receiver()
-    sender = CallbackSender(store, JobsSettings(callback_secret=SECRET, callback_allow=LOOPBACK))
+    sender = CallbackSender(store, CallbacksSettings(secret=SECRET, allow=LOOPBACK))
     try:
         job_id = await finished_job(store, receiver.url)
         await deliver_until_settled(store, sender, job_id, timeout_s=5)
@@ -194,7 +188,7 @@ async def test_the_post_goes_to_the_address_that_was_checked(store: JobStore, mo
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    settings = JobsSettings(callback_allow=["hooks.example"], callback_max_attempts=1)
+    settings = CallbacksSettings(allow=["hooks.example"], max_attempts=1)
     sender = CallbackSender(store, settings)
     try:
         job_id = await finished_job(store, f"http://hooks.example:{port}/hook")

@@ -51,7 +51,7 @@ MALFORMED = [
 async def test_non_public_destinations_are_refused_naming_the_field(url: str) -> None:
     with pytest.raises(BadRequest) as refused:
         await CallbackPolicy([]).check(url)
-    assert refused.value.param == "callback_url" and "jobs.callback_allow" in refused.value.message
+    assert refused.value.param == "callback_url" and "callbacks.allow" in refused.value.message
 
 
 @pytest.mark.parametrize("url", MALFORMED)

@@ -1,5 +1,5 @@
 """SIGTERM with async jobs queued and running: readiness turns 503 and no job is claimed; the running ones get
-shutdown.drain_seconds, then go back to the queue (their run not counted) for another replica or the next start;
+shutdown.drain_s, then go back to the queue (their run not counted) for another replica or the next start;
 the process exits 0; after a restart every job succeeds. None is lost, none failed."""
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ def test_sigterm_hands_running_jobs_back_after_the_drain_and_keeps_the_queued_on
 ) -> None:
     data_dir = tmp_path / "replica"
     env = {
-        "MONOLITH_SHUTDOWN__DRAIN_SECONDS": str(DRAIN_S),
+        "MONOLITH_SHUTDOWN__DRAIN_S": str(DRAIN_S),
         "MONOLITH_ENGINE__MAX_NUM_SEQS": "2",  # two jobs run, two wait
-        "MONOLITH_JOBS__POLL_INTERVAL_S": "0.05",
+        "MONOLITH_STORE__POLL_INTERVAL_S": "0.05",
     }
     first = start_server(data_dir, model_dir, env)
     try:
@@ -55,7 +55,7 @@ def test_sigterm_hands_running_jobs_back_after_the_drain_and_keeps_the_queued_on
     assert DRAIN_S - 1 <= exited_after < DRAIN_S + 30, exited_after  # waited for the drain, not forever
     with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
         stored = dict(db.execute("SELECT id, status || ':' || runs FROM jobs").fetchall())
-    # Every job is queued again, and the interrupted runs are not counted against jobs.max_runs.
+    # Every job is queued again, and the interrupted runs are not counted against store.max_runs.
     assert [stored[i] for i in ids] == ["queued:0"] * JOBS, stored
 
     second = start_server(data_dir, model_dir, env)

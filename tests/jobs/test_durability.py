@@ -26,7 +26,7 @@ def test_jobs_survive_kill_9_and_run_once_to_completion(tmp_path: Path, model_di
     receiver = Receiver()
     data_dir = tmp_path / "replica"
     # Fast polling so that the kill lands while jobs are running.
-    env = {"MONOLITH_JOBS__POLL_INTERVAL_S": "0.05", "MONOLITH_RAG__EXPAND": "false"}
+    env = {"MONOLITH_STORE__POLL_INTERVAL_S": "0.05", "MONOLITH_RAG__EXPAND": "false"}
     first = start_server(data_dir, model_dir, env)
     try:
         wait_ready(first)

@@ -33,7 +33,7 @@ def engine_core(server: ServerProcess) -> psutil.Process:
 @pytest.mark.slow
 def test_engine_death_exits_for_a_restart_and_loses_no_job(tmp_path: Path, model_dir: Path) -> None:
     data_dir = tmp_path / "replica"
-    env = {"MONOLITH_JOBS__POLL_INTERVAL_S": "0.05", "MONOLITH_JOBS__RETRY_AFTER_S": "1"}
+    env = {"MONOLITH_STORE__POLL_INTERVAL_S": "0.05", "MONOLITH_STORE__RETRY_AFTER_S": "1"}
     first = start_server(data_dir, model_dir, env)
     streamed: list[bytes] = []
     try:

@@ -98,9 +98,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, postgres:
     database = postgres.create_database("replicas")
     files_dir = tmp_path_factory.mktemp("shared-files").resolve()
     env = {
-        "MONOLITH_JOBS__DATABASE": database,
-        "MONOLITH_BATCH__FILES_DIR": str(files_dir),
-        "MONOLITH_JOBS__LEASE_S": str(LEASE_S),
+        "MONOLITH_STORE__DATABASE": database,
+        "MONOLITH_FILES__DIR": str(files_dir),
+        "MONOLITH_STORE__LEASE_S": str(LEASE_S),
         "MONOLITH_RAG__EXPAND": "false",
     }
     root = tmp_path_factory.mktemp("replicas")

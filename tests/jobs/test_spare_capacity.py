@@ -32,7 +32,7 @@ def spare(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
     env = {
         "MONOLITH_ENGINE__MAX_NUM_SEQS": str(MAX_NUM_SEQS),
         "MONOLITH_SCHEDULING__REALTIME_QUIET_S": "1",  # the backlog has the engine a second after real-time leaves
-        "MONOLITH_JOBS__LEASE_S": "6",  # a killed server's batch is free again by the time it restarts
+        "MONOLITH_STORE__LEASE_S": "6",  # a killed server's batch is free again by the time it restarts
     }
     managed = ManagedServer(tmp_path_factory.mktemp("spare"), model_dir, env)
     try:

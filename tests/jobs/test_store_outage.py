@@ -44,10 +44,10 @@ def test_a_store_outage_leaves_real_time_alone_and_loses_no_job(
 ) -> None:
     receiver = Receiver()
     env = {
-        "MONOLITH_JOBS__DATABASE": own_postgres.create_database("outage"),
-        "MONOLITH_JOBS__DATABASE_TIMEOUT_S": "2",
-        "MONOLITH_JOBS__RETRY_AFTER_S": "1",
-        "MONOLITH_JOBS__POLL_INTERVAL_S": "0.1",
+        "MONOLITH_STORE__DATABASE": own_postgres.create_database("outage"),
+        "MONOLITH_STORE__TIMEOUT_S": "2",
+        "MONOLITH_STORE__RETRY_AFTER_S": "1",
+        "MONOLITH_STORE__POLL_INTERVAL_S": "0.1",
     }
     server = start_server(tmp_path / "replica", model_dir, env)
     realtime: list[int | str] = []

@@ -85,14 +85,16 @@ def test_a_job_whose_slot_is_preempted_during_its_claim_goes_back_uncounted_and_
 
 
 def test_a_finished_jobs_callback_goes_out_at_once_not_at_the_next_look_for_work(settings: Settings) -> None:
-    """The callback loop also looks every jobs.poll_interval_s (for callbacks due again after a failed attempt, or
+    """The callback loop also looks every store.poll_interval_s (for callbacks due again after a failed attempt, or
     jobs finished on another replica); a job finished here wakes it. With a look a minute apart, the callback
     still comes in seconds."""
-    jobs = settings.jobs.model_copy(update={"poll_interval_s": 60.0, "callback_allow": ["127.0.0.1"]})
+    store = settings.store.model_copy(update={"poll_interval_s": 60.0})
+    callbacks = settings.callbacks.model_copy(update={"allow": ["127.0.0.1"]})
+    changed = settings.model_copy(update={"store": store, "callbacks": callbacks})
     receiver = Receiver()
     try:
         with (
-            ThreadedServer(settings.model_copy(update={"jobs": jobs}), ScriptedEngine(), free_port(), jobs=True) as s,
+            ThreadedServer(changed, ScriptedEngine(), free_port(), jobs=True) as s,
             httpx.Client(base_url=s.base_url) as c,
         ):
             time.sleep(1)  # the callback loop's first look is over: it now sleeps until woken or a minute passes
@@ -126,7 +128,7 @@ def test_jobs_waiting_for_free_slots_are_claimed_in_one_call_to_the_store(settin
             response = c.post("/v1/async/chat/completions", json=chat(8))
             response.raise_for_status()
             job_ids.append(response.json()["id"])
-        runner.paused = False  # its next look (jobs.poll_interval_s) finds all four and every slot free
+        runner.paused = False  # its next look (store.poll_interval_s) finds all four and every slot free
         wait_for(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids), 30, "the jobs")
     assert claimed[0] == (4, 4), claimed
     assert sorted(engine.request_ids) == sorted(job_ids), "each ran once"

@@ -14,7 +14,7 @@ from monolith.store.database import Database, open_database
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """`jobs.database` as an operator writes it: a path, or a postgresql:// URL (a fresh database each)."""
+    """`store.database` as an operator writes it: a path, or a postgresql:// URL (a fresh database each)."""
     if request.param == "sqlite":
         return "jobs.sqlite3"
     postgres: PostgresServer = request.getfixturevalue("postgres")

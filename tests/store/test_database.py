@@ -1,4 +1,4 @@
-"""`jobs.database` as operators write it becomes the right async driver; logs never show the password."""
+"""`store.database` as operators write it becomes the right async driver; logs never show the password."""
 
 from __future__ import annotations
 

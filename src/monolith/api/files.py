@@ -1,5 +1,5 @@
 """OpenAI-compatible files (`client.files.*`): batch inputs checked line by line as they are uploaded, and
-batch outputs; each belongs to the API key that made it, and expires after `batch.file_ttl_s`."""
+batch outputs; each belongs to the API key that made it, and expires after `files.ttl_s`."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def upload_size(upload: UploadFile) -> int:
 
 
 class FilesController(Controller):
-    """`request_max_body_size` is set from `batch.max_file_bytes` when the app is made (api.app)."""
+    """`request_max_body_size` is set from `files.max_bytes` when the app is made (api.app)."""
 
     path = "/v1/files"
     tags = ["batch"]
@@ -67,18 +67,18 @@ class FilesController(Controller):
         owner: str,
         settings: Settings,
     ) -> FileObject:
-        cfg = settings.batch
+        cfg = settings.files
         size = upload_size(data.file)
         if size == 0:
             raise BadRequest("the file is empty", param="file")
         if len(data.file.filename or "") > MAX_FILENAME:
             raise BadRequest(f"the file's name has more than {MAX_FILENAME} characters", param="file")
-        if size > cfg.max_file_bytes:
-            raise BadRequest(f"the file has {size} bytes; the limit is {cfg.max_file_bytes}", param="file")
+        if size > cfg.max_bytes:
+            raise BadRequest(f"the file has {size} bytes; the limit is {cfg.max_bytes}", param="file")
         count, stored = await files.usage(owner)
-        if count >= cfg.max_files_per_owner or stored + size > cfg.max_bytes_per_owner:
+        if count >= cfg.max_per_owner or stored + size > cfg.max_bytes_per_owner:
             raise QuotaExceeded(
-                f"this key stores {count} files ({stored} bytes); the limits are {cfg.max_files_per_owner} files "
+                f"this key stores {count} files ({stored} bytes); the limits are {cfg.max_per_owner} files "
                 f"and {cfg.max_bytes_per_owner} bytes: delete some (DELETE /v1/files/{{id}})",
                 param="file",
             )
@@ -89,10 +89,10 @@ class FilesController(Controller):
             data.purpose,
             owner,
             LineChecker(max_line),
-            cfg.max_file_lines,
+            cfg.max_lines,
             max_line,
         )
-        return file_object(record, cfg.file_ttl_s)
+        return file_object(record, cfg.ttl_s)
 
     @get("", summary="This key's files, newest first", responses=errors(*SERVED))
     async def list_files(
@@ -105,11 +105,11 @@ class FilesController(Controller):
         after: Annotated[str | None, Parameter(max_length=128)] = None,
     ) -> FileList:
         records, has_more = await files.list_files(owner, purpose, limit, after)
-        return FileList([file_object(r, settings.batch.file_ttl_s) for r in records], has_more)
+        return FileList([file_object(r, settings.files.ttl_s) for r in records], has_more)
 
     @get("/{file_id:str}", summary="A file's metadata", responses=errors(*SERVED, 404))
     async def file_info(self, file_id: str, files: FileStore, owner: str, settings: Settings) -> FileObject:
-        return file_object(await file_or_404(files, file_id, owner), settings.batch.file_ttl_s)
+        return file_object(await file_or_404(files, file_id, owner), settings.files.ttl_s)
 
     @get(
         "/{file_id:str}/content",

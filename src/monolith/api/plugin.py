@@ -39,9 +39,9 @@ def sagemaker_controller(settings: Settings) -> type[SageMakerController]:
 
 
 def files_controller(settings: Settings) -> type[FilesController]:
-    """Uploads may be as large as batch.max_file_bytes, far above server.max_body_bytes; past it, a 413
+    """Uploads may be as large as files.max_bytes, far above server.max_body_bytes; past it, a 413
     while the body arrives, not once it is on disk."""
-    limit = settings.batch.max_file_bytes + MULTIPART_OVERHEAD
+    limit = settings.files.max_bytes + MULTIPART_OVERHEAD
     return type("FilesController", (FilesController,), {"request_max_body_size": limit})
 
 

@@ -144,9 +144,9 @@ async def transform(raw: bytes, services: Services, runtime: Runtime) -> Respons
     lines = raw.split(b"\n")
     if lines and not lines[-1].strip():
         lines.pop()  # the newline that ends the last record
-    limit = services.settings.batch.max_file_lines
+    limit = services.settings.files.max_lines
     if len(lines) > limit:
-        raise BadRequest(f"{len(lines)} records in one request; the limit is {limit} (batch.max_file_lines)")
+        raise BadRequest(f"{len(lines)} records in one request; the limit is {limit} (files.max_lines)")
     queued_at = time.time()
     slots = asyncio.Semaphore(services.settings.engine.max_num_seqs)
 

@@ -2,7 +2,7 @@
 
 Plain uvicorn closes its socket at once and re-raises the signal when done (exit 143). Here the
 process keeps answering (readiness 503, new work 503 + Retry-After) while in-flight requests finish,
-for at most `shutdown.drain_seconds`, then shuts down and exits 0. A second signal stops it at once.
+for at most `shutdown.drain_s`, then shuts down and exits 0. A second signal stops it at once.
 When the engine dies the process exits 3 within seconds instead, so that it is restarted.
 """
 
@@ -35,7 +35,7 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: Runtime) -> None:
         super().__init__(config)
         self.state = state
-        self.drain_s = state.settings.shutdown.drain_seconds
+        self.drain_s = state.settings.shutdown.drain_s
         self.signalled_at: float | None = None
         self.fatal_at: float | None = None
         state.on_fatal = self.exit_for_restart

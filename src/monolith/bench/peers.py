@@ -88,7 +88,7 @@ def service_env(data_dir: Path, model_dir: Path) -> dict[str, str]:
         "MONOLITH_ENGINE__MODEL": str(model_dir),
         "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
         "MONOLITH_ADMISSION__MAX_WAITING": "100000",
-        "MONOLITH_JOBS__CALLBACK_ALLOW": '["127.0.0.1"]',  # the bench's receiver of job callbacks (mixed.py)
+        "MONOLITH_CALLBACKS__ALLOW": '["127.0.0.1"]',  # the bench's receiver of job callbacks (mixed.py)
     }
 
 

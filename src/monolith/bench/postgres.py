@@ -126,7 +126,7 @@ class PostgresServer:
         return (self.dir / "postgres.log").read_text(errors="replace")
 
     def url(self, database: str = "postgres") -> str:
-        """As an operator writes it (no driver name): what `jobs.database` takes."""
+        """As an operator writes it (no driver name): what `store.database` takes."""
         return f"postgresql://{USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> str:

@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         url = postgres.create_database(DATABASE)
-        env = {"MONOLITH_JOBS__DATABASE": url, "MONOLITH_ADMISSION__MAX_WAITING": "64"}
+        env = {"MONOLITH_STORE__DATABASE": url, "MONOLITH_ADMISSION__MAX_WAITING": "64"}
         server = start_monolith(args.config, settings, model_dir, work, env)
         server.wait_ready("/health/ready")
         result = asyncio.run(soak(server, Probe(server, postgres.url(), server.base_url), settings, plan))

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 
-from monolith.config import JobsSettings
+from monolith.config import StoreSettings
 from monolith.errors import STORE_OUTAGES, is_outage
 from monolith.jobs.heartbeat import LeaseKeeper
 from monolith.jobs.lines import read_lines, written
@@ -28,7 +28,9 @@ COUNT_EVERY_S = 1.0
 
 
 class BatchRunner:
-    def __init__(self, store: BatchStore, services: Services, budget: BackgroundBudget, settings: JobsSettings) -> None:
+    def __init__(
+        self, store: BatchStore, services: Services, budget: BackgroundBudget, settings: StoreSettings
+    ) -> None:
         self.store = store
         self.services = services
         self.budget = budget

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from monolith.config import JobsSettings
+from monolith.config import CallbacksSettings
 from monolith.errors import STORE_OUTAGES, BadRequest
 from monolith.jobs.destinations import CallbackPolicy, IPAddress, Target, parse
 from monolith.store.jobs import Job, JobStore
@@ -60,27 +60,27 @@ def legacy_signature(secret: str, body: bytes) -> str:
 
 
 class CallbackSender:
-    def __init__(self, store: JobStore, settings: JobsSettings, policy: CallbackPolicy | None = None) -> None:
+    def __init__(self, store: JobStore, settings: CallbacksSettings, policy: CallbackPolicy | None = None) -> None:
         self.store = store
         self.settings = settings
-        self.policy = policy or CallbackPolicy(settings.callback_allow)
+        self.policy = policy or CallbackPolicy(settings.allow)
         # No redirects (a 3xx is a failed attempt): a redirect could lead anywhere the policy refuses.
-        self._client = httpx.AsyncClient(timeout=settings.callback_timeout_s, follow_redirects=False)
+        self._client = httpx.AsyncClient(timeout=settings.timeout_s, follow_redirects=False)
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def deliver_due(self, body_of: Callable[[Job], bytes]) -> int:
         """One pass over the due callbacks this replica could lease; `body_of(job)` renders the job as the
-        API shows it. They go out side by side, each within callback_timeout_s, well inside the lease."""
+        API shows it. They go out side by side, each within callbacks.timeout_s, well inside the lease."""
         due = await self.store.claim_callbacks()
         results = await asyncio.gather(*(self._deliver(job, body_of) for job in due))
         return sum(results)
 
     async def _post(self, job: Job, body: bytes) -> str | None:
-        """One attempt, within callback_timeout_s in all; None when the receiver answered 2xx, else why not."""
+        """One attempt, within callbacks.timeout_s in all; None when the receiver answered 2xx, else why not."""
         target = parse(job.callback_url or "")
-        async with asyncio.timeout(self.settings.callback_timeout_s):
+        async with asyncio.timeout(self.settings.timeout_s):
             addresses = await self.policy.resolve(target)
             for i, address in enumerate(addresses):  # the next address only when this one refuses to connect
                 try:
@@ -95,12 +95,12 @@ class CallbackSender:
         default_port = 443 if target.scheme == "https" else 80
         host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
         headers = {"Content-Type": "application/json", "Host": host_header, "X-Monolith-Job-Id": job.id}
-        if self.settings.callback_secret:
+        if self.settings.secret:
             timestamp = int(time.time())
             headers[ID_HEADER] = job.id
             headers[TIMESTAMP_HEADER] = str(timestamp)
-            headers[SIGNATURE_HEADER] = sign(self.settings.callback_secret, job.id, timestamp, body)
-            headers[LEGACY_SIGNATURE_HEADER] = legacy_signature(self.settings.callback_secret, body)
+            headers[SIGNATURE_HEADER] = sign(self.settings.secret, job.id, timestamp, body)
+            headers[LEGACY_SIGNATURE_HEADER] = legacy_signature(self.settings.secret, body)
         # To the address just checked (not a second lookup), with the name for the Host header and TLS.
         url = f"{target.scheme}://{host}:{target.port}{target.path}"
         request = self._client.build_request(
@@ -123,8 +123,8 @@ class CallbackSender:
             reason = type(exc).__name__
         ok = reason is None
         attempts = job.callback_attempts + 1
-        give_up = not ok and attempts >= self.settings.callback_max_attempts
-        retry_in_s = None if ok or give_up else self.settings.callback_backoff_s * 2 ** (attempts - 1)
+        give_up = not ok and attempts >= self.settings.max_attempts
+        retry_in_s = None if ok or give_up else self.settings.backoff_s * 2 ** (attempts - 1)
         await self.store.callback_result(job.id, ok, retry_in_s, give_up)
         if not ok:
             log.warning(

@@ -1,6 +1,6 @@
 """Where a callback may go. A stranger's `callback_url` must not make this server POST into its own network:
 only http(s), and every address the host resolves to must be public, unless the operator trusts it in
-`jobs.callback_allow` (a host name, an IP address or a CIDR, optionally with `:port`). Checked at submit time
+`callbacks.allow` (a host name, an IP address or a CIDR, optionally with `:port`). Checked at submit time
 and again at delivery, where the connection goes to the address just checked (DNS may have changed since)."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class CallbackPolicy:
         if refused or not addresses:
             raise BadRequest(
                 f"callback_url resolves to {refused[0] if refused else 'no address'}, which is not a public address; "
-                "an operator can allow it in jobs.callback_allow",
+                "an operator can allow it in callbacks.allow",
                 param=PARAM,
             )
         return addresses

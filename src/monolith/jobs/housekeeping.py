@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from monolith.config import JobsSettings
+from monolith.config import StoreSettings
 from monolith.errors import STORE_OUTAGES
 from monolith.metrics import ASYNC_BACKLOG
 from monolith.store.jobs import JobStore
@@ -21,11 +21,12 @@ HOUSEKEEPING = "housekeeping"
 
 
 class Housekeeping:
-    def __init__(self, store: JobStore, settings: JobsSettings) -> None:
+    def __init__(self, store: JobStore, settings: StoreSettings, result_ttl_s: float) -> None:
         self.store = store
         self.settings = settings
+        self.result_ttl_s = result_ttl_s
         self.lease = Lease(store.db, HOUSEKEEPING, store.replica, settings.lease_s)
-        # Set by the runtime: batch files past batch.file_ttl_s go with the same housekeeping.
+        # Set by the runtime: batch files past files.ttl_s go with the same housekeeping.
         self.expire_files: Callable[[], Awaitable[int]] | None = None
         self._last_purge = 0.0
 
@@ -46,7 +47,7 @@ class Housekeeping:
         ASYNC_BACKLOG.set(await self.store.backlog())
         if time.time() - self._last_purge > PURGE_EVERY_S:
             self._last_purge = time.time()
-            purged = await self.store.purge(time.time() - self.settings.result_ttl_s)
+            purged = await self.store.purge(time.time() - self.result_ttl_s)
             expired = await self.expire_files() if self.expire_files else 0
             if purged or expired:
                 log.info("deleted %d finished job(s) and %d file(s) past their retention", purged, expired)

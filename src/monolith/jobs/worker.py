@@ -24,7 +24,7 @@ from monolith.jobs.housekeeping import Housekeeping
 from monolith.jobs.wire import render_job
 from monolith.metrics import ASYNC_RUNNING
 from monolith.protocol.errors import error_response
-from monolith.scheduling import BackgroundBudget, Hold
+from monolith.scheduling import BackgroundBudget, Hold, SlotRequest
 from monolith.serving.registry import BY_KIND, answer_of
 from monolith.serving.services import Services
 from monolith.store.jobs import Job, JobStore
@@ -37,19 +37,19 @@ class JobRunner:
     def __init__(self, store: JobStore, services: Services, budget: BackgroundBudget) -> None:
         self.store = store
         self.services = services
-        self.settings = services.settings.jobs
+        self.settings = services.settings.store
         self.budget = budget
         self.running: dict[str, asyncio.Task] = {}
-        self.callbacks = CallbackSender(store, self.settings)
+        self.callbacks = CallbackSender(store, services.settings.callbacks)
         self.deliveries = CallbackLoop(self.callbacks, render_job, self.settings.poll_interval_s)
-        self.housekeeping = Housekeeping(store, self.settings)
+        self.housekeeping = Housekeeping(store, self.settings, services.settings.jobs.result_ttl_s)
         self.leases = LeaseKeeper("job", self.settings.heartbeat_s, self.settings.lease_s, self._renew, self._unproven)
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task] = []
         self.paused = False
         # While jobs wait for room (the last look found none), a standing request for every slot that frees, ahead
         # of the batch lines: it holds them while a claim is in flight too, until a claim finds the queue empty.
-        self._demand: asyncio.Task[list[Hold]] | None = None
+        self._asking: SlotRequest | None = None
 
     def start(self) -> None:
         self._loops = [
@@ -143,52 +143,35 @@ class JobRunner:
 
     async def _slots(self) -> list[Hold]:
         """Slots for the next claim, held before it awaits the store (a batch line would take them meanwhile):
-        those granted to the standing request and every one there is room for now; with none, one for the oldest
-        queued job where it waited past max_background_wait_s (it claims that job alone); else those the budget
-        grants the standing request within poll_interval_s."""
-        holds = self._granted()
+        those the standing request holds and every one there is room for now; with none, one for the oldest queued
+        job where it waited past max_background_wait_s (it claims that job alone); else those the standing request
+        is granted within poll_interval_s."""
+        holds = self.budget.take(self._asking) if self._asking is not None else []
         while (held := self.budget.try_acquire(ASYNC, time.time(), overdue=False)) is not None:
             holds.append(held)
         if holds:
             return holds
-        demand = self._ask()  # before anything awaits: a slot that frees meanwhile is held for a job
+        asking = self._ask()  # before anything awaits: a slot that frees meanwhile is held for a job
         if self.budget.room(overdue=True):
             oldest = await self.store.oldest_queued_at()
             if oldest is not None and self.budget.is_overdue(oldest):
                 overdue = self.budget.try_acquire(ASYNC, oldest, overdue=True)
                 if overdue is not None:
                     return [overdue]
-        await asyncio.wait({demand}, timeout=self.settings.poll_interval_s)
-        return self._granted()
+        await asyncio.wait({asking.granted}, timeout=self.settings.poll_interval_s)
+        return self.budget.take(asking) if asking is self._asking else []
 
-    def _ask(self) -> asyncio.Task[list[Hold]]:
-        if self._demand is None:
-            self._demand = asyncio.create_task(self.budget.acquire_every(ASYNC))
-            self._demand.add_done_callback(lambda _: self.wake())  # granted: claim at once, not at the next look
-        return self._demand
-
-    def _granted(self) -> list[Hold]:
-        """What the standing request was granted, if it was; it stands again at once (jobs still wait)."""
-        demand = self._demand
-        if demand is None or not demand.done():
-            return []
-        self._demand = None
-        holds = [] if demand.cancelled() or demand.exception() else demand.result()
-        if not self.paused:
-            self._ask()
-        return holds
+    def _ask(self) -> SlotRequest:
+        if self._asking is None:  # granted: the dispatcher claims at once, not at its next look
+            self._asking = self.budget.ask_standing(ASYNC, self.wake)
+        return self._asking
 
     def _stop_asking(self) -> None:
         """No job waits for a slot any more (the queue is empty, the drain began): the standing request goes, and
-        what it was granted goes back."""
-        demand, self._demand = self._demand, None
-        if demand is None:
-            return
-        if not demand.done():
-            demand.cancel()  # gives back what it was granted and had not taken yet (BackgroundBudget._wait)
-        elif not demand.cancelled() and demand.exception() is None:
-            for held in demand.result():
-                self.budget.release(held)
+        the slots it holds go back."""
+        asking, self._asking = self._asking, None
+        if asking is not None:
+            self.budget.withdraw(asking)
 
     async def _run(self, job: Job, held: Hold) -> None:
         # One ticket per job: a RAG job's helper generations and its answer count as one request.

@@ -102,7 +102,7 @@ class Demo:
             "MONOLITH_ENGINE__MAX_NUM_SEQS": str(p.max_num_seqs),
             "MONOLITH_ADMISSION__MAX_WAITING": str(p.max_waiting),  # unlike the benchmark, admission is on
             "MONOLITH_ADMISSION__MAX_RETRY_AFTER_S": "5",
-            "MONOLITH_SHUTDOWN__DRAIN_SECONDS": "30",
+            "MONOLITH_SHUTDOWN__DRAIN_S": "30",
         }
         port = free_port()
         cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(self.config), "--port", str(port)]

@@ -37,7 +37,7 @@ def copy_lines_atomically(
             while line := source.readline(max_line_bytes + 1):
                 lines += 1
                 if lines > max_lines:
-                    raise BadRequest(f"the file has more than {max_lines} lines (batch.max_file_lines)", param="file")
+                    raise BadRequest(f"the file has more than {max_lines} lines (files.max_lines)", param="file")
                 check(lines, line)
                 out.write(line if line.endswith(b"\n") else line + b"\n")
                 size += len(line)

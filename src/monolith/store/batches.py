@@ -125,7 +125,7 @@ class BatchStore:
                 .values(
                     status="failed",
                     failed_at=int(time.time()),
-                    error=f"the batch's runner stopped {self.max_runs} times before it finished (jobs.max_runs)",
+                    error=f"the batch's runner stopped {self.max_runs} times before it finished (store.max_runs)",
                     lease_owner=None,
                     lease_expires_at=None,
                 )

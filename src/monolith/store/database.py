@@ -60,7 +60,7 @@ def oldest_unlocked(table: Table, *where: Any, limit: int = 1) -> Any:
 
 
 def database_url(database: str, data_dir: Path) -> URL:
-    """`jobs.database`: a SQLite path (relative paths in data_dir) or a URL; the async driver chosen here."""
+    """`store.database`: a SQLite path (relative paths in data_dir) or a URL; the async driver chosen here."""
     if "://" not in database:
         path = Path(database)
         path = path if path.is_absolute() else data_dir / path

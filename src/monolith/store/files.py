@@ -1,6 +1,6 @@
 """Uploaded and produced files, shared by every replica: a file's record lives in the database and its content in
-`files_dir`, which all replicas mount. Each belongs to the API key that made it and expires after
-`batch.file_ttl_s`, unless a batch still running reads it."""
+`files.dir`, which all replicas mount. Each belongs to the API key that made it and expires after
+`files.ttl_s`, unless a batch still running reads it."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ class FileStore:
         return deleted.rowcount == 1
 
     async def expire_files(self, older_than: int) -> int:
-        """Files past batch.file_ttl_s, except the input of a batch still running; their content goes too."""
+        """Files past files.ttl_s, except the input of a batch still running; their content goes too."""
         in_use = select(batches.c.input_file_id).where(batches.c.status.in_(ACTIVE))
         expired = files.delete().where(files.c.created_at < older_than, files.c.id.not_in(in_use))
         async with self.db.begin() as conn:

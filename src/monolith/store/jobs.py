@@ -63,7 +63,7 @@ COLUMNS = [
 def exhausted_error(runs: int) -> bytes:
     message = (
         f"the job was started {runs} times and its runner stopped each time (a crash, an out-of-memory kill or "
-        "a lost node) before it finished; it is not started again (jobs.max_runs)"
+        "a lost node) before it finished; it is not started again (store.max_runs)"
     )
     return msgspec.json.encode(error_response(JobRunsExhausted(message)).error)
 
