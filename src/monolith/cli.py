@@ -165,6 +165,10 @@ class Unhealthy(Exception):
 
 
 def _bench(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        import httpx_sse  # noqa: F401
+    except ImportError:
+        raise ConfigError("the benchmark's clients are needed: pip install 'monolith[bench]'") from None
     from monolith.bench.run import main as bench_main
 
     bench_main(["--config", str(args.config_path), "--profile", args.profile, "--parts", args.parts])
