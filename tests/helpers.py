@@ -1,4 +1,5 @@
-"""Small real servers the tests talk to, and running commands so that nothing outlives the test."""
+"""Small real servers the tests talk to, running commands so that nothing outlives the test, and the one way to
+wait for something (`eventually`)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,32 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import msgspec
 
+T = TypeVar("T")
+
 # Every process the test session starts inherits this variable (children and grandchildren alike, in
 # whatever process group), which is how the session finds what a failed test left behind.
 SESSION_MARK = "MONOLITH_TEST_SESSION"
+
+
+def eventually(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+    """Polls until `predicate()` is truthy and returns that value; fails naming `what` and the last value seen
+    (never a silent fall-through)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {value!r})"[:4000])
+        time.sleep(interval_s)
 
 
 def run(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
@@ -210,6 +228,11 @@ class SageMakerFrontEnd:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def delivered(receiver: Receiver) -> set[str]:
+    """The ids of the jobs whose callback reached `receiver`."""
+    return {msgspec.json.decode(body)["id"] for _, body in receiver.received}
 
 
 def assert_each_result_delivered_once(receiver: Receiver, ids: list[str]) -> None:

@@ -18,8 +18,9 @@ from pydantic import SecretStr
 
 from monolith.api.auth import ANONYMOUS, ApiKeys, is_public, key_id, warn_if_open
 from monolith.config import ServerSettings
-from tests.api.test_jobs import wait_for, wait_for_job
+from tests.api.test_jobs import wait_for_job
 from tests.conftest import ManagedServer
+from tests.helpers import eventually
 
 
 def server(**kw: object) -> ServerSettings:
@@ -223,12 +224,12 @@ def test_keys_rotate_through_the_secret_file_without_a_restart(keyed: ManagedSer
         replacement.write_text(f"{rotated}\n")
         os.replace(replacement, secret)  # what a Secret update does: a new file under the same name
         with as_key(keyed, rotated) as c, as_key(keyed, KEY_B) as b:
-            wait_for(lambda: c.get("/v1/models").status_code == 200, 10, "the new key to be read")
+            eventually(lambda: c.get("/v1/models").status_code == 200, 10, "the new key to be read")
             assert b.get("/v1/models").status_code == 401, "the old one is gone"
         secret.write_text(f"{KEY_B}\n")
         server.proc.send_signal(signal.SIGHUP)  # and a SIGHUP reads it at once
         with as_key(keyed, KEY_B) as b:
-            wait_for(lambda: b.get("/v1/models").status_code == 200, 10, "SIGHUP to reload the keys")
+            eventually(lambda: b.get("/v1/models").status_code == 200, 10, "SIGHUP to reload the keys")
     finally:
         secret.write_text(f"{KEY_B}\n")
     assert server.proc.poll() is None, "SIGHUP reloads, it does not stop the server"

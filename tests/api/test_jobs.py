@@ -13,19 +13,17 @@ import pytest
 from monolith.jobs.callbacks import verify
 from tests.api.test_health import gauge, wait_idle
 from tests.conftest import CALLBACK_SECRET
-from tests.helpers import Receiver
+from tests.helpers import Receiver, eventually
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def wait_for_job(http: httpx.Client, job_id: str, timeout_s: float = 300) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def finished() -> dict | None:
         job = http.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished after {timeout_s} s")
+        return job if job["status"] in TERMINAL else None
+
+    return eventually(finished, timeout_s, f"job {job_id} to finish", interval_s=0.2)
 
 
 @pytest.fixture
@@ -91,17 +89,6 @@ def test_every_registry_route_runs_as_an_async_job_with_the_real_time_answer(
         assert result["output"][0]["content"][0]["text"] == live["output"][0]["content"][0]["text"]
 
 
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
-    """Polls until `predicate()` is truthy; fails naming `what` (never a silent fall-through)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 def test_cancel_aborts_a_running_job(http: httpx.Client) -> None:
     wait_idle(http)
     body = {
@@ -111,16 +98,16 @@ def test_cancel_aborts_a_running_job(http: httpx.Client) -> None:
         "ignore_eos": True,
     }
     job_id = http.post("/v1/async/chat/completions", json=body).json()["id"]
-    wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 60, "the job to run")
-    wait_for(lambda: gauge(http, "monolith_requests_running") >= 1, 60, "the job's generation to produce tokens")
+    eventually(lambda: http.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 60, "the job to run")
+    eventually(lambda: gauge(http, "monolith_requests_running") >= 1, 60, "the job's generation to produce tokens")
     cancelled = http.delete(f"/v1/jobs/{job_id}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     job = wait_for_job(http, job_id)
     assert job["status"] == "cancelled" and job["result"] is None
     # The engine request was aborted: nothing generates, and the runner holds no job (heartbeat: 2 s).
-    wait_for(lambda: gauge(http, "monolith_requests_running") == 0, 10, "the generation to stop")
-    wait_for(lambda: gauge(http, "monolith_async_running") == 0, 10, "the runner to let the job go")
-    wait_for(lambda: gauge(http, "monolith_async_backlog") == 0, 10, "the backlog gauge to reach 0")
+    eventually(lambda: gauge(http, "monolith_requests_running") == 0, 10, "the generation to stop")
+    eventually(lambda: gauge(http, "monolith_async_running") == 0, 10, "the runner to let the job go")
+    eventually(lambda: gauge(http, "monolith_async_backlog") == 0, 10, "the backlog gauge to reach 0")
 
 
 def test_callback_is_delivered_signed(http: httpx.Client, receiver: Receiver) -> None:
@@ -216,7 +203,7 @@ def test_a_job_body_never_shows_the_callback_urls_credentials_or_token(http: htt
     body = {"query": "What is DPO?", "max_tokens": 2, "expand": False, "self_query": False}
     job_id = http.post("/v1/async/rag", params={"callback_url": url}, json=body).json()["id"]
     job = wait_for_job(http, job_id)
-    wait_for(lambda: receiver.received, 30, "the callback")
+    eventually(lambda: receiver.received, 30, "the callback")
     shown = http.get(f"/v1/jobs/{job_id}").json()["callback"]["url"]
     assert shown == receiver.url.rsplit("/", 1)[0] + "/…", shown
     for secret in ("s3cret", "TOKEN123", "sig=abc"):

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.api.test_health import gauge, metric_samples
-from tests.api.test_jobs import wait_for
 from tests.conftest import ManagedServer
+from tests.helpers import eventually
 
 MAX_NUM_SEQS = 2
 MAX_WAITING = 2
@@ -90,8 +90,8 @@ def test_four_times_capacity_gets_only_200s_and_429s(small: ManagedServer) -> No
     assert all(int(r.headers["retry-after"]) >= 1 for r in responses if r.status_code == 429)
     assert all(r.json()["usage"]["completion_tokens"] == 8 for r in responses if r.status_code == 200)
     with httpx.Client(base_url=server.base_url) as http:
-        wait_for(lambda: gauge(http, "monolith_queue_depth") == 0, 10, "the queue depth to reach 0")
-        wait_for(lambda: gauge(http, "monolith_requests_running") == 0, 10, "nothing to be running")
+        eventually(lambda: gauge(http, "monolith_queue_depth") == 0, 10, "the queue depth to reach 0")
+        eventually(lambda: gauge(http, "monolith_requests_running") == 0, 10, "nothing to be running")
 
 
 def test_the_deadline_ends_a_real_generation_in_504_and_aborts_it_in_the_engine(small: ManagedServer) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from monolith.errors import NotReady
 from monolith.jobs.lines import done_custom_ids, needs_retrieval, parse_line, written
 from monolith.retrieval.pipeline import RetrievalOff
 from monolith.work import Work
-from tests.helpers import run
+from tests.helpers import eventually, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,10 +84,12 @@ def test_batch_of_200_lines_interrupted_and_resumed(tmp_path: Path, model_dir: P
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and (not output.exists() or output.read_text().count("\n") < 30):
+
+        def thirty_written() -> bool:
             assert first.poll() is None, first.stdout.read().decode()[-3000:]
-            time.sleep(0.2)
+            return output.exists() and output.read_text().count("\n") >= 30
+
+        eventually(thirty_written, 600, "30 lines written before the kill", 0.2)
     finally:
         kill_tree(first)  # with its engine core, which would otherwise outlive it
     written_before = output.read_text().count("\n")

@@ -14,6 +14,7 @@ import pytest
 
 from tests.api.test_health import metric_samples
 from tests.conftest import start_server, stop_server, wait_ready
+from tests.helpers import eventually
 from tests.helpers import job_statuses as statuses
 
 DRAIN_S = 5
@@ -35,10 +36,7 @@ def test_sigterm_hands_running_jobs_back_after_the_drain_and_keeps_the_queued_on
         wait_ready(first)
         body = {"model": "twin", "prompt": "A long story:", "max_tokens": 200, "ignore_eos": True}
         ids = [httpx.post(f"{first.base_url}/v1/async/completions", json=body).json()["id"] for _ in range(JOBS)]
-        deadline = time.monotonic() + 60
-        while statuses(first.base_url, ids).count("running") < 2:
-            assert time.monotonic() < deadline, statuses(first.base_url, ids)
-            time.sleep(0.05)
+        eventually(lambda: statuses(first.base_url, ids).count("running") >= 2, 60, "two jobs running", 0.05)
         assert statuses(first.base_url, ids).count("queued") == 2
         first.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
@@ -61,9 +59,12 @@ def test_sigterm_hands_running_jobs_back_after_the_drain_and_keeps_the_queued_on
     second = start_server(data_dir, model_dir, env)
     try:
         wait_ready(second)
-        deadline = time.monotonic() + 300
-        while (now := statuses(second.base_url, ids)) != ["succeeded"] * JOBS:
-            assert time.monotonic() < deadline and "failed" not in now, now
-            time.sleep(0.5)
+
+        def all_succeeded() -> bool:
+            now = statuses(second.base_url, ids)
+            assert "failed" not in now, now
+            return now == ["succeeded"] * JOBS
+
+        eventually(all_succeeded, 300, "every job to succeed after the next start", 0.5)
     finally:
         stop_server(second)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 
 from monolith.bench.peers import kill_tree
 from tests.conftest import start_server, stop_server, wait_ready
-from tests.helpers import Receiver, assert_each_result_delivered_once
+from tests.helpers import Receiver, assert_each_result_delivered_once, delivered, eventually
 
 JOBS = 50
 
@@ -38,12 +36,7 @@ def test_jobs_survive_kill_9_and_run_once_to_completion(tmp_path: Path, model_di
             )
             assert response.status_code == 202
             ids.append(response.json()["id"])
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            done = [s for s in statuses(first.base_url).values() if s == "succeeded"]
-            if len(done) >= 5:
-                break
-            time.sleep(0.1)
+        eventually(lambda: list(statuses(first.base_url).values()).count("succeeded") >= 5, 300, "five jobs done")
         before_kill = statuses(first.base_url)
         kept = {
             i: httpx.get(f"{first.base_url}/v1/jobs/{i}").json()["result"]
@@ -59,19 +52,17 @@ def test_jobs_survive_kill_9_and_run_once_to_completion(tmp_path: Path, model_di
     second = start_server(data_dir, model_dir, env)
     try:
         wait_ready(second)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            after = statuses(second.base_url)
-            if all(after.get(i) == "succeeded" for i in ids):
-                break
-            time.sleep(0.5)
+
+        def all_succeeded() -> dict[str, str] | None:
+            now = statuses(second.base_url)
+            return now if all(now.get(i) == "succeeded" for i in ids) else None
+
+        after = eventually(all_succeeded, 600, "every job to succeed after the restart", 0.5)
         assert [after.get(i) for i in ids] == ["succeeded"] * JOBS
         # a job that had succeeded before the kill kept its result: it was not run again
         for job_id, result in kept.items():
             assert httpx.get(f"{second.base_url}/v1/jobs/{job_id}").json()["result"] == result
-        deadline = time.monotonic() + 60
-        while len({msgspec.json.decode(b)["id"] for _, b in receiver.received}) < JOBS and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(lambda: len(delivered(receiver)) >= JOBS, 60, "a callback for every job", 0.2)
     finally:
         stop_server(second)
         receiver.close()

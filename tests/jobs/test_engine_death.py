@@ -16,9 +16,11 @@ import pytest
 
 from monolith.api.server import FATAL_EXIT_CODE
 from tests.conftest import ServerProcess, start_server, stop_server, wait_ready
+from tests.helpers import eventually
 from tests.helpers import job_statuses as statuses
 
 JOBS = 6
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def engine_core(server: ServerProcess) -> psutil.Process:
@@ -44,10 +46,7 @@ def test_engine_death_exits_for_a_restart_and_loses_no_job(tmp_path: Path, model
             response = httpx.post(f"{first.base_url}/v1/async/completions", json=body)
             assert response.status_code == 202
             ids.append(response.json()["id"])
-        deadline = time.monotonic() + 120
-        while "running" not in statuses(first.base_url, ids):
-            assert time.monotonic() < deadline, "no job started"
-            time.sleep(0.1)
+        eventually(lambda: "running" in statuses(first.base_url, ids), 120, "a job to start")
 
         def stream_one() -> None:  # a real-time stream in flight when the engine dies
             body = {"model": "twin", "prompt": "Once", "max_tokens": 1000, "ignore_eos": True, "stream": True}
@@ -83,12 +82,12 @@ def test_engine_death_exits_for_a_restart_and_loses_no_job(tmp_path: Path, model
     second = start_server(data_dir, model_dir, env)
     try:
         wait_ready(second)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+
+        def all_finished() -> list[str] | None:
             now = statuses(second.base_url, ids)
-            if all(s in ("succeeded", "failed", "cancelled") for s in now):
-                break
-            time.sleep(0.5)
+            return now if all(s in FINISHED for s in now) else None
+
+        now = eventually(all_finished, 600, "every job to finish after the restart", 0.5)
         assert now == ["succeeded"] * JOBS, now
     finally:
         stop_server(second)

@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from tests.api.test_health import gauge, metric_samples
-from tests.api.test_jobs import wait_for, wait_for_job
+from tests.api.test_jobs import wait_for_job
 from tests.conftest import ManagedServer
-from tests.helpers import Receiver
+from tests.helpers import Receiver, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def chat(tokens: int, stream: bool = False) -> dict:
 
 def quiet(http: httpx.Client) -> None:
     """Nothing running, and no real-time request for longer than realtime_quiet_s: the background may fill it."""
-    wait_for(lambda: gauge(http, "monolith_requests_running") == 0, 120, "the engine to be idle")
+    eventually(lambda: gauge(http, "monolith_requests_running") == 0, 120, "the engine to be idle")
     time.sleep(1.5)
 
 
@@ -77,7 +77,7 @@ def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(tw
             ids = [
                 http.post("/v1/async/chat/completions", params=hook, json=chat(150)).json()["id"] for _ in range(SLOTS)
             ]
-            wait_for(lambda: lane(http, "monolith_lane_running", "async") >= SLOTS, 60, "the jobs to fill the engine")
+            eventually(lambda: lane(http, "monolith_lane_running", "async") >= SLOTS, 60, "the jobs to fill the engine")
             before = lane(http, "monolith_background_preempted_total", "async")
 
             realtime = http.post("/v1/chat/completions", json=chat(4))
@@ -87,7 +87,7 @@ def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(tw
             assert lane(http, "monolith_background_preempted_total", "async") == before + 1, "one slot was needed"
 
             jobs = [wait_for_job(http, i) for i in ids]
-            wait_for(lambda: len(receiver.received) >= SLOTS, 60, "the callbacks")
+            eventually(lambda: len(receiver.received) >= SLOTS, 60, "the callbacks")
             time.sleep(2)  # a second run to a result would call back again
             made = gauge(http, "monolith_generated_tokens_total") - generated
     finally:
@@ -111,7 +111,7 @@ def test_a_preempted_batch_line_is_answered_once(two_slots: ManagedServer) -> No
         upload = http.post("/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
         body = {"input_file_id": upload.json()["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"}
         batch_id = http.post("/v1/batches", json=body).json()["id"]
-        wait_for(lambda: lane(http, "monolith_lane_running", "batch") >= SLOTS, 60, "lines to fill the engine")
+        eventually(lambda: lane(http, "monolith_lane_running", "batch") >= SLOTS, 60, "lines to fill the engine")
         before = lane(http, "monolith_background_preempted_total", "batch")
 
         realtime = http.post("/v1/chat/completions", json=chat(4))
@@ -120,7 +120,7 @@ def test_a_preempted_batch_line_is_answered_once(two_slots: ManagedServer) -> No
         assert counts["completed"] == 0, "answered before any line finished"
         assert lane(http, "monolith_background_preempted_total", "batch") == before + 1
 
-        done = wait_for(
+        done = eventually(
             lambda: (b := http.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b, 300, "the batch"
         )
         content = http.get(f"/v1/files/{done['output_file_id']}/content").text
@@ -151,7 +151,7 @@ def test_an_old_job_is_served_under_real_time_load_that_never_lets_up(two_slots:
         for thread in load:
             thread.start()
         try:
-            wait_for(lambda: gauge(http, "monolith_queue_depth") >= 1, 60, "real-time requests waiting")
+            eventually(lambda: gauge(http, "monolith_queue_depth") >= 1, 60, "real-time requests waiting")
             job_id = http.post("/v1/async/chat/completions", json=chat(8)).json()["id"]
             job = wait_for_job(http, job_id, timeout_s=120)
             waiting_still = gauge(http, "monolith_queue_depth")

@@ -21,9 +21,8 @@ import pytest
 from monolith.bench.peers import kill_tree
 from monolith.bench.postgres import PostgresServer
 from tests.api.test_health import gauge, metric_samples
-from tests.api.test_jobs import wait_for
 from tests.conftest import ServerProcess, start_server, stop_server, wait_ready
-from tests.helpers import Receiver
+from tests.helpers import Receiver, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -129,16 +128,16 @@ def test_a_cancel_on_one_replica_stops_the_job_running_on_the_other(cluster: Clu
     cluster.ensure_up()
     with cluster.a.client() as a:
         job_id = a.post("/v1/async/chat/completions", json=long_job()).json()["id"]
-        wait_for(lambda: a.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 60, "the job to run")
+        eventually(lambda: a.get(f"/v1/jobs/{job_id}").json()["status"] == "running", 60, "the job to run")
     runner = cluster.holder(cluster.lease_owners()[job_id])
     assert runner is not None
     other = cluster.b if runner is cluster.a else cluster.a
     with runner.client() as on_runner, other.client() as on_other:
-        wait_for(lambda: gauge(on_runner, "monolith_requests_running") >= 1, 60, "tokens on the runner")
+        eventually(lambda: gauge(on_runner, "monolith_requests_running") >= 1, 60, "tokens on the runner")
         cancelled_at = time.monotonic()
         response = on_other.delete(f"/v1/jobs/{job_id}")
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
-        wait_for(lambda: gauge(on_runner, "monolith_requests_running") == 0, 5, "the runner to abort the generation")
+        eventually(lambda: gauge(on_runner, "monolith_requests_running") == 0, 5, "the runner to abort the generation")
         stopped_in = time.monotonic() - cancelled_at
         tokens = gauge(on_runner, "monolith_generated_tokens_total")
         time.sleep(1)
@@ -205,7 +204,7 @@ def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster
             mine = [i for i in running if cluster.holder(owners.get(i)) is cluster.a]
             return mine if done >= 3 else []
 
-        wait_for(a_holds_running_jobs, 300, "replica A to hold running jobs after a few finished")
+        eventually(a_holds_running_jobs, 300, "replica A to hold running jobs after a few finished")
         before = statuses()
         owners = cluster.lease_owners()
         held_by_a = [i for i, s in before.items() if s == "running" and cluster.holder(owners.get(i)) is cluster.a]
@@ -227,7 +226,7 @@ def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster
                     taken_at.setdefault(job_id, time.monotonic())
             return all(now.get(i) == "succeeded" for i in ids)
 
-        wait_for(all_succeeded, 600, "replica B to finish every job", interval_s=0.25)
+        eventually(all_succeeded, 600, "replica B to finish every job", interval_s=0.25)
         takeover = [finished_at[i] - killed_at for i in held_by_a]
         claimed = [taken_at[i] - killed_at for i in held_by_a]
         print(
@@ -247,7 +246,7 @@ def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster
             def callbacks_settled() -> bool:
                 return all(b.get(f"/v1/jobs/{i}").json()["callback"]["state"] == "delivered" for i in ids)
 
-            wait_for(callbacks_settled, 120, "every callback to be delivered")
+            eventually(callbacks_settled, 120, "every callback to be delivered")
             for job_id in ids:
                 assert a.get(f"/v1/jobs/{job_id}").json() == b.get(f"/v1/jobs/{job_id}").json()
             final = {i: b.get(f"/v1/jobs/{i}").json()["result"] for i in ids}
@@ -278,14 +277,16 @@ def test_a_batch_whose_replica_is_killed_is_completed_by_the_other(cluster: Clus
     def progress(replica: Replica) -> dict:
         return httpx.get(f"{replica.url}/v1/batches/{batch_id}", timeout=30).json()
 
-    wait_for(lambda: progress(cluster.b)["request_counts"]["completed"] >= 20, 300, "20 lines answered")
+    eventually(lambda: progress(cluster.b)["request_counts"]["completed"] >= 20, 300, "20 lines answered")
     runner = cluster.holder(cluster.lease_owners("batches")[batch_id])
     assert runner is not None
     survivor = cluster.b if runner is cluster.a else cluster.a
     runner.kill()
     assert progress(survivor)["request_counts"]["completed"] < 100, "killed mid-way"
 
-    done = wait_for(lambda: (b := progress(survivor))["status"] == "completed" and b, 600, "the survivor to finish it")
+    done = eventually(
+        lambda: (b := progress(survivor))["status"] == "completed" and b, 600, "the survivor to finish it"
+    )
     counts = done["request_counts"]
     assert counts["total"] == 100 and counts["completed"] + counts["failed"] == 100, counts
     output = httpx.get(f"{survivor.url}/v1/files/{done['output_file_id']}/content", timeout=30).text
@@ -314,14 +315,14 @@ def test_one_replica_exports_the_backlog_and_another_takes_over_when_it_dies(clu
             assert response.status_code == 202
             ids.append(response.json()["id"])
         try:
-            wait_for(lambda: sorted(backlog_gauges(cluster).values()) == [0, 12], 60, "one replica to export 12")
+            eventually(lambda: sorted(backlog_gauges(cluster).values()) == [0, 12], 60, "one replica to export 12")
             gauges = backlog_gauges(cluster)
             holder = cluster.a if gauges["a"] == 12 else cluster.b
             other = cluster.b if holder is cluster.a else cluster.a
             holder.kill()
             killed_at = holder.killed_at[-1]
             # The dead replica's running jobs are still running (their leases run out first): the backlog stays 12.
-            wait_for(lambda: backlog_gauges(cluster).get(other.name) == 12, LEASE_S + 10, "the other to export it")
+            eventually(lambda: backlog_gauges(cluster).get(other.name) == 12, LEASE_S + 10, "the other to export it")
             print(f"housekeeping taken over in {time.monotonic() - killed_at:.1f} s (lease {LEASE_S} s)")
         finally:
             with (cluster.b if cluster.b.alive() else cluster.a).client() as survivor:

@@ -19,8 +19,8 @@ import pytest
 
 from monolith.bench.peers import kill_tree
 from tests.api.test_health import gauge
-from tests.api.test_jobs import wait_for
 from tests.conftest import ManagedServer
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ class Sampler:
 def cancel_all(client: httpx.Client, ids: list[str]) -> None:
     for job_id in ids:
         client.delete(f"/v1/jobs/{job_id}")
-    wait_for(lambda: gauge(client, "monolith_async_running") == 0, 30, "the runner to let go of every job")
+    eventually(lambda: gauge(client, "monolith_async_running") == 0, 30, "the runner to let go of every job")
 
 
 def test_a_job_backlog_fills_the_engine_and_real_time_first_tokens_stay_fast(spare: ManagedServer) -> None:
@@ -96,7 +96,7 @@ def test_a_job_backlog_fills_the_engine_and_real_time_first_tokens_stay_fast(spa
         ids = [client.post("/v1/async/chat/completions", json=long_job(150)).json()["id"] for _ in range(8)]
         try:
             with Sampler(client, "monolith_async_running") as running:
-                wait_for(lambda: gauge(client, "monolith_async_running") >= MAX_NUM_SEQS, 60, "the engine to fill")
+                eventually(lambda: gauge(client, "monolith_async_running") >= MAX_NUM_SEQS, 60, "the engine to fill")
                 loaded = median_first_token_s(client)
                 time.sleep(2)
             queued = [j["status"] for j in client.get("/v1/jobs", params={"limit": 1000}).json()["data"]]
@@ -128,12 +128,12 @@ def test_no_job_starts_while_a_real_time_request_waits(spare: ManagedServer) -> 
         streams = [threading.Thread(target=stream) for _ in range(2 * MAX_NUM_SEQS)]  # half of them wait
         for thread in streams:
             thread.start()
-        wait_for(lambda: gauge(client, "monolith_queue_depth") >= 1, 30, "real-time requests waiting")
+        eventually(lambda: gauge(client, "monolith_queue_depth") >= 1, 30, "real-time requests waiting")
         submitted = time.time()
         job_id = client.post("/v1/async/chat/completions", json=long_job(4)).json()["id"]
         for thread in streams:
             thread.join()
-        job = wait_for(
+        job = eventually(
             lambda: (j := client.get(f"/v1/jobs/{job_id}").json())["status"] == "succeeded" and j, 60, "the job"
         )
     last_waiting = max(first_tokens)
@@ -170,13 +170,13 @@ def test_batches_run_one_at_a_time_behind_real_time_traffic_and_cancel(spare: Ma
         def status(batch_id: str) -> dict:
             return client.get(f"/v1/batches/{batch_id}").json()
 
-        wait_for(lambda: status(first)["request_counts"]["completed"] >= 2, 120, "the first batch to run")
+        eventually(lambda: status(first)["request_counts"]["completed"] >= 2, 120, "the first batch to run")
         assert status(second)["status"] == "validating", "one batch at a time"
         loaded = median_first_token_s(client)
         cancelled = client.post(f"/v1/batches/{second}/cancel").json()
         assert cancelled["status"] == "cancelled", "a batch nobody runs is cancelled at once"
         assert client.post(f"/v1/batches/{first}/cancel").json()["status"] in {"cancelling", "cancelled"}
-        ended = wait_for(lambda: (b := status(first))["status"] == "cancelled" and b, 30, "the cancel to land")
+        ended = eventually(lambda: (b := status(first))["status"] == "cancelled" and b, 30, "the cancel to land")
         output = client.get(f"/v1/files/{ended['output_file_id']}/content").text.splitlines()
     counts = ended["request_counts"]
     assert 2 <= len(output) < 40 and counts["completed"] + counts["failed"] == len(output), counts
@@ -188,12 +188,12 @@ def test_a_batch_resumes_after_the_server_is_killed(spare: ManagedServer) -> Non
     server = spare.up()
     with httpx.Client(base_url=server.base_url, timeout=120) as client:
         batch_id = create_batch(client, batch_file(client, 60, 12))
-        wait_for(
+        eventually(
             lambda: client.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] >= 10, 120, "lines"
         )
     kill_tree(server.proc)
     with httpx.Client(base_url=spare.up().base_url, timeout=120) as client:
-        done = wait_for(
+        done = eventually(
             lambda: (b := client.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b, 300, "resume"
         )
         output = client.get(f"/v1/files/{done['output_file_id']}/content").text.splitlines()
@@ -206,14 +206,16 @@ def test_a_sigterm_during_a_batch_hands_it_back_and_the_next_start_finishes_it(s
     server = spare.up()
     with httpx.Client(base_url=server.base_url, timeout=120) as client:
         batch_id = create_batch(client, batch_file(client, 40, 12))
-        wait_for(lambda: client.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] >= 5, 120, "lines")
+        eventually(
+            lambda: client.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] >= 5, 120, "lines"
+        )
     stopped = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(timeout=60) == 0, server.log()[-3000:]
     assert time.monotonic() - stopped < 45, "the batch runner let the shutdown through"
     restarted = time.monotonic()
     with httpx.Client(base_url=spare.up().base_url, timeout=120) as client:
-        done = wait_for(
+        done = eventually(
             lambda: (b := client.get(f"/v1/batches/{batch_id}").json())["status"] == "completed" and b, 300, "resume"
         )
         output = client.get(f"/v1/files/{done['output_file_id']}/content").text.splitlines()

@@ -11,13 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import msgspec
 import pytest
 
 from monolith.bench.postgres import PostgresServer
 from tests.api.test_health import metric_samples
 from tests.conftest import start_server, stop_server, wait_ready
-from tests.helpers import Receiver, assert_each_result_delivered_once
+from tests.helpers import Receiver, assert_each_result_delivered_once, delivered, eventually
 
 JOBS = 6
 OUTAGE_S = 20
@@ -101,17 +100,13 @@ def test_a_store_outage_leaves_real_time_alone_and_loses_no_job(
             assert time.monotonic() < deadline, f"no submit accepted a minute after the store came back: {late.text}"
             time.sleep(1)
         ids.append(late.json()["id"])
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
+
+        def all_finished() -> list[str] | None:
             jobs = [httpx.get(f"{server.base_url}/v1/jobs/{i}", timeout=30).json()["status"] for i in ids]
-            if all(s in ("succeeded", "failed", "cancelled") for s in jobs):
-                break
-            time.sleep(0.5)
-        deadline = time.monotonic() + 60
-        while len({msgspec.json.decode(b)["id"] for _, b in receiver.received}) < len(ids):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return jobs if all(s in ("succeeded", "failed", "cancelled") for s in jobs) else None
+
+        jobs = eventually(all_finished, 600, "every job to finish", 0.5)
+        eventually(lambda: len(delivered(receiver)) >= len(ids), 60, "a callback for every job", 0.2)
     finally:
         stop_traffic.set()
         stop_server(server)

@@ -9,9 +9,8 @@ import time
 import httpx
 
 from monolith.config import Settings
-from tests.api.test_jobs import wait_for
 from tests.conftest import free_port
-from tests.helpers import Receiver
+from tests.helpers import Receiver, eventually
 from tests.scripted import ScriptedEngine, ThreadedServer
 
 SLOTS = 2
@@ -40,14 +39,14 @@ def test_a_freed_slot_goes_to_a_queued_async_job_before_a_waiting_batch_line(set
     small = settings.model_copy(update={"engine": settings.engine.model_copy(update={"max_num_seqs": SLOTS})})
     with ThreadedServer(small, engine, free_port(), jobs=True) as server, httpx.Client(base_url=server.base_url) as c:
         batch_id = submit_batch(c, lines=12, max_tokens=8)
-        wait_for(lambda: len(engine.request_ids) >= SLOTS, 30, "the batch to hold every slot", interval_s=0.01)
+        eventually(lambda: len(engine.request_ids) >= SLOTS, 30, "the batch to hold every slot", interval_s=0.01)
         job_ids = []
         for _ in range(6):
             response = c.post("/v1/async/chat/completions", json=chat(8))
             response.raise_for_status()
             job_ids.append(response.json()["id"])
-        wait_for(lambda: c.get(f"/v1/batches/{batch_id}").json()["status"] == "completed", 30, "the batch")
-        wait_for(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids), 30, "the jobs")
+        eventually(lambda: c.get(f"/v1/batches/{batch_id}").json()["status"] == "completed", 30, "the batch")
+        eventually(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids), 30, "the jobs")
     lanes = ["job" if request_id in job_ids else "line" for request_id in engine.request_ids]
     assert lanes.count("job") == 6 and lanes.count("line") == 12, lanes
     first_job = lanes.index("job")
@@ -77,7 +76,7 @@ def test_a_job_whose_slot_is_preempted_during_its_claim_goes_back_uncounted_and_
         response = c.post("/v1/async/chat/completions", json=chat(8))
         response.raise_for_status()
         job_id = response.json()["id"]
-        wait_for(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded", 30, "the job")
+        eventually(lambda: c.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded", 30, "the job")
         assert len(c.get(f"/v1/jobs/{job_id}").json()["result"]["choices"][0]["message"]["content"].split()) == 8
         assert runner.budget.holds == []
     assert runs_claimed == [1, 1]  # claimed twice, the preempted claim's run handed back
@@ -100,7 +99,7 @@ def test_a_finished_jobs_callback_goes_out_at_once_not_at_the_next_look_for_work
             time.sleep(1)  # the callback loop's first look is over: it now sleeps until woken or a minute passes
             response = c.post("/v1/async/chat/completions", params={"callback_url": receiver.url}, json=chat(4))
             response.raise_for_status()
-            wait_for(lambda: receiver.received, 20, "the callback")
+            eventually(lambda: receiver.received, 20, "the callback")
     finally:
         receiver.close()
     assert json.loads(receiver.received[0][1])["id"] == response.json()["id"]
@@ -129,6 +128,6 @@ def test_jobs_waiting_for_free_slots_are_claimed_in_one_call_to_the_store(settin
             response.raise_for_status()
             job_ids.append(response.json()["id"])
         runner.paused = False  # its next look (store.poll_interval_s) finds all four and every slot free
-        wait_for(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids), 30, "the jobs")
+        eventually(lambda: all(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in job_ids), 30, "the jobs")
     assert claimed[0] == (4, 4), claimed
     assert sorted(engine.request_ids) == sorted(job_ids), "each ran once"
