@@ -284,12 +284,12 @@ class BackgroundBudget:
             if waiter.granted.done() or not self.room(overdue, resuming=waiter.resuming is not None):
                 continue
             self._waiting.remove(waiter)
-            waiter.holds += self._take(waiter, overdue)
+            waiter.holds += self._slots_for(waiter, overdue)
             waiter.granted.set_result(waiter.holds)
         if self._waiting and self._recheck is None:
             self._recheck = asyncio.get_running_loop().call_later(ROOM_RECHECK_S, self._look_again)
 
-    def _take(self, waiter: SlotRequest, overdue: bool) -> list[Hold]:
+    def _slots_for(self, waiter: SlotRequest, overdue: bool) -> list[Hold]:
         if waiter.resuming is not None:
             held = waiter.resuming
             held.overdue = overdue
