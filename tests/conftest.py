@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +127,17 @@ class ManagedServer:
 
 def stop_server(server: ServerProcess) -> None:
     stop_process(server.proc)
+
+
+@contextmanager
+def managed_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = None) -> Iterator[ManagedServer]:
+    """The one way a test module gets a dedicated real server: `env` over the tests' defaults, started by the
+    first test that calls `up()`, stopped however the module's tests end."""
+    managed = ManagedServer(data_dir, model_dir, env)
+    try:
+        yield managed
+    finally:
+        managed.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from openai import OpenAI
 from pydantic import BaseModel
 
-from tests.conftest import ManagedServer, ServerProcess
+from tests.conftest import ManagedServer, ServerProcess, managed_server
 from tests.helpers import save_tiny_cross_encoder
 
 RERANK_MODEL = "tiny-reranker"
@@ -49,8 +49,5 @@ def small_server(
         "MONOLITH_RERANK__MODEL": str(tiny_cross_encoder),
         "MONOLITH_RERANK__SERVED_MODEL_NAME": RERANK_MODEL,
     }
-    managed = ManagedServer(tmp_path_factory.mktemp("small"), model_dir, env)
-    try:
+    with managed_server(tmp_path_factory.mktemp("small"), model_dir, env) as managed:
         yield managed
-    finally:
-        managed.stop()

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from monolith.api.auth import ANONYMOUS, ApiKeys, is_public, key_id, warn_if_open
 from monolith.config import ServerSettings
 from tests.api.test_jobs import wait_for_job
-from tests.conftest import ManagedServer
+from tests.conftest import ManagedServer, managed_server
 from tests.helpers import eventually
 
 
@@ -102,12 +102,9 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
         "MONOLITH_JOBS__MAX_UNFINISHED_PER_OWNER": "3",
         "MONOLITH_FILES__MAX_PER_OWNER": "3",
     }
-    managed = ManagedServer(tmp_path_factory.mktemp("keyed"), model_dir, env)
-    managed.secret = secret  # type: ignore[attr-defined]
-    try:
+    with managed_server(tmp_path_factory.mktemp("keyed"), model_dir, env) as managed:
+        managed.secret = secret  # type: ignore[attr-defined]
         yield managed
-    finally:
-        managed.stop()
 
 
 def as_key(managed: ManagedServer, key: str | None) -> httpx.Client:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ManagedServer
+from tests.conftest import ManagedServer, managed_server
 
 pytestmark = pytest.mark.slow
 
@@ -72,11 +72,8 @@ def qdrant() -> Iterator[QdrantStandIn]:
 @pytest.fixture(scope="module")
 def by_url(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, qdrant: QdrantStandIn) -> Iterator[ManagedServer]:
     env = {"MONOLITH_QDRANT__URL": qdrant.url, "MONOLITH_QDRANT__TIMEOUT_S": "2", "MONOLITH_RAG__EXPAND": "false"}
-    managed = ManagedServer(tmp_path_factory.mktemp("by-url"), model_dir, env)
-    try:
+    with managed_server(tmp_path_factory.mktemp("by-url"), model_dir, env) as managed:
         yield managed
-    finally:
-        managed.stop()
 
 
 RAG = {"query": "How do I deploy an LLM?", "max_tokens": 4, "self_query": False}

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.api.test_health import gauge, metric_samples
-from tests.conftest import ManagedServer
+from tests.conftest import ManagedServer, managed_server
 from tests.helpers import eventually
 
 MAX_NUM_SEQS = 2
@@ -30,11 +30,8 @@ def small(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
         "MONOLITH_ADMISSION__MAX_WAITING": str(MAX_WAITING),
         "MONOLITH_SHUTDOWN__DRAIN_S": str(DRAIN_S),
     }
-    managed = ManagedServer(tmp_path_factory.mktemp("small"), model_dir, env)
-    try:
+    with managed_server(tmp_path_factory.mktemp("small"), model_dir, env) as managed:
         yield managed
-    finally:
-        managed.stop()
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:

@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.api.test_health import metric_samples
 from tests.browser import chromium, severe_console_errors
-from tests.conftest import ROOT, ManagedServer, ServerProcess, start_server, wait_ready
+from tests.conftest import ROOT, ManagedServer, ServerProcess, managed_server, start_server, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -261,11 +261,8 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> I
         "MONOLITH_RAG__EXPAND": "false",
         "MONOLITH_RAG__SELF_QUERY": "false",
     }
-    managed = ManagedServer(folder / "data", model_dir, env)
-    try:
+    with managed_server(folder / "data", model_dir, env) as managed:
         yield managed
-    finally:
-        managed.stop()
 
 
 def test_loading_state_until_ready(browser: WebDriver, keyed_server: ManagedServer) -> None:

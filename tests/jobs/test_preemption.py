@@ -19,7 +19,7 @@ import pytest
 
 from tests.api.test_health import gauge, metric_samples
 from tests.api.test_jobs import wait_for_job
-from tests.conftest import ManagedServer
+from tests.conftest import ManagedServer, managed_server
 from tests.helpers import Receiver, eventually
 
 pytestmark = pytest.mark.slow
@@ -36,11 +36,8 @@ def two_slots(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iter
         "MONOLITH_SCHEDULING__REALTIME_QUIET_S": "1",
         "MONOLITH_SCHEDULING__MAX_BACKGROUND_WAIT_S": str(OVERDUE_AFTER_S),
     }
-    managed = ManagedServer(tmp_path_factory.mktemp("two-slots"), model_dir, env)
-    try:
+    with managed_server(tmp_path_factory.mktemp("two-slots"), model_dir, env) as managed:
         yield managed
-    finally:
-        managed.stop()
 
 
 def lane(http: httpx.Client, name: str, which: str) -> float:

@@ -19,7 +19,7 @@ import pytest
 
 from monolith.bench.peers import kill_tree
 from tests.api.test_health import gauge
-from tests.conftest import ManagedServer
+from tests.conftest import ManagedServer, managed_server
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,8 @@ def spare(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
         "MONOLITH_SCHEDULING__REALTIME_QUIET_S": "1",  # the backlog has the engine a second after real-time leaves
         "MONOLITH_STORE__LEASE_S": "6",  # a killed server's batch is free again by the time it restarts
     }
-    managed = ManagedServer(tmp_path_factory.mktemp("spare"), model_dir, env)
-    try:
+    with managed_server(tmp_path_factory.mktemp("spare"), model_dir, env) as managed:
         yield managed
-    finally:
-        managed.stop()
 
 
 def first_token_s(client: httpx.Client) -> float:
