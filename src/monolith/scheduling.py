@@ -199,10 +199,8 @@ class BackgroundBudget:
         self.holds.append(held)
         return held
 
-    def try_acquire(self, lane: str, queued_at: float, overdue: bool | None = None) -> Hold | None:
-        """A slot now if there is room for an item of `lane` queued at `queued_at` (wall clock), else None.
-        `overdue`: whether it is, when the caller knows better than `queued_at` says."""
-        overdue = self.is_overdue(queued_at) if overdue is None else overdue
+    def try_acquire(self, lane: str, queued_at: float, overdue: bool) -> Hold | None:
+        """A slot now if there is room for an item of `lane` queued at `queued_at` (wall clock), else None."""
         return self.hold(lane, overdue, queued_at) if self.room(overdue) else None
 
     async def acquire(self, lane: str, queued_at: float) -> Hold:
@@ -217,7 +215,7 @@ class BackgroundBudget:
         it comes to hold slots."""
         request = SlotRequest(lane, time.time(), self._future(), standing=True, on_grant=on_grant)
         self._waiting.append(request)
-        self._grant()
+        self.announce()
         return request
 
     def take(self, request: SlotRequest) -> list[Hold]:
@@ -249,17 +247,13 @@ class BackgroundBudget:
         self.holds.remove(held)
         self.announce()
 
-    def announce(self) -> None:
-        """Room may have appeared: the items waiting get what there is, in order."""
-        self._grant()
-
     @staticmethod
     def _future() -> asyncio.Future[list[Hold]]:
         return asyncio.get_running_loop().create_future()
 
     async def _wait(self, request: SlotRequest) -> list[Hold]:
         self._waiting.append(request)
-        self._grant()
+        self.announce()
         try:
             await request.granted
         except BaseException:  # cancelled while it waited (no slots), or once granted, before it ran
@@ -270,7 +264,8 @@ class BackgroundBudget:
             raise
         return request.holds
 
-    def _grant(self) -> None:
+    def announce(self) -> None:
+        """Room may have appeared: the items waiting get what there is, in order."""
         for waiter in sorted(self._waiting, key=lambda w: w.order):  # sorted() is stable: first come first
             if waiter.standing:
                 while self.room():
@@ -303,7 +298,7 @@ class BackgroundBudget:
     def _look_again(self) -> None:
         """What only time changes (the ramp, an item's age) may have made room."""
         self._recheck = None
-        self._grant()
+        self.announce()
 
     def forget_pause(self, held: Hold) -> None:
         """The paused item will not resume (it finished after all, or was cancelled): it no longer waits."""

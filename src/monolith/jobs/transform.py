@@ -76,7 +76,9 @@ class BatchPacing:
 class _Lines:
     """One run over a batch file: the lines still to answer, each answered and appended to the output."""
 
-    def __init__(self, services: Services, output: BinaryIO, pacing: BatchPacing, report: BatchReport, bar: tqdm):
+    def __init__(
+        self, services: Services, output: BinaryIO, pacing: BatchPacing, report: BatchReport, bar: tqdm
+    ) -> None:
         self.services = services
         self.output = output
         self.pacing = pacing
