@@ -20,6 +20,7 @@ from monolith.bench.postgres import PostgresServer
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
 from tests.helpers import SESSION_MARK, become_subreaper, reap
+from tests.twins import make_twins
 
 ROOT = Path(__file__).resolve().parents[1]
 # Inherited by everything the session starts: pytest_sessionfinish kills whatever still carries it.
@@ -35,6 +36,12 @@ def model_dir() -> Path:
     """The embedded default checkpoint, converted once into ./data like `make serve` does."""
     settings = load_settings(CPU_CONFIG).model_copy(update={"data_dir": ROOT / "data"})
     return prepare_model(settings).resolve()
+
+
+@pytest.fixture(scope="session")
+def twin_adapters(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two twins' LoRA adapters made by peft on the base model, once a session (tests/twins.py)."""
+    return make_twins(model_dir, tmp_path_factory.mktemp("adapters"))
 
 
 @pytest.fixture(scope="session")

@@ -142,3 +142,63 @@ def test_a_key_that_moved_says_where_to_in_the_file_and_the_environment(
     monkeypatch.setenv(f"MONOLITH_{section.upper()}__{key.upper()}", "1")
     with pytest.raises(ConfigError, match=f"is now {new}"):
         load_settings(ROOT / "configs" / "cpu.yaml")
+
+
+def test_twins_load_from_the_file_and_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("twins:\n  ada:\n    adapter: adapters/ada\n    author: Ada Lindqvist\n")
+    twins = load_settings(path).twins
+    assert twins["ada"].adapter == "adapters/ada" and twins["ada"].author == "Ada Lindqvist"
+    monkeypatch.setenv("MONOLITH_TWINS", '{"jonas": {"adapter": "hub-owner/jonas-lora"}}')
+    both = load_settings(path).twins  # the environment's twins join the file's
+    assert (
+        list(both) == ["ada", "jonas"] and both["jonas"].adapter == "hub-owner/jonas-lora" and not both["jonas"].author
+    )
+
+
+@pytest.mark.parametrize(
+    ("twins", "why"),
+    [
+        ("twin: {adapter: a}", "twins.twin: the name 'twin' is taken by the base model"),
+        ("twin-rag: {adapter: a}", "twins.twin-rag: the name 'twin-rag' is taken by the base model's RAG alias"),
+        ("all-MiniLM-L6-v2: {adapter: a}", "the name 'all-MiniLM-L6-v2' is taken by the embedder"),
+        ("ada: {adapter: a}\n  ada-rag: {adapter: b}", "twins.ada-rag: the name 'ada-rag' is taken by the twin 'ada'"),
+        ("'a b': {adapter: a}", "twins: Value error, the twin name 'a b' must be"),
+        ("'': {adapter: a}", "the twin name '' must be"),
+        ("ada: {author: Ada}", "twins.ada.adapter: Field required"),
+        ("ada: {adapter: a, rank: 8}", "twins.ada.rank: Extra inputs are not permitted"),
+    ],
+)
+def test_a_twin_name_that_means_something_else_fails_at_start(tmp_path: Path, twins: str, why: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"twins:\n  {twins}\n")
+    with pytest.raises(ConfigError, match=why.replace("(", r"\(")):
+        load_settings(path)
+
+
+def test_a_twin_may_not_take_the_rerankers_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("rerank: {model: models/ms-marco}\ntwins:\n  ms-marco: {adapter: a}\n")
+    with pytest.raises(ConfigError, match="the name 'ms-marco' is taken by the reranker"):
+        load_settings(path)
+
+
+def test_a_config_extends_another_and_sets_only_what_differs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = write(tmp_path, "engine:\n  max_num_seqs: 8\n  dtype: float32\nrag:\n  k: 3\n")
+    (tmp_path / "over.yaml").write_text(f"extends: {base.name}\nengine:\n  max_num_seqs: 4\n")
+    settings = load_settings(tmp_path / "over.yaml")
+    assert (settings.engine.max_num_seqs, settings.engine.dtype, settings.rag.k) == (4, "float32", 3)
+    monkeypatch.setenv("MONOLITH_ENGINE__MAX_NUM_SEQS", "2")  # the environment still wins
+    assert load_settings(tmp_path / "over.yaml").engine.max_num_seqs == 2
+
+
+def test_extends_must_name_a_file_that_exists_without_a_loop(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml not found"):
+        load_settings(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("extends: b.yaml\n")
+    with pytest.raises(ConfigError, match="a chain of at most"):
+        load_settings(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("extends: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="extends names one file"):
+        load_settings(tmp_path / "c.yaml")

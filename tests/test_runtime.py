@@ -64,7 +64,7 @@ async def test_vllm_is_imported_alone_before_the_engine_and_the_embedder_load_si
         time.sleep(0.3)  # a slow import: a load started beside it would show up inside it
         events.append("import done")
 
-    async def engine(_: Settings) -> None:
+    async def engine(_: Settings, adapters: dict) -> None:
         events.append("engine load")
         raise RuntimeError("stopped here")
 
@@ -90,7 +90,7 @@ async def test_the_start_up_heap_is_frozen_once_ready_and_let_go_at_close(
     monkeypatch.setattr(runtime_module, "prepare_model", lambda _: None)
     monkeypatch.setattr(runtime_module, "import_engine", lambda _: None)
 
-    async def engine(_: Settings) -> ScriptedEngine:
+    async def engine(_: Settings, adapters: dict) -> ScriptedEngine:
         return ScriptedEngine()
 
     monkeypatch.setattr(runtime_module, "load_engine", engine)
@@ -103,3 +103,24 @@ async def test_the_start_up_heap_is_frozen_once_ready_and_let_go_at_close(
     finally:
         await runtime.close()
     assert gc.get_freeze_count() == 0
+
+
+async def test_a_twin_whose_adapter_cannot_be_read_stops_start_up_naming_it(
+    settings: Settings,
+    model_dir,
+    twin_adapters,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before the engine loads: readiness never turns 200 on a half-loaded set of twins, and the log says which."""
+    from monolith.config import TwinSettings
+
+    twins = {"ada": TwinSettings(adapter=str(twin_adapters["ada"])), "ghost": TwinSettings(adapter="adapters/ghost")}
+    engine = settings.engine.model_copy(update={"model": str(model_dir), "prepare_from": None})
+    runtime = Runtime(settings.model_copy(update={"twins": twins, "engine": engine}))
+    imported: list[Settings] = []
+    monkeypatch.setattr(runtime_module, "import_engine", imported.append)
+    await runtime.load()
+    assert runtime.phase is Phase.FAILED and "checking the twins' adapters" in runtime.detail
+    assert not imported, "the engine was not loaded for nothing"
+    assert "twins.ghost: the adapter folder" in caplog.text and "does not exist" in caplog.text

@@ -27,6 +27,9 @@ from monolith.metrics import (
     GENERATED_TOKENS,
     LANE_RUNNING,
     LANE_WAITING,
+    MODEL_GENERATED_TOKENS,
+    MODEL_GENERATIONS,
+    MODEL_TIME_TO_FIRST_TOKEN,
     PROMPT_TOKENS,
     QUEUE_DEPTH,
     REQUESTS_RUNNING,
@@ -204,9 +207,11 @@ async def tracked(
     timeout_s: float,
     lane: str = REALTIME,
     request_ticket: Ticket | None = None,
+    model: str = "",
 ) -> AsyncIterator[Delta]:
     """Runs one engine generation under its request's ticket and deadline; without a ticket (a batch line, the
-    warm-up) it is admitted on its own, in `lane`, for `timeout_s`.
+    warm-up) it is admitted on its own, in `lane`, for `timeout_s`. `model`: the base's or a twin's name, for
+    the per-model metrics (a configured name only).
 
     Leaving early (client gone, deadline, error) closes the engine stream, which aborts the request.
     """
@@ -235,10 +240,16 @@ async def tracked(
                 if not started:
                     started = True
                     admission._started(ticket._slot)
-                    TIME_TO_FIRST_TOKEN.labels(ticket.lane).observe(time.monotonic() - submitted)
+                    waited = time.monotonic() - submitted
+                    TIME_TO_FIRST_TOKEN.labels(ticket.lane).observe(waited)
                     PROMPT_TOKENS.inc(delta.prompt_tokens)
+                    if model:
+                        MODEL_GENERATIONS.labels(model).inc()
+                        MODEL_TIME_TO_FIRST_TOKEN.labels(model).observe(waited)
                 new_tokens = delta.completion_tokens - produced.get(delta.index, 0)
                 GENERATED_TOKENS.inc(new_tokens)
+                if model:
+                    MODEL_GENERATED_TOKENS.labels(model).inc(new_tokens)
                 produced[delta.index] = delta.completion_tokens
                 if ticket.lane == REALTIME and new_tokens > 0:
                     now = time.monotonic()

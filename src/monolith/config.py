@@ -1,9 +1,10 @@
-"""Typed settings: a YAML file (pydantic-settings' own YAML source), then MONOLITH_<SECTION>__<KEY> environment
-overrides, validated once. The bottom floor: imports nothing else of the project."""
+"""Typed settings: a YAML file (and the file it `extends`), then MONOLITH_<SECTION>__<KEY> environment overrides,
+validated once. The bottom floor: imports nothing else of the project."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -11,7 +12,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path("configs/cpu.yaml")
 # store.database: a path means SQLite; a URL names one of these (the store picks the async driver).
@@ -125,6 +126,21 @@ class EngineSettings(Section):
     default_max_tokens: int = Field(256, ge=1, description="An answer's length when a request gives none.")
     max_tokens_limit: int = Field(2048, ge=1, description="The largest max_tokens a request may ask for.")
     warmup_tokens: int = Field(4, ge=1, description="Tokens of each warm-up generation before readiness turns 200.")
+    # LoRA, for `twins` (vLLM's names); vLLM's LoRA is only turned on when there are twins.
+    max_loras: int = Field(
+        1,
+        ge=1,
+        description="Twins' adapters in one engine step (vLLM's LoRA slots); requests for other twins wait for a slot.",
+    )
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        16, description="The largest LoRA rank a twin's adapter may have (vLLM sizes its slots for it)."
+    )
+    max_cpu_loras: int | None = Field(
+        None,
+        ge=1,
+        description="Adapters kept in host memory, least recently used out; more twins than this are read from "
+        "disk again on use. None: every twin.",
+    )
 
 
 class EmbedderSettings(Section):
@@ -421,6 +437,24 @@ class BatchSettings(Section):
     )
 
 
+# A twin's name is what clients put in `model` (and TGI's `adapter_id`): short, URL-safe, no spaces.
+TWIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class TwinSettings(Section):
+    """One twin: the base model plus a person's LoRA adapter, answering from that person's documents."""
+
+    adapter: str = Field(
+        description="A PEFT LoRA folder (adapter_config.json and adapter_model.safetensors), in `data_dir` when "
+        "relative, or a hub id."
+    )
+    author: str | None = Field(
+        None,
+        description="Retrieval for this twin reads only this author's documents (`author_full_name`); None: every "
+        "author, as the base does.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the server reads; built by `load_settings`, never at import time."""
 
@@ -444,6 +478,35 @@ class Settings(BaseSettings):
     callbacks: CallbacksSettings = CallbacksSettings()
     files: FilesSettings = FilesSettings()
     batch: BatchSettings = BatchSettings()
+    twins: dict[str, TwinSettings] = Field(
+        {},
+        description="Twins by name, each served as `model: <name>` (and `<name>-rag`) on the one base model: "
+        "`{adapter, author}`.",
+    )
+
+    @field_validator("twins")
+    @classmethod
+    def _twin_names(cls, twins: dict[str, TwinSettings]) -> dict[str, TwinSettings]:
+        bad = next((name for name in twins if not re.match(TWIN_NAME, name)), None)
+        if bad is not None:
+            raise ValueError(f"the twin name {bad!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        return twins
+
+    @model_validator(mode="after")
+    def _twin_names_free(self) -> Settings:
+        """Every name a client may ask for means one thing: a twin's name, or its `-rag` alias, must not be the
+        base's, the embedder's, the reranker's or another twin's."""
+        served = self.engine.served_model_name
+        taken = {served: "the base model", served + "-rag": "the base model's RAG alias"}
+        taken[self.embedder.served_model_name] = "the embedder"
+        if self.rerank.served_name:
+            taken[self.rerank.served_name] = "the reranker"
+        for name in self.twins:
+            for alias in (name, name + "-rag"):
+                if alias in taken:
+                    raise ValueError(f"twins.{name}: the name {alias!r} is taken by {taken[alias]}")
+                taken[alias] = f"the twin {name!r}" if alias == name else f"the twin {name!r}'s RAG alias"
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -453,8 +516,8 @@ class Settings(BaseSettings):
         env_settings: PydanticBaseSettingsSource,
         **_: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment beats keyword arguments, which beat the file (`yaml_file`, set by load_settings).
-        return (env_settings, init_settings, YamlConfigSettingsSource(settings_cls))
+        # The environment beats the file, which load_settings reads (with what it extends) into keyword arguments.
+        return (env_settings, init_settings)
 
     def in_data_dir(self, path: str) -> Path:
         """A relative path in the config is relative to the data directory."""
@@ -498,18 +561,42 @@ RENAMED = {
 }
 
 
-def load_settings(path: Path | str | None = None) -> Settings:
-    path = Path(path) if path else DEFAULT_CONFIG
+# A config may start from another (`extends: cpu.yaml`, relative to it) and set only what differs; a chain of
+# files at most this long.
+MAX_EXTENDS = 4
+
+
+def read_config_file(path: Path, depth: int = 0) -> dict[str, Any]:
+    """The file's mapping of sections, over the one it `extends` (sections merged key by key)."""
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
-
-    class FromFile(Settings):
-        model_config = SettingsConfigDict(yaml_file=path)
-
     try:
-        return FromFile()
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or depth >= MAX_EXTENDS:
+        raise ConfigError(f"config file {path}: extends names one file, in a chain of at most {MAX_EXTENDS}")
+    return merged(read_config_file(path.parent / parent, depth + 1), data)
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both else value
+    return out
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    path = Path(path) if path else DEFAULT_CONFIG
+    values = read_config_file(path)
+    try:
+        return Settings(**values)  # the environment still wins over the file (settings_customise_sources)
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
@@ -519,9 +606,8 @@ def load_settings(path: Path | str | None = None) -> Settings:
         got = first.get("input")
         secret = any(part in _SECRET_KEYS for part in first["loc"])  # a URL's password, a key: never echoed
         got_text = "" if isinstance(got, dict) or secret else f" (got {got!r})"
-        raise ConfigError(f"config error: {key}: {first['msg']}{got_text}") from None
-    except ValueError:  # the YAML is not a mapping of sections (a list, a scalar)
-        raise ConfigError(f"config file {path} must hold a mapping of sections") from None
+        where = f"{key}: " if key else ""  # a check across sections names its keys itself
+        raise ConfigError(f"config error: {where}{first['msg']}{got_text}") from None
 
 
 def _shown(value: object) -> str:
@@ -539,6 +625,8 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(f"`{arg}`" for arg in get_args(annotation))
     if get_origin(annotation) is list:
         return f"list of {_type_name(get_args(annotation)[0])}"
+    if get_origin(annotation) is dict:
+        return f"mapping of name to {_type_name(get_args(annotation)[1])}"
     if annotation is type(None):
         return "null"
     if annotation is SecretStr:
@@ -556,6 +644,18 @@ def _rows(model: BaseModel, prefix: str) -> list[str]:
             continue
         description = (info.description or "").replace("|", "\\|")
         rows.append(f"| `{key}` | {_type_name(info.annotation)} | {_shown(default)} | {description} |")
+        entry = get_args(info.annotation)[1] if get_origin(info.annotation) is dict else None
+        if isinstance(entry, type) and issubclass(entry, Section):  # a section per name (`twins`)
+            rows += _entry_rows(entry, f"{key}.<name>.")
+    return rows
+
+
+def _entry_rows(section: type[Section], prefix: str) -> list[str]:
+    rows = []
+    for name, info in section.model_fields.items():
+        default = "required" if info.is_required() else _shown(info.default)
+        description = (info.description or "").replace("|", "\\|")
+        rows.append(f"| `{prefix}{name}` | {_type_name(info.annotation)} | {default} | {description} |")
     return rows
 
 

@@ -50,6 +50,13 @@ class NotFound(MonolithError):
     error_type = "not_found_error"
 
 
+class ModelNotFound(NotFound):
+    """A model (or TGI adapter) name this server does not serve: OpenAI's 404, told apart by its code."""
+
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
 class Conflict(MonolithError):
     status_code = 409
     error_type = "conflict"

@@ -138,7 +138,8 @@ class Generator:
             if self.settings.scheduling.policy == "priority":  # overdue may change while a generation is paused
                 sampling = replace(sampling, priority=engine_priority(work.lane, sampling.priority, work.overdue))
             engine_stream = self.engine.stream(ids, sampling, request_id)
-            return tracked(self.admission, engine_stream, timeout, work.lane, work.ticket)
+            model = sampling.adapter or self.settings.engine.served_model_name
+            return tracked(self.admission, engine_stream, timeout, work.lane, work.ticket, model)
 
         if work.hold is not None and can_resume(sampling):
             decode = partial(self.engine.tokenizer.decode, skip_special_tokens=True)

@@ -32,6 +32,28 @@ TIME_TO_FIRST_TOKEN = Histogram(
     registry=REGISTRY,
 )
 GENERATED_TOKENS = Counter("monolith_generated_tokens", "Completion tokens produced by the engine.", registry=REGISTRY)
+# By model: the base model's served name or a twin's. Only configured names ever become a label (a name is
+# resolved, or refused with a 404, before anything reaches the engine), so the series stay bounded.
+MODEL_GENERATIONS = Counter(
+    "monolith_model_generations",
+    "Engine generations by model (the base or a twin); a RAG request's helper steps count for the base.",
+    ["model"],
+    registry=REGISTRY,
+)
+MODEL_GENERATED_TOKENS = Counter(
+    "monolith_model_generated_tokens",
+    "Completion tokens produced by the engine, by model.",
+    ["model"],
+    registry=REGISTRY,
+)
+MODEL_TIME_TO_FIRST_TOKEN = Histogram(
+    "monolith_model_time_to_first_token_seconds",
+    "Time from submitting a generation to the engine until its first token, by model: a cold twin's first "
+    "request includes reading its adapter into a LoRA slot.",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 PROMPT_TOKENS = Counter("monolith_prompt_tokens", "Prompt tokens submitted to the engine.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge(
     "monolith_queue_depth",
@@ -92,6 +114,21 @@ class EngineStatsCollector:
         yield GaugeMetricFamily(
             "monolith_engine_kv_cache_usage", "Fraction of the KV cache in use (0 to 1).", self.stats.kv_cache_usage
         )
+        running = GaugeMetricFamily(
+            "monolith_twin_running",
+            "A twin's requests running in the engine now (its adapter in a slot).",
+            labels=["twin"],
+        )
+        waiting = GaugeMetricFamily(
+            "monolith_twin_waiting",
+            "A twin's requests waiting in the engine (for a LoRA slot among others).",
+            labels=["twin"],
+        )
+        for twin in self.stats.twins:
+            running.add_metric([twin], self.stats.twins_running.get(twin, 0))
+            waiting.add_metric([twin], self.stats.twins_waiting.get(twin, 0))
+        yield running
+        yield waiting
         yield CounterMetricFamily(
             "monolith_engine_prefix_cache_queries",
             "Prompt tokens the engine looked up in its prefix cache.",

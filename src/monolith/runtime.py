@@ -13,13 +13,14 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from monolith.admission import REALTIME, Admission
-from monolith.config import Settings
+from monolith.config import ConfigError, Settings
 from monolith.engine import Sampling
+from monolith.engine.adapters import Adapter, check_adapters
 from monolith.errors import NotReady
 from monolith.generation import Generator, new_request_id
 from monolith.jobs.batches import BatchRunner
@@ -115,10 +116,16 @@ class Runtime:
             await self._step(
                 "model_prepare", "preparing the model checkpoint", asyncio.to_thread(prepare_model, settings)
             )
+            # A bad twin stops start-up here, named, before the engine spends its time loading.
+            adapters = await self._step(
+                "twins", "checking the twins' adapters", asyncio.to_thread(check_adapters, settings)
+            )
             # vLLM first, alone: see import_engine.
             await self._step("engine_import", "importing the engine", asyncio.to_thread(import_engine, settings))
             # The engine load runs in a thread; the embedder, the vector store and the job store load beside it.
-            engine_task = asyncio.create_task(self._step("engine_load", "loading the engine", load_engine(settings)))
+            engine_task = asyncio.create_task(
+                self._step("engine_load", "loading the engine", load_engine(settings, adapters))
+            )
             if with_jobs:
                 opening = open_database(settings.store.database, settings.data_dir, settings.store.timeout_s)
                 self.database = await self._step("job_store", "opening the job store", opening)
@@ -233,11 +240,11 @@ def import_engine(settings: Settings) -> None:
     import_vllm(settings)
 
 
-async def load_engine(settings: Settings) -> Any:
+async def load_engine(settings: Settings, adapters: dict[str, Adapter]) -> Any:
     """Building the engine blocks for tens of seconds; keep the event loop answering health checks."""
     from monolith.engine.vllm_engine import VllmEngine
 
-    return await asyncio.to_thread(VllmEngine, settings)
+    return await asyncio.to_thread(VllmEngine, settings, adapters)
 
 
 def open_store(settings: Settings) -> VectorStore:
@@ -293,3 +300,10 @@ async def warm_up(generator: Generator, settings: Settings) -> None:
     else:  # each is admitted like a real-time request: with fewer waiting places, one after the other
         for run in runs:
             await run
+    for name in settings.twins:  # the engine reads each adapter now: one it cannot load fails the start, named
+        try:
+            await generator.complete(
+                generator.chat_ids(prompts[0]), replace(sampling, adapter=name), new_request_id("warmup"), Work()
+            )
+        except Exception as exc:
+            raise ConfigError(f"twins.{name}: the engine could not load the adapter: {exc}") from exc

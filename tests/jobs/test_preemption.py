@@ -21,6 +21,7 @@ from tests.api.test_health import gauge, metric_samples
 from tests.api.test_jobs import wait_for_job
 from tests.conftest import ManagedServer, managed_server
 from tests.helpers import Receiver, eventually
+from tests.twins import twins_env
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +30,11 @@ OVERDUE_AFTER_S = 12.0
 
 
 @pytest.fixture(scope="module")
-def two_slots(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ManagedServer]:
+def two_slots(
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, twin_adapters: dict[str, Path]
+) -> Iterator[ManagedServer]:
     env = {
+        **twins_env(twin_adapters),  # a preempted twin's generation must resume with its adapter
         "MONOLITH_ENGINE__MAX_NUM_SEQS": str(SLOTS),
         # Quiet soon after the last real-time request: the background fills the engine between the tests' steps.
         "MONOLITH_SCHEDULING__REALTIME_QUIET_S": "1",
@@ -45,9 +49,9 @@ def lane(http: httpx.Client, name: str, which: str) -> float:
     return next((s.value for s in samples if s.labels.get("lane") == which), 0.0)
 
 
-def chat(tokens: int, stream: bool = False) -> dict:
+def chat(tokens: int, stream: bool = False, model: str = "twin") -> dict:
     return {
-        "model": "twin",
+        "model": model,
         "messages": [{"role": "user", "content": "Tell me a long story."}],
         "max_tokens": tokens,
         "ignore_eos": True,
@@ -95,6 +99,24 @@ def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(tw
     delivered = Counter(json.loads(body)["id"] for _, body in receiver.received)
     assert delivered == Counter(ids), "each job reached its result once"
     assert made == SLOTS * 150 + 4, "no token was made twice"
+
+
+def test_a_preempted_twin_job_resumes_with_its_adapter(two_slots: ManagedServer) -> None:
+    """The paused job goes on from its tokens with the twin's weights: the same text as uninterrupted."""
+    with httpx.Client(base_url=two_slots.up().base_url, timeout=300) as http:
+        quiet(http)
+        alone = wait_for_job(http, http.post("/v1/async/chat/completions", json=chat(120, model="ada")).json()["id"])
+        base = http.post("/v1/chat/completions", json=chat(120)).json()["choices"][0]["message"]["content"]
+        quiet(http)
+        ids = [http.post("/v1/async/chat/completions", json=chat(120, model="ada")).json()["id"] for _ in range(SLOTS)]
+        eventually(lambda: lane(http, "monolith_lane_running", "async") >= SLOTS, 60, "the jobs to fill the engine")
+        before = lane(http, "monolith_background_preempted_total", "async")
+        assert http.post("/v1/chat/completions", json=chat(4)).status_code == 200
+        assert lane(http, "monolith_background_preempted_total", "async") == before + 1, "a twin job was paused"
+        jobs = [wait_for_job(http, i) for i in ids]
+    text = alone["result"]["choices"][0]["message"]["content"]
+    assert text != base, "the twin's weights answer, not the base's"
+    assert [job["result"]["choices"][0]["message"]["content"] for job in jobs] == [text] * SLOTS
 
 
 def test_a_preempted_batch_line_is_answered_once(two_slots: ManagedServer) -> None:

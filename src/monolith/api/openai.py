@@ -10,19 +10,25 @@ from litestar.response import Stream
 from monolith.api.openapi import GENERATION, SERVED, errors
 from monolith.api.realtime import answer
 from monolith.config import Settings
-from monolith.errors import NotFound
+from monolith.errors import ModelNotFound
 from monolith.protocol.chat import ChatCompletionRequest
 from monolith.protocol.completions import CompletionRequest
 from monolith.protocol.embeddings import EmbeddingRequest
 from monolith.protocol.models import ModelCard, ModelList
 from monolith.protocol.responses import ResponsesRequest
-from monolith.serving.models import model_names
+from monolith.serving.models import RAG_SUFFIX, model_names
 from monolith.serving.services import Services
 
 
 def model_cards(settings: Settings) -> list[ModelCard]:
-    limit = settings.engine.max_model_len
-    cards = [ModelCard(name, max_model_len=limit) for name in model_names(settings)]
+    """The base and its RAG alias, each twin and its alias (a LoRA on the base, as vLLM lists one), the embedder
+    and the reranker."""
+    limit, base = settings.engine.max_model_len, settings.engine.served_model_name
+    cards = [ModelCard(name, max_model_len=limit, root=settings.engine.model) for name in model_names(settings)[:2]]
+    for name, twin in settings.twins.items():
+        cards += [
+            ModelCard(alias, max_model_len=limit, root=twin.adapter, parent=base) for alias in (name, name + RAG_SUFFIX)
+        ]
     cards.append(ModelCard(settings.embedder.served_model_name))
     reranker = settings.rerank.served_name
     return [*cards, ModelCard(reranker)] if reranker else cards
@@ -32,7 +38,11 @@ class OpenAIController(Controller):
     path = "/v1"
     tags = ["openai"]
 
-    @get("/models", summary="The served model, its RAG alias, and the embedding model", responses=errors(401))
+    @get(
+        "/models",
+        summary="The base model, each twin, their RAG aliases, the embedding model and the reranker",
+        responses=errors(401),
+    )
     async def models(self, settings: Settings) -> ModelList:
         return ModelList(model_cards(settings))
 
@@ -40,7 +50,7 @@ class OpenAIController(Controller):
     async def model(self, model_id: str, settings: Settings) -> ModelCard:
         card = next((c for c in model_cards(settings) if c.id == model_id), None)
         if card is None:
-            raise NotFound(f"the model '{model_id}' does not exist", param="model")
+            raise ModelNotFound(f"the model '{model_id}' does not exist", param="model")
         return card
 
     @post(

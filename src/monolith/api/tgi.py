@@ -27,6 +27,8 @@ _TGI_STATUS = {400: (422, "validation"), 404: (422, "validation"), 413: (413, "v
 
 def tgi_error(status: int, body: ErrorResponse) -> tuple[int, TgiError]:
     code, kind = _TGI_STATUS.get(status, (status, "generation" if status >= 500 else body.error.type))
+    if body.error.code == "model_not_found":  # an unknown adapter_id: a 404 on every route, never a fallback
+        code, kind = 404, "model_not_found"
     message = body.error.message
     if body.error.param and body.error.param not in message:
         message = f"{body.error.param}: {message}"
@@ -62,7 +64,7 @@ def tgi_errors() -> dict[int, ResponseSpec]:
     """TGI's error body for each status its routes answer with (a bad request is TGI's 422)."""
     return {
         code: ResponseSpec(data_container=TgiError, description=WHY[code], generate_examples=False)
-        for code in (401, 413, 422, 429, 503, 504)
+        for code in (401, 404, 413, 422, 429, 503, 504)
     }
 
 

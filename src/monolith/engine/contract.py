@@ -34,6 +34,8 @@ class Sampling:
     # The engine's scheduling priority (lower first), under engine policy "priority"; the Generator puts the
     # request's lane into it (admission.engine_priority).
     priority: int = 0
+    # A twin's name: the engine adds that twin's LoRA adapter to the base weights (None: the base alone).
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class EngineStats:
     # Prompt tokens the engine looked up in its prefix cache, and those it found there (not computed again).
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
+    # The twins served (their names), and each one's requests running and waiting in the engine now.
+    twins: tuple[str, ...] = ()
+    twins_running: dict[str, int] = field(default_factory=dict)
+    twins_waiting: dict[str, int] = field(default_factory=dict)
 
 
 class Tokenizer(Protocol):

@@ -11,6 +11,7 @@ from contextlib import aclosing
 from typing import Any
 
 from monolith.config import Settings
+from monolith.engine.adapters import Adapter
 from monolith.engine.contract import Delta, EngineStats, Sampling, Tokenizer, TokenLogprob, sampling_field
 from monolith.engine.vllm_stats import stats_logger_factory
 from monolith.engine.vllm_tools import ToolCallReader
@@ -36,16 +37,35 @@ def import_vllm(settings: Settings) -> None:
     from vllm import AsyncEngineArgs  # noqa: F401
 
 
+def lora_args(settings: Settings, twins: int) -> dict[str, Any]:
+    """vLLM's LoRA settings, only with twins (LoRA layers cost every step something even with no adapter)."""
+    if not twins:
+        return {}
+    cfg = settings.engine
+    return {
+        "enable_lora": True,
+        "max_loras": cfg.max_loras,
+        "max_lora_rank": cfg.max_lora_rank,
+        "max_cpu_loras": max(cfg.max_cpu_loras or twins, cfg.max_loras),
+    }
+
+
 class VllmEngine:
     """AsyncLLM in this process (its engine core runs in a child process that vLLM manages)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, adapters: dict[str, Adapter] | None = None) -> None:
         cfg = settings.engine
         import_vllm(settings)
         from vllm import AsyncEngineArgs
+        from vllm.lora.request import LoRARequest
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self.stats = EngineStats()
+        self.stats = EngineStats(twins=tuple(adapters or {}))
+        # One LoRARequest per twin, its id fixed for the process (vLLM keys its adapter caches by it).
+        self._loras = {
+            name: LoRARequest(name, i, str(adapter.path))
+            for i, (name, adapter) in enumerate((adapters or {}).items(), 1)
+        }
         args = AsyncEngineArgs(
             model=str(settings.model_path),
             served_model_name=[cfg.served_model_name],
@@ -61,6 +81,7 @@ class VllmEngine:
             enable_log_requests=False,
             structured_outputs_config=structured_outputs_config(cfg.compact_json),
             scheduling_policy=settings.scheduling.policy,
+            **lora_args(settings, len(self._loras)),
         )
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[stats_logger_factory(self.stats)])
         self.tokenizer: Tokenizer = self._llm.get_tokenizer()
@@ -152,7 +173,8 @@ class VllmEngine:
         try:
             # aclosing: when our caller leaves early, vLLM's generator sees GeneratorExit and aborts.
             prompt = TokensPrompt(prompt_token_ids=prompt_ids)
-            outputs = self._llm.generate(prompt, params, request_id, priority=sampling.priority)
+            lora = self._loras[sampling.adapter] if sampling.adapter else None
+            outputs = self._llm.generate(prompt, params, request_id, lora_request=lora, priority=sampling.priority)
             async with aclosing(outputs):
                 async for out in outputs:
                     prompt_logprobs = None

@@ -20,6 +20,8 @@ def stats_logger_factory(stats: EngineStats):
                 stats.waiting = scheduler_stats.num_waiting_reqs
                 stats.running = scheduler_stats.num_running_reqs
                 stats.kv_cache_usage = scheduler_stats.kv_cache_usage
+                stats.twins_running = dict(scheduler_stats.running_lora_adapters)
+                stats.twins_waiting = dict(scheduler_stats.waiting_lora_adapters)
                 cache = scheduler_stats.prefix_cache_stats  # this step's lookups; vLLM's own preemptions apart
                 if cache is not None:
                     stats.prefix_cache_queries += cache.queries + cache.preempted_queries

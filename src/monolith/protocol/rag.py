@@ -6,6 +6,7 @@ import msgspec
 
 from monolith.protocol.common import (
     MaxTokens,
+    Name,
     Priority,
     Query,
     Temperature,
@@ -24,6 +25,7 @@ class RagRequest(msgspec.Struct, forbid_unknown_fields=True):
     self_query: bool | None = None
     return_token_ids: bool = False  # vLLM's name: the answer's prompt as token ids (the RAG tax benchmark)
     priority: Priority = 0  # vLLM's name: the order inside the request's lane
+    model: Name | None = None  # a twin answers from its own author's documents; None: the base model
 
 
 class SourceOut(msgspec.Struct):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
-from monolith.protocol.common import Refused, RefusedUnlessFalse, RefusedUnlessOne, Schema, StopString
+from monolith.protocol.common import Name, Refused, RefusedUnlessFalse, RefusedUnlessOne, Schema, StopString
 
 # TGI's own bounds where it has them (temperature > 0, 0 < top_p < 1, top_k > 0, repetition_penalty > 0, at most
 # 4 stop sequences); the upper ones are this server's, so that a value never reaches the engine unchecked.
@@ -57,7 +57,7 @@ class TgiParameters(msgspec.Struct, forbid_unknown_fields=True):
     watermark: RefusedUnlessFalse = None
     top_n_tokens: Refused = None
     typical_p: Refused = None
-    adapter_id: Refused = None
+    adapter_id: Name | None = None  # a twin's name: its LoRA adapter answers (None: the base model)
 
 
 class TgiRequest(msgspec.Struct, forbid_unknown_fields=True):

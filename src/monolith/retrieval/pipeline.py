@@ -51,6 +51,9 @@ class RagOptions:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     priority: int = 0  # the answer's order inside its lane (the helper steps keep the lane's own)
+    adapter: str | None = None  # the twin whose adapter writes the answer (the helper steps use the base)
+    # A twin's author: retrieval reads only their documents, whatever the question names, and never falls back.
+    author: str | None = None
 
 
 @dataclass
@@ -187,24 +190,33 @@ class RagPipeline:
         vectors = await self._timed("embed", timings, self.embedder.embed_async(queries))
         return await self._timed("search", timings, self.store.search_async(vectors, limit, author))
 
+    async def _search_first(
+        self, query: str, limit: int, author: str | None, fixed: str | None, timings: dict[str, float]
+    ) -> tuple[list[list[Hit]], str | None, str | None]:
+        """The question's own hits, the author filter kept, and a notice. An author the question named that
+        matches nothing is dropped (every author searched instead); a twin's author (`fixed`) is never dropped."""
+        ranked = await self._search([query], limit, author, timings)
+        if not author or ranked[0]:
+            return ranked, author, None
+        if fixed:
+            return ranked, author, f"nothing by {author} matched; this twin answers from {author}'s documents only"
+        ranked = await self._search([query], limit, None, timings)
+        return ranked, None, f"nothing by {author} matched; searched every author instead"
+
     async def retrieve(
         self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]
     ) -> tuple[list[Source], list[str], str | None, str | None]:
         """(sources, queries, author filter, notice). The original query is searched while the expansion is
         still being generated; the alternatives' hits are fused with its own by reciprocal rank. The helper
         generations are part of the request's `work`."""
-        asked = self.self_query(query, request_id, work) if opts.self_query else None
-        author = await self._timed("self_query", timings, asked) if asked else None
+        asked = self.self_query(query, request_id, work) if opts.self_query and not opts.author else None
+        author = await self._timed("self_query", timings, asked) if asked else opts.author
         expanding = self.expand(query, request_id, work) if opts.expand else None
         expansion = asyncio.create_task(self._timed("expand", timings, expanding)) if expanding else None
         notice = None
         try:
             limit = self.settings.rerank.candidates if self.reranker else max(opts.k, self.settings.rag.candidates)
-            ranked = await self._search([query], limit, author, timings)
-            if author and not ranked[0]:
-                notice = f"nothing by {author} matched; searched every author instead"
-                author = None
-                ranked = await self._search([query], limit, None, timings)
+            ranked, author, notice = await self._search_first(query, limit, author, opts.author, timings)
             queries = await expansion if expansion else [query]
         except BaseException:
             if expansion:
@@ -241,6 +253,19 @@ class Retrieval(Protocol):
     """What serving needs of RAG: sources for a question. A protocol, not a union: Litestar's signature model,
     which sees `Services`, cannot take a union of two classes."""
 
+    async def _search_first(
+        self, query: str, limit: int, author: str | None, fixed: str | None, timings: dict[str, float]
+    ) -> tuple[list[list[Hit]], str | None, str | None]:
+        """The question's own hits, the author filter kept, and a notice. An author the question named that
+        matches nothing is dropped (every author searched instead); a twin's author (`fixed`) is never dropped."""
+        ranked = await self._search([query], limit, author, timings)
+        if not author or ranked[0]:
+            return ranked, author, None
+        if fixed:
+            return ranked, author, f"nothing by {author} matched; this twin answers from {author}'s documents only"
+        ranked = await self._search([query], limit, None, timings)
+        return ranked, None, f"nothing by {author} matched; searched every author instead"
+
     async def retrieve(
         self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]
     ) -> tuple[list[Source], list[str], str | None, str | None]: ...
@@ -249,6 +274,19 @@ class Retrieval(Protocol):
 class RetrievalOff:
     """In place of the pipeline where no retrieval was loaded (a batch file with no RAG line): a RAG
     request that still arrives gets a clear 503 instead of an embedder loaded for nothing."""
+
+    async def _search_first(
+        self, query: str, limit: int, author: str | None, fixed: str | None, timings: dict[str, float]
+    ) -> tuple[list[list[Hit]], str | None, str | None]:
+        """The question's own hits, the author filter kept, and a notice. An author the question named that
+        matches nothing is dropped (every author searched instead); a twin's author (`fixed`) is never dropped."""
+        ranked = await self._search([query], limit, author, timings)
+        if not author or ranked[0]:
+            return ranked, author, None
+        if fixed:
+            return ranked, author, f"nothing by {author} matched; this twin answers from {author}'s documents only"
+        ranked = await self._search([query], limit, None, timings)
+        return ranked, None, f"nothing by {author} matched; searched every author instead"
 
     async def retrieve(
         self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]

@@ -81,7 +81,8 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
     """Every check that needs no retrieval; a plain chat prompt is tokenised and checked here too."""
     settings, generator = services.settings, services.generator
     refuse_unsupported(data)
-    use_rag = resolve_model(settings, data.model) or bool(data.rag)
+    model = resolve_model(settings, data.model)
+    use_rag = model.rag or bool(data.rag)
     messages = message_dicts(data.messages, generator.template_knows_tools, generator.tool_reader is not None)
     max_tokens = data.max_completion_tokens or data.max_tokens or settings.engine.default_max_tokens
     check_max_tokens(settings, max_tokens)
@@ -101,7 +102,7 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
             structured, param = {"json": tools.schema}, "tools"
             messages = with_tools(messages, tools)
     top_logprobs = chat_logprob_count(data)
-    sampling = wire_sampling(generator, data, max_tokens, structured, top_logprobs)
+    sampling = wire_sampling(generator, data, max_tokens, structured, top_logprobs, adapter=model.twin)
     generator.check_sampling(sampling, param)
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
     plan = ChatPlan(data.model, messages, sampling, None, include_usage, top_logprobs=top_logprobs, tools=tools)
@@ -110,7 +111,9 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
             raise BadRequest("a RAG request must end with a user message", param="messages")
         check_query(settings, messages[-1]["content"], f"messages[{len(messages) - 1}].content")
         over = data.rag if isinstance(data.rag, RagOverrides) else RagOverrides()
-        plan.rag = rag_options(settings, over.k, max_tokens, data.temperature, over.expand, over.self_query)
+        plan.rag = rag_options(
+            settings, over.k, max_tokens, data.temperature, over.expand, over.self_query, model=model
+        )
     else:
         plan.prompt_ids = generator.chat_ids(messages, tools=shown_tools)
         generator.check_fits(plan.prompt_ids, max_tokens, "messages")

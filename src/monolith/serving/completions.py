@@ -78,7 +78,9 @@ def prompt_count(data: CompletionRequest) -> int:
 def plan_completion(services: Services, data: CompletionRequest) -> CompletionPlan:
     settings, generator = services.settings, services.generator
     refuse_unsupported(data)
-    resolve_model(settings, data.model)
+    model = resolve_model(settings, data.model)
+    if model.rag:
+        raise BadRequest("completions take no RAG: use /v1/chat/completions or /rag", param="model")
     prompts, ids = prompt_inputs(generator, data.prompt)
     if data.stream and len(prompts) > 1:
         raise BadRequest("streaming takes a single prompt", param="prompt")
@@ -89,7 +91,7 @@ def plan_completion(services: Services, data: CompletionRequest) -> CompletionPl
     max_tokens = 1 if echo_only else (data.max_tokens or settings.engine.default_max_tokens)
     structured, param = structured_constraint(data)
     prompt_logprobs = data.logprobs if data.echo and data.logprobs is not None else None
-    sampling = wire_sampling(generator, data, max_tokens, structured, data.logprobs, prompt_logprobs)
+    sampling = wire_sampling(generator, data, max_tokens, structured, data.logprobs, prompt_logprobs, model.twin)
     generator.check_sampling(sampling, param)
     for one in ids:
         generator.check_fits(one, max_tokens, "prompt")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from monolith.errors import BadRequest, NotFound, NotReady
+from monolith.errors import BadRequest, ModelNotFound, NotReady
 from monolith.protocol.embeddings import MAX_INPUTS, EmbeddingRequest
 from monolith.serving.services import Services
 
@@ -38,7 +38,7 @@ def check(services: Services, data: EmbeddingRequest) -> list[str]:
         raise NotReady("no embedder is loaded in this run")
     served = services.settings.embedder.served_model_name
     if data.model != served:
-        raise NotFound(
+        raise ModelNotFound(
             f"the embedding model '{data.model}' does not exist; this server serves '{served}'", param="model"
         )
     if data.dimensions is not None and data.dimensions != embedder.dimension:

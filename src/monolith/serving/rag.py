@@ -15,6 +15,7 @@ from monolith.protocol.rag import RagRequest, RagResponse, SourceOut
 from monolith.retrieval.pipeline import RagOptions, Source
 from monolith.serving.answers import DONE, frame, usage
 from monolith.serving.checks import check_query
+from monolith.serving.models import resolve_model
 from monolith.serving.sampling import answer_sampling, rag_options
 from monolith.serving.services import Services
 from monolith.work import Work
@@ -106,6 +107,7 @@ def plan_rag(services: Services, data: RagRequest) -> RagPlan:
     check_max_tokens(settings, max_tokens)
     generator = services.generator
     generator.check_priority(data.priority)
+    model = resolve_model(settings, data.model) if data.model is not None else None
     opts = rag_options(
         settings,
         data.k,
@@ -115,6 +117,7 @@ def plan_rag(services: Services, data: RagRequest) -> RagPlan:
         data.self_query,
         generator.answer_defaults,
         data.priority,
+        model,
     )
     return RagPlan([{"role": "user", "content": data.query.strip()}], opts, data.return_token_ids)
 

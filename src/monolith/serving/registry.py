@@ -24,7 +24,7 @@ from monolith.protocol.tgi import TgiRequest
 from monolith.serving.chat import chat_chunks, plan_chat, retrieve_for_chat, run_chat
 from monolith.serving.completions import completion_chunks, plan_completion, prompt_count, run_completion
 from monolith.serving.embeddings import plan_embeddings, run_embeddings
-from monolith.serving.models import model_names
+from monolith.serving.models import RAG_SUFFIX, model_names
 from monolith.serving.rag import plan_rag, prepare_rag, rag_events, run_rag
 from monolith.serving.responses import plan_response, run_response
 from monolith.serving.responses_events import response_events
@@ -66,8 +66,10 @@ def _never(settings: Settings, body: dict[str, Any]) -> bool:
 
 
 def _asks_for_rag(settings: Settings, body: dict[str, Any]) -> bool:
-    """plan_chat's rule: the `rag` field, or the RAG model name."""
-    return bool(body.get("rag")) or body.get("model") == model_names(settings)[1]
+    """plan_chat's rule: the `rag` field, or a RAG model name (the base's or a twin's)."""
+    model = body.get("model")
+    rag_name = isinstance(model, str) and model.endswith(RAG_SUFFIX) and model in model_names(settings)
+    return bool(body.get("rag")) or rag_name
 
 
 async def _plan_rag(services: Services, data: RagRequest, request_id: str) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from monolith.errors import BadRequest, NotFound
+from monolith.errors import BadRequest, ModelNotFound
 from monolith.protocol.rerank import RerankDocument, RerankRequest
 from monolith.serving.checks import refuse_fields
 from monolith.serving.services import Services
@@ -27,9 +27,11 @@ def check(services: Services, data: RerankRequest) -> list[str]:
     refuse_fields(data, REFUSED)
     served = services.settings.rerank.served_name
     if services.reranker is None or served is None:
-        raise NotFound("no reranker is configured on this server (rerank.model)", param="model")
+        raise ModelNotFound("no reranker is configured on this server (rerank.model)", param="model")
     if data.model is not None and data.model != served:
-        raise NotFound(f"the rerank model '{data.model}' does not exist; this server serves '{served}'", param="model")
+        raise ModelNotFound(
+            f"the rerank model '{data.model}' does not exist; this server serves '{served}'", param="model"
+        )
     return texts_of(data)
 
 

@@ -15,6 +15,7 @@ from monolith.protocol.chat import ChatCompletionRequest
 from monolith.protocol.common import honoured
 from monolith.protocol.completions import CompletionRequest
 from monolith.retrieval.pipeline import RagOptions
+from monolith.serving.models import ModelChoice
 
 
 def wire_sampling(
@@ -24,8 +25,10 @@ def wire_sampling(
     structured: dict[str, Any] | None = None,
     logprobs: int | None = None,
     prompt_logprobs: int | None = None,
+    adapter: str | None = None,
 ) -> Sampling:
-    """The OpenAI routes' sampling fields (and vLLM's extensions), as the engine takes them."""
+    """The OpenAI routes' sampling fields (and vLLM's extensions), as the engine takes them; `adapter`: the twin
+    the model name chose."""
     if not honoured(data.best_of, None, 1):
         raise BadRequest("best_of is not supported (vLLM's engine dropped it); use n", param="best_of")
     if data.stop_token_ids:
@@ -52,6 +55,7 @@ def wire_sampling(
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         priority=data.priority,
+        adapter=adapter,
     )
 
 
@@ -107,9 +111,10 @@ def rag_options(
     self_query: bool | None,
     defaults: dict[str, float] | None = None,
     priority: int = 0,
+    model: ModelChoice | None = None,
 ) -> RagOptions:
     """The request's choices over the answer defaults (`defaults`: the model's generation config, then
-    rag.answer) and the configured RAG switches."""
+    rag.answer) and the configured RAG switches; a twin's `model` fixes the adapter and the author."""
     cfg = settings.rag
     answer = {**cfg.answer.model_dump(), **(defaults or {})}
     return RagOptions(
@@ -121,6 +126,8 @@ def rag_options(
         top_p=answer["top_p"],
         repetition_penalty=answer["repetition_penalty"],
         priority=priority,
+        adapter=model.twin if model else None,
+        author=model.author if model else None,
     )
 
 
@@ -131,4 +138,5 @@ def answer_sampling(opts: RagOptions) -> Sampling:
         top_p=opts.top_p,
         repetition_penalty=opts.repetition_penalty,
         priority=opts.priority,
+        adapter=opts.adapter,
     )

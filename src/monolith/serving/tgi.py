@@ -21,6 +21,7 @@ from monolith.protocol.tgi import (
     TgiToken,
 )
 from monolith.serving.answers import frame
+from monolith.serving.models import resolve_adapter
 from monolith.serving.services import Services
 from monolith.work import Work
 
@@ -28,7 +29,6 @@ from monolith.work import Work
 # Parameters TGI has and this server does not honour: why, and the values that ask for nothing (the schema's enum).
 REFUSED = {
     "watermark": ("watermarking is not supported", (None, False)),
-    "adapter_id": ("LoRA adapters are not served", (None,)),
     "typical_p": ("typical_p sampling is not supported by this engine", (None,)),
     "top_n_tokens": ("top_n_tokens is not supported", (None,)),
 }
@@ -52,6 +52,7 @@ def refuse_unsupported(params: TgiParameters) -> None:
 
 def tgi_sampling(services: Services, params: TgiParameters) -> Sampling:
     settings, generator = services.settings, services.generator
+    model = resolve_adapter(settings, params.adapter_id, "parameters.adapter_id")
     max_tokens = params.max_new_tokens or settings.engine.default_max_tokens
     # TGI samples when asked to, or when any sampling parameter is set; otherwise it decodes greedily.
     sampling = params.do_sample or any(v is not None for v in (params.temperature, params.top_p, params.top_k))
@@ -73,6 +74,7 @@ def tgi_sampling(services: Services, params: TgiParameters) -> Sampling:
         structured=structured,
         logprobs=0,  # the chosen token's id and logprob: TGI's tokens carry both
         prompt_logprobs=0 if params.details and params.decoder_input_details else None,
+        adapter=model.twin,
     )
     limit = settings.engine.max_tokens_limit
     if max_tokens > limit:
