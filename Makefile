@@ -17,7 +17,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus postgres chromium serve test test-quick lint reference prepare ingest image scale-demo bench soak eval clean
+.PHONY: install prometheus postgres chromium serve twins test test-quick lint reference prepare ingest image scale-demo bench soak eval clean
 
 install: $(STAMP)
 
@@ -61,6 +61,13 @@ prepare: install
 
 serve: prepare
 	$(VENV)/bin/monolith serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+# A twin per author of the sample corpus (configs/twins.yaml): their demo LoRA adapters trained with peft on each
+# author's documents (once, a few minutes on a CPU), then served beside the base model.
+TWINS_CONFIG ?= configs/twins.yaml
+twins: prepare
+	$(VENV)/bin/monolith --config $(TWINS_CONFIG) twins build
+	$(VENV)/bin/monolith serve --config $(TWINS_CONFIG) --host $(HOST) --port $(PORT)
 
 ingest: install
 	$(VENV)/bin/monolith --config $(CONFIG) ingest $(FILE)

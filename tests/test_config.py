@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml", "twins.yaml"])
 def test_shipped_configs_load(name: str) -> None:
     settings = load_settings(ROOT / "configs" / name)
     assert settings.engine.served_model_name == "twin"
@@ -125,7 +125,7 @@ def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
     return found
 
 
-@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml"])
+@pytest.mark.parametrize("name", ["cpu.yaml", "gpu.yaml", "twins.yaml"])
 def test_a_shipped_config_sets_only_what_differs_from_the_defaults(name: str) -> None:
     written = leaves(yaml.safe_load((ROOT / "configs" / name).read_text()))
     defaults = leaves(Settings.model_construct().model_dump(mode="json"))

@@ -222,6 +222,7 @@ async def tracked(
     started = False
     produced: dict[int, int] = {}  # per choice: a request of n choices streams n running counts
     last_token: dict[int, float] = {}  # per choice: when its previous delta came (real-time only)
+    model_tokens = MODEL_GENERATED_TOKENS.labels(model) if model else None  # looked up once, not per token
     try:
         async with aclosing(stream) as deltas:
             while True:
@@ -248,8 +249,8 @@ async def tracked(
                         MODEL_TIME_TO_FIRST_TOKEN.labels(model).observe(waited)
                 new_tokens = delta.completion_tokens - produced.get(delta.index, 0)
                 GENERATED_TOKENS.inc(new_tokens)
-                if model:
-                    MODEL_GENERATED_TOKENS.labels(model).inc(new_tokens)
+                if model_tokens is not None:
+                    model_tokens.inc(new_tokens)
                 produced[delta.index] = delta.completion_tokens
                 if ticket.lane == REALTIME and new_tokens > 0:
                     now = time.monotonic()

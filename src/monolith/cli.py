@@ -53,6 +53,15 @@ def _prepare(settings: Settings, args: argparse.Namespace) -> None:
     print(prepare_model(settings))
 
 
+def _build_twins(settings: Settings, args: argparse.Namespace) -> None:
+    from monolith.model_prep import prepare_model
+    from monolith.training import Recipe, build_twins
+
+    prepare_model(settings)
+    built = build_twins(settings, Recipe(steps=args.steps), force=args.force)
+    print(json.dumps({name: str(path) for name, path in built.items()}))
+
+
 def _generate(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.admission import Admission
     from monolith.engine import Sampling
@@ -324,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     configuration.add_parser(
         "reference", parents=[config], help="print the configuration reference (docs/configuration.md)"
     ).set_defaults(run=_reference)
+
+    twins = commands.add_parser("twins", parents=[config], help="the twins of the config").add_subparsers(
+        dest="action", required=True
+    )
+    build = twins.add_parser(
+        "build", parents=[config], help="train a demo LoRA for each twin on its author's documents (peft)"
+    )
+    build.add_argument("--steps", type=int, default=60, help="training steps per twin")
+    build.add_argument("--force", action="store_true", help="train again the twins whose adapter exists")
+    build.set_defaults(run=_build_twins)
 
     add_sagemaker(commands, config)
     return parser

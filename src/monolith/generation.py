@@ -11,11 +11,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
-from monolith.admission import Admission, engine_priority, tracked
+from monolith.admission import REALTIME, Admission, engine_priority, tracked
 from monolith.config import Settings
 from monolith.engine import CallReader, Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
 from monolith.resume import can_resume, resumable
+from monolith.twin_slots import TwinSlots
 from monolith.work import Work
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Generator:
         self.engine = engine
         self.settings = settings
         self.admission = admission  # every generation is tracked here: its ticket, its lane's counts
+        self.twin_slots = TwinSlots(settings.engine.max_loras)
         # Tokenising a long prompt takes long enough to stall every other client (and /health/live): it runs
         # on one thread of its own, one call at a time, as vLLM's own server does it.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
@@ -138,6 +140,8 @@ class Generator:
             if self.settings.scheduling.policy == "priority":  # overdue may change while a generation is paused
                 sampling = replace(sampling, priority=engine_priority(work.lane, sampling.priority, work.overdue))
             engine_stream = self.engine.stream(ids, sampling, request_id)
+            if sampling.adapter:  # a twin's generation waits its turn for a LoRA slot, fairly (monolith.twin_slots)
+                engine_stream = self.twin_slots.gated(sampling.adapter, work.lane == REALTIME, engine_stream)
             model = sampling.adapter or self.settings.engine.served_model_name
             return tracked(self.admission, engine_stream, timeout, work.lane, work.ticket, model)
 

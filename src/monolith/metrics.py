@@ -76,6 +76,12 @@ ASYNC_BACKLOG = Gauge(
     "Async jobs queued or running over all replicas; exported by one replica, 0 on the others.",
     registry=REGISTRY,
 )
+TWIN_SLOT_WAITING = Gauge(
+    "monolith_twin_slot_waiting",
+    "A twin's generations held back until its adapter gets a LoRA slot (in arrival order: monolith.twin_slots).",
+    ["twin"],
+    registry=REGISTRY,
+)
 ASYNC_RUNNING = Gauge("monolith_async_running", "Async jobs this replica is running.", registry=REGISTRY)
 BACKGROUND_SLOTS = Gauge(
     "monolith_background_slots",

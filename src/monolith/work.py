@@ -1,7 +1,8 @@
 """What a generation needs to know about the work it serves, as one value handed down from the entry point (a
 real-time controller, the async job worker, a batch line, the file transform) through serving and the `Generator`
 into the engine call: its lane, its admission ticket(s) and the background slot it holds. Whatever else must travel
-from a request to its engine calls the same way is a field here, never a global."""
+from a request to its engine calls the same way is a field here, never a global. What is generated (the prompt,
+the sampling, a twin's adapter) is the plan's, on `Sampling`: a resumed generation keeps it with the rest."""
 
 from __future__ import annotations
 

@@ -173,7 +173,7 @@ def test_every_metric_the_readme_lists_is_exported_and_none_is_missing_from_it(h
     samples = metric_samples(http.get("/metrics").text)
     documented = readme_metrics()
     assert len(documented) >= 14, documented
-    for name in documented:
+    for name in {n for n in documented if not n.startswith("monolith_twin_")}:  # twins' series: test_twins.py
         assert {name, f"{name}_bucket"} & set(samples), f"README lists {name}; /metrics lacks it"
     families = text_string_to_metric_families(http.get("/metrics").text)
     exported = {

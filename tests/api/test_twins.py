@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +18,13 @@ import pytest
 
 from tests.api.test_jobs import wait_for_job
 from tests.conftest import ManagedServer, managed_server
+from tests.helpers import eventually
 from tests.twins import AUTHORS, twins_env
 
 pytestmark = pytest.mark.slow
 
 PROMPT = "The best way to learn to write well is"
+ADA_STREAMS, ADA_REQUESTS = 4, 25
 TOKENS = 24
 MODELS = ["twin", "ada", "jonas"]
 
@@ -125,8 +128,6 @@ def run_batch(http: httpx.Client, lines: list[dict]) -> dict[str, dict]:
     create = {"input_file_id": uploaded.json()["id"], "endpoint": "/v1/completions", "completion_window": "24h"}
     batch = http.post("/v1/batches", json=create).json()
 
-    from tests.helpers import eventually
-
     def finished() -> dict | None:
         now = http.get(f"/v1/batches/{batch['id']}").json()
         return now if now["status"] in {"completed", "failed", "cancelled"} else None
@@ -221,9 +222,70 @@ def test_metrics_count_each_twins_generations_and_no_unknown_name(http: httpx.Cl
         assert sample(metrics, f'monolith_model_time_to_first_token_seconds_count{{model="{model}"}}') == count
     assert 'model="nobody"' not in metrics
     assert 'monolith_twin_running{twin="ada"}' in metrics and 'monolith_twin_waiting{twin="jonas"}' in metrics
+    for twin in ("ada", "jonas"):  # the server has waited for a slot by now (one slot, two twins at once)
+        assert sample(metrics, f'monolith_twin_slot_waiting{{twin="{twin}"}}') == 0
 
 
 def sample(metrics: str, series: str) -> float:
     line = next((line for line in metrics.splitlines() if line.startswith(series + " ")), None)
     assert line is not None, f"{series} not exported"
     return float(line.rsplit(" ", 1)[1])
+
+
+def test_a_prefix_cache_block_is_never_shared_between_the_base_and_a_twin(http: httpx.Client) -> None:
+    """vLLM keys a cached block by the adapter too: a twin never reads KV made by the base's weights (or another
+    twin's), while a second request of the same model does hit the cache."""
+    prompt = "Twins keep their own caches. " * 24  # several full blocks of engine.block_size (32 tokens)
+
+    def hits_after(model: str) -> float:
+        completion(http, model, prompt)
+        return sample(http.get("/metrics").text, "monolith_engine_prefix_cache_hits_total")
+
+    start = sample(http.get("/metrics").text, "monolith_engine_prefix_cache_hits_total")
+    base_first = hits_after("twin")
+    base_again = hits_after("twin")
+    ada_first = hits_after("ada")
+    ada_again = hits_after("ada")
+    jonas_first = hits_after("jonas")
+    assert base_again > base_first, "the same model hits its cache"
+    assert ada_first == base_again, "the twin read nothing the base cached"
+    assert ada_again > ada_first
+    assert jonas_first == ada_again, "nor what another twin cached"
+    assert base_first >= start
+
+
+def test_a_steady_stream_for_one_twin_does_not_starve_another(http: httpx.Client) -> None:
+    """One LoRA slot and ada always running (four streams of staggered lengths, so that they rarely all end in
+    one step): vLLM alone goes on scheduling ada's newer requests while jonas's waits for the slot they hold
+    (its scheduler skips jonas step after step). Served in arrival order, jonas waits only for the ada requests
+    already running, and ada's stream goes on after it."""
+    import threading
+
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def ada_stream(tokens: int) -> None:
+        with httpx.Client(base_url=str(http.base_url), timeout=300) as client:
+            for _ in range(ADA_REQUESTS):
+                if stop.is_set():
+                    return
+                body = {"model": "ada", "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "ignore_eos": True}
+                assert client.post("/v1/completions", json=body).status_code == 200
+                answered.append(tokens)
+
+    streams = [threading.Thread(target=ada_stream, args=(10 + 3 * i,)) for i in range(ADA_STREAMS)]
+    for thread in streams:
+        thread.start()
+        time.sleep(0.3)
+    try:
+        eventually(lambda: len(answered) >= ADA_STREAMS, 120, "ada's streams to run")
+        before = len(answered)
+        jonas = http.post("/v1/completions", json={"model": "jonas", "prompt": PROMPT, "max_tokens": 4}, timeout=300)
+        waited_for = len(answered) - before
+        assert jonas.status_code == 200, jonas.text
+        assert waited_for <= ADA_STREAMS, f"jonas waited for {waited_for} ada requests, not just those running"
+        eventually(lambda: len(answered) > before + waited_for, 120, "ada's stream to go on after jonas")
+    finally:
+        stop.set()
+        for thread in streams:
+            thread.join()

@@ -67,7 +67,7 @@ def submit_handler(endpoint: Endpoint) -> Any:
 
     submit.__annotations__ = {**submit.__annotations__, "data": endpoint.request}
     submit.__name__ = submit.__qualname__ = f"submit_{endpoint.kind}"
-    codes = (*SERVED, 409, 413, 429) if endpoint.kind == "rag" else (*SERVED, 404, 409, 413, 429)
+    codes = (*SERVED, 404, 409, 413, 429)  # 404: an unknown model (a twin's name on every route, /rag's too)
     summary = f"Queue a {endpoint.path} request; 202 with the job id at once"
     return post(
         endpoint.async_path.removeprefix(JobsController.path),

@@ -19,7 +19,7 @@ class RagController(Controller):
         "",
         status_code=200,
         summary="Answer a question from the twin's own writing",
-        responses=errors(*SERVED, 413, 429, 504),
+        responses=errors(*SERVED, 404, 413, 429, 504),
     )
     async def answer(self, request: Request, data: RagRequest, services: Services) -> Response[RagResponse] | Stream:
         # Response[...] | Stream: a bare union would make Litestar label the stream application/json.

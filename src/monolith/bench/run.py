@@ -9,6 +9,9 @@
 5. Structured output and tool calls against plain chat, monolith and `vllm serve` side by side (`structured.py`).
 6. Mixed load: real-time streams while a background backlog (async jobs and an HTTP batch; to `vllm serve` the
    same as concurrent requests) shares the engine, against each system's own floor (`mixed.py`).
+7. SageMaker's /invocations against the direct route (`invocations.py`).
+8. Many twins on one replica: traffic over the base and 1, 2, 4 twins against `vllm serve --enable-lora` with
+   the same adapters, and a cold twin's first token (`twins.py`).
 All servers load together and are measured in turns, one at a time, step by step (see `interleaved`).
 Writes bench.json, bench.md, throughput.png, latency.png and rag.png under bench/results/.
 """
@@ -26,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monolith.bench import invocations, mixed, structured, tax
+from monolith.bench import invocations, mixed, structured, tax, twins
 from monolith.bench.batch import compare as batch_compare
 from monolith.bench.load import TOPICS, closed_loop, open_loop, summarize
 from monolith.bench.mixed import Traffic
@@ -69,6 +72,8 @@ class Profile:
     mixed_alone_rounds: int
     invocations_rounds: int = 10  # part 7: /invocations against the direct route, same requests
     invocations_max_tokens: int = 16
+    twins_requests: int = 32  # part 8: per mix and system, at concurrency max_num_seqs / 2
+    twins_max_tokens: int = 32
 
 
 # Sized for a 2-core CPU box: quick takes ~3 minutes (no batch part); in full, part 6 alone takes ~17 (its 30 runs).
@@ -96,6 +101,8 @@ PROFILES = {
         1,
         invocations_rounds=4,
         invocations_max_tokens=8,
+        twins_requests=8,
+        twins_max_tokens=16,
     ),
     "full": Profile(
         (1, 2, 4, 8, 16),
@@ -124,7 +131,7 @@ PROFILES = {
     ),
 }
 BEFORE = "monolith before"  # part 6's third system
-PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed", "invocations")
+PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed", "invocations", "twins")
 # Part 4's modes: the server's defaults, and the helper steps (self-query by the LLM's choice where needed,
 # expansion) all on.
 TAX_MODES = {"defaults": {}, "expand + self_query": {"expand": True, "self_query": True}}
@@ -245,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     if "batch" in parts and profile.batch_lines:
         lines, small, tokens = profile.batch_lines, profile.batch_small, profile.batch_max_tokens
         batch = batch_compare(args.config, settings, model_dir, work, lines, small, tokens)
+    twin_part = None
+    if "twins" in parts:
+        twin_part = twins.measure(
+            args.config, settings, model_dir, work / "twins", profile.twins_requests, profile.twins_max_tokens
+        )
     result = {
         "profile_name": args.profile,
         "profile": asdict(profile),
@@ -265,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         else None,
         "mixed": mixed_load,
         "invocations": overhead,
+        "twins": twin_part,
         "wall_s": round(time.monotonic() - started, 1),
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))

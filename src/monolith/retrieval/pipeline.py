@@ -253,19 +253,6 @@ class Retrieval(Protocol):
     """What serving needs of RAG: sources for a question. A protocol, not a union: Litestar's signature model,
     which sees `Services`, cannot take a union of two classes."""
 
-    async def _search_first(
-        self, query: str, limit: int, author: str | None, fixed: str | None, timings: dict[str, float]
-    ) -> tuple[list[list[Hit]], str | None, str | None]:
-        """The question's own hits, the author filter kept, and a notice. An author the question named that
-        matches nothing is dropped (every author searched instead); a twin's author (`fixed`) is never dropped."""
-        ranked = await self._search([query], limit, author, timings)
-        if not author or ranked[0]:
-            return ranked, author, None
-        if fixed:
-            return ranked, author, f"nothing by {author} matched; this twin answers from {author}'s documents only"
-        ranked = await self._search([query], limit, None, timings)
-        return ranked, None, f"nothing by {author} matched; searched every author instead"
-
     async def retrieve(
         self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]
     ) -> tuple[list[Source], list[str], str | None, str | None]: ...
@@ -274,19 +261,6 @@ class Retrieval(Protocol):
 class RetrievalOff:
     """In place of the pipeline where no retrieval was loaded (a batch file with no RAG line): a RAG
     request that still arrives gets a clear 503 instead of an embedder loaded for nothing."""
-
-    async def _search_first(
-        self, query: str, limit: int, author: str | None, fixed: str | None, timings: dict[str, float]
-    ) -> tuple[list[list[Hit]], str | None, str | None]:
-        """The question's own hits, the author filter kept, and a notice. An author the question named that
-        matches nothing is dropped (every author searched instead); a twin's author (`fixed`) is never dropped."""
-        ranked = await self._search([query], limit, author, timings)
-        if not author or ranked[0]:
-            return ranked, author, None
-        if fixed:
-            return ranked, author, f"nothing by {author} matched; this twin answers from {author}'s documents only"
-        ranked = await self._search([query], limit, None, timings)
-        return ranked, None, f"nothing by {author} matched; searched every author instead"
 
     async def retrieve(
         self, query: str, opts: RagOptions, request_id: str, work: Work, timings: dict[str, float]

@@ -14,6 +14,7 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $("status"), notice: $("notice"), log: $("log"), history: $("history"), model: $("model-name"),
+    twinPicker: $("twin-picker"), twin: $("twin"),
     composer: $("composer"), message: $("message"), send: $("send"), sources: $("use-sources"),
     keyForm: $("key-form"), key: $("api-key"), remember: $("remember-key"), newChat: $("new-chat"),
     system: $("system"), temperature: $("temperature"), maxTokens: $("max-tokens"), reset: $("reset-settings"),
@@ -301,12 +302,22 @@
     }
     if (!response.ok) throw await apiError(response);
     const models = (await response.json()).data;
-    const chat = models.find((m) => m.max_model_len) || models[0];
-    state.model = chat.id;
-    ui.model.textContent = `· ${chat.id}`;
+    // The base and each twin (a LoRA on it): the models that generate, less their "-rag" aliases (the
+    // "use my sources" box asks for RAG).
+    const twins = models.filter((m) => m.max_model_len && !models.some((o) => o !== m && `${o.id}-rag` === m.id));
+    const chosen = twins.find((m) => m.id === state.model) || twins[0] || models[0];
+    chooseModel(chosen.id);
+    ui.twin.replaceChildren(...twins.map((m) => new Option(m.parent ? m.id : `${m.id} (base)`, m.id)));
+    ui.twin.value = chosen.id;
+    ui.twinPicker.hidden = twins.length < 2;
     ui.keyForm.hidden = true;
     setStatus("Ready");
     return true;
+  }
+
+  function chooseModel(id) {
+    state.model = id;
+    ui.model.textContent = `· ${id}`;
   }
 
   async function connect() {
@@ -342,7 +353,7 @@
   function requestFor(chat, useSources) {
     const question = chat.messages[chat.messages.length - 1].content;
     if (useSources) {
-      return ["/rag", { query: question, stream: true, ...sampling() }];
+      return ["/rag", { query: question, model: state.model, stream: true, ...sampling() }];
     }
     const history = chat.messages
       .filter((m) => m.content && !m.error)
@@ -477,6 +488,7 @@
     }
   });
   ui.newChat.addEventListener("click", newChat);
+  ui.twin.addEventListener("change", () => chooseModel(ui.twin.value));
   for (const input of [ui.system, ui.temperature, ui.maxTokens, ui.sources]) {
     input.addEventListener("change", writeSettings);
   }
