@@ -202,3 +202,13 @@ def test_extends_must_name_a_file_that_exists_without_a_loop(tmp_path: Path) -> 
     (tmp_path / "c.yaml").write_text("extends: [a.yaml]\n")
     with pytest.raises(ConfigError, match="extends names one file"):
         load_settings(tmp_path / "c.yaml")
+
+
+def test_the_lora_limits_take_the_environments_strings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MONOLITH_ENGINE__MAX_LORA_RANK", "8")
+    monkeypatch.setenv("MONOLITH_ENGINE__MAX_LORAS", "2")
+    engine = load_settings(write(tmp_path, "")).engine
+    assert (engine.max_lora_rank, engine.max_loras) == (8, 2)
+    monkeypatch.setenv("MONOLITH_ENGINE__MAX_LORA_RANK", "12")
+    with pytest.raises(ConfigError, match=r"engine\.max_lora_rank: .*one of vLLM.s LoRA ranks 1, 8, 16"):
+        load_settings(write(tmp_path, ""))

@@ -82,6 +82,9 @@ class GgufSource(Section):
     file: str = Field("SmolLM2-135M-Instruct.Q4_1.gguf", description="The GGUF file in it.")
 
 
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM's max_lora_rank takes
+
+
 class EngineSettings(Section):
     model: str = Field(
         "models/SmolLM2-135M-Instruct", description="A checkpoint folder (in `data_dir` when relative) or a hub id."
@@ -132,8 +135,10 @@ class EngineSettings(Section):
         ge=1,
         description="Twins' adapters in one engine step (vLLM's LoRA slots); requests for other twins wait for a slot.",
     )
-    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
-        16, description="The largest LoRA rank a twin's adapter may have (vLLM sizes its slots for it)."
+    max_lora_rank: int = Field(
+        16,
+        description="The largest LoRA rank a twin's adapter may have (vLLM sizes its slots for it): one of vLLM's "
+        "1, 8, 16, 32, 64, 128, 256, 320, 512.",
     )
     max_cpu_loras: int | None = Field(
         None,
@@ -141,6 +146,13 @@ class EngineSettings(Section):
         description="Adapters kept in host memory, least recently used out; more twins than this are read from "
         "disk again on use. None: every twin.",
     )
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _a_vllm_rank(cls, rank: int) -> int:
+        if rank not in LORA_RANKS:
+            raise ValueError(f"must be one of vLLM's LoRA ranks {', '.join(map(str, LORA_RANKS))}")
+        return rank
 
 
 class EmbedderSettings(Section):

@@ -53,7 +53,8 @@ class Generator:
         self.engine = engine
         self.settings = settings
         self.admission = admission  # every generation is tracked here: its ticket, its lane's counts
-        self.twin_slots = TwinSlots(settings.engine.max_loras)
+        # A twin waiting for a LoRA slot lets one engine-full of generations go ahead before a drain is forced.
+        self.twin_slots = TwinSlots(settings.engine.max_loras, settings.engine.max_num_seqs, settings.twins)
         # Tokenising a long prompt takes long enough to stall every other client (and /health/live): it runs
         # on one thread of its own, one call at a time, as vLLM's own server does it.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")

@@ -257,8 +257,8 @@ def test_a_prefix_cache_block_is_never_shared_between_the_base_and_a_twin(http: 
 def test_a_steady_stream_for_one_twin_does_not_starve_another(http: httpx.Client) -> None:
     """One LoRA slot and ada always running (four streams of staggered lengths, so that they rarely all end in
     one step): vLLM alone goes on scheduling ada's newer requests while jonas's waits for the slot they hold
-    (its scheduler skips jonas step after step). Served in arrival order, jonas waits only for the ada requests
-    already running, and ada's stream goes on after it."""
+    (its scheduler skips jonas step after step: 93 of the 100 went ahead, measured). Here jonas lets at most one
+    engine-full go ahead before ada is drained for it, and ada's stream goes on after it."""
     import threading
 
     answered: list[int] = []
@@ -283,7 +283,8 @@ def test_a_steady_stream_for_one_twin_does_not_starve_another(http: httpx.Client
         jonas = http.post("/v1/completions", json={"model": "jonas", "prompt": PROMPT, "max_tokens": 4}, timeout=300)
         waited_for = len(answered) - before
         assert jonas.status_code == 200, jonas.text
-        assert waited_for <= ADA_STREAMS, f"jonas waited for {waited_for} ada requests, not just those running"
+        # Those running, and one engine-full (max_num_seqs, 16) let ahead before ada is drained for it.
+        assert waited_for <= ADA_STREAMS + 16, f"jonas waited for {waited_for} ada requests"
         eventually(lambda: len(answered) > before + waited_for, 120, "ada's stream to go on after jonas")
     finally:
         stop.set()

@@ -16,8 +16,10 @@ TopP = Annotated[float, Meta(gt=0.0, le=1.0)]
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 TopK = Annotated[int, Meta(ge=1, le=50)]
 # A question needs one character that is not whitespace (what serving's "the query is empty" checks): the served
-# schema says so, so a schema-valid request is never refused.
-Query = Annotated[str, Meta(min_length=1, max_length=100_000, pattern=r"\S")]
+# schema says so, so a schema-valid request is never refused. Whitespace to neither Python's regex (the server's)
+# nor ECMAScript's (a client's reading the schema): `\S` alone means two things (\x1c-\x1f and \x85 are space to
+# Python only, \ufeff to ECMAScript only), and the fuzzer sent a query "\x1e" the schema admits and `\S` refused.
+Query = Annotated[str, Meta(min_length=1, max_length=100_000, pattern=r"[^\s\x1c-\x1f\x85\ufeff]")]
 # vLLM's own bounds, checked here so that a bad value is a 400 naming the field, never an engine error.
 StopString = Annotated[str, Meta(min_length=1, max_length=1000)]
 Stop = StopString | Annotated[list[StopString], Meta(max_length=4)] | None
