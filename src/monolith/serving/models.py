@@ -28,12 +28,10 @@ def model_names(settings: Settings) -> list[str]:
     return [name for base in bases for name in (base, base + RAG_SUFFIX)]
 
 
-def rag_model_name(settings: Settings) -> str:
-    return settings.engine.served_model_name + RAG_SUFFIX
-
-
 def resolve_model(settings: Settings, model: str, param: str = "model") -> ModelChoice:
     """The base or a twin, with or without RAG; an unknown name is a 404 like OpenAI's, never the base instead."""
+    if model in settings.twins:  # a twin's own name first: one may end in "-rag" itself
+        return ModelChoice(model, model, False, settings.twins[model].author)
     base = model.removesuffix(RAG_SUFFIX)
     rag = base != model
     if base == settings.engine.served_model_name:
@@ -48,9 +46,8 @@ def resolve_adapter(settings: Settings, adapter_id: str | None, param: str) -> M
     """TGI's and SageMaker's `parameters.adapter_id`: a twin's name (None: the base); an unknown one is a 404."""
     if adapter_id is None:
         return ModelChoice(settings.engine.served_model_name)
-    twin = settings.twins.get(adapter_id)
-    if twin is None:
+    if adapter_id not in settings.twins:  # the base's name and the -rag aliases are no adapter
         raise ModelNotFound(
             f"the adapter '{adapter_id}' does not exist; GET /v1/models lists this server's", param=param
         )
-    return ModelChoice(adapter_id, adapter_id, False, twin.author)
+    return resolve_model(settings, adapter_id, param)
