@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from monolith.metrics import REGISTRY
-from monolith.twin_slots import TwinSlots
+from monolith.twin_slots import Residency, TwinSlots
 
 
 def held_back(twin: str) -> float | None:
@@ -133,3 +133,44 @@ async def test_running_twins_go_ahead_of_a_waiter_until_its_patience_is_spent() 
         slots.leave("ada")
     await asyncio.sleep(0)
     assert jonas.done() and not held.done() and slots.overtakes == 0
+
+
+def test_the_residency_mirror_says_where_each_adapter_comes_from() -> None:
+    """vLLM's two LRU caches: `slots` adapters in LoRA slots, `host` in host memory; in use never leaves a slot."""
+    place = Residency(slots=1, host=2)
+    assert place.use("ada") == "disk", "first use: read from disk"
+    assert place.use("ada") is None, "it holds the slot"
+    assert place.use("jonas") == "disk"
+    assert place.use("ada") == "host", "jonas took the slot, ada stayed in host memory"
+    assert place.use("priya") == "disk"
+    assert place.use("jonas") == "disk", "two in host memory: the least recent, jonas, was dropped"
+    busy = Residency(slots=2, host=4)
+    for adapter in ("ada", "jonas"):
+        busy.use(adapter)
+    busy.use("priya", running=["ada", "priya"])  # ada still runs: jonas leaves its slot, not ada
+    assert busy.use("ada", running=["ada", "priya"]) is None and busy.use("jonas") == "host"
+
+
+def swaps(twin: str, source: str) -> float:
+    return REGISTRY.get_sample_value("monolith_twin_swaps_total", {"twin": twin, "source": source}) or 0.0
+
+
+def swap_timings(source: str) -> float:
+    labels = {"source": source}
+    return REGISTRY.get_sample_value("monolith_twin_swap_time_to_first_token_seconds_count", labels) or 0.0
+
+
+async def test_a_generation_that_swaps_its_adapter_in_is_counted_and_its_first_token_timed() -> None:
+    slots = TwinSlots(1, patience=0, twins=["ada", "jonas"], host=1)
+    before = {(t, s): swaps(t, s) for t in ("ada", "jonas") for s in ("host", "disk")}
+    timed = swap_timings("disk")
+
+    async def tokens():
+        yield 1
+        yield 2
+
+    for adapter in ("ada", "ada", "jonas", "ada"):
+        assert [t async for t in slots.gated(adapter, True, tokens())] == [1, 2]
+    made = {key: swaps(*key) - count for key, count in before.items()}
+    assert made == {("ada", "disk"): 2, ("jonas", "disk"): 1, ("ada", "host"): 0, ("jonas", "host"): 0}
+    assert swap_timings("disk") - timed == 3, "one first token timed per swap, not per token"

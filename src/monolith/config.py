@@ -541,6 +541,11 @@ class Settings(BaseSettings):
         local = self.in_data_dir(self.engine.model)
         return local if self.engine.prepare_from is not None or local.exists() else self.engine.model
 
+    @property
+    def host_loras(self) -> int:
+        """vLLM's `max_cpu_loras`: the twins' adapters kept in host memory (never fewer than the LoRA slots)."""
+        return max(self.engine.max_cpu_loras or len(self.twins), self.engine.max_loras)
+
 
 _SECRET_KEYS = {"database", "api_key", "api_keys", "secret"}
 

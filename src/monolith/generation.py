@@ -54,7 +54,9 @@ class Generator:
         self.settings = settings
         self.admission = admission  # every generation is tracked here: its ticket, its lane's counts
         # A twin waiting for a LoRA slot lets one engine-full of generations go ahead before a drain is forced.
-        self.twin_slots = TwinSlots(settings.engine.max_loras, settings.engine.max_num_seqs, settings.twins)
+        self.twin_slots = TwinSlots(
+            settings.engine.max_loras, settings.engine.max_num_seqs, settings.twins, settings.host_loras
+        )
         # Tokenising a long prompt takes long enough to stall every other client (and /health/live): it runs
         # on one thread of its own, one call at a time, as vLLM's own server does it.
         self._tokenizer_thread = ThreadPoolExecutor(1, thread_name_prefix="tokenize")

@@ -82,6 +82,21 @@ TWIN_SLOT_WAITING = Gauge(
     ["twin"],
     registry=REGISTRY,
 )
+TWIN_SWAPS = Counter(
+    "monolith_twin_swaps",
+    "A twin's adapter brought into a LoRA slot for a generation, by where it came from: `host` (vLLM's host-memory "
+    "cache) or `disk` (read again: more twins than engine.max_cpu_loras). The warm-up reads each twin once.",
+    ["twin", "source"],
+    registry=REGISTRY,
+)
+TWIN_SWAP_FIRST_TOKEN = Histogram(
+    "monolith_twin_swap_time_to_first_token_seconds",
+    "First-token time of a generation whose twin's adapter had to be brought into a LoRA slot (what a swap "
+    "costs), by where it came from.",
+    ["source"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 ASYNC_RUNNING = Gauge("monolith_async_running", "Async jobs this replica is running.", registry=REGISTRY)
 BACKGROUND_SLOTS = Gauge(
     "monolith_background_slots",

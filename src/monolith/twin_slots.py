@@ -10,18 +10,23 @@ generations have gone ahead of the oldest such waiter, one running adapter is dr
 fewest generations in the engine, which gets no new one until it has left its slot. So a twin waits at most for
 `patience` generations and one adapter's drain, and the engine stays as full as the slots allow. (Measured on
 four twins over two slots: holding every twin back behind a waiter made a third of vLLM's tokens; draining for
-every waiter at once, two thirds.) The base model needs no slot and never waits here."""
+every waiter at once, two thirds.) The base model needs no slot and never waits here.
+
+Since every use passes here, this also mirrors where vLLM keeps each adapter (its slots and its host-memory cache,
+both least recently used out) and so knows which generations swap an adapter in, and from where: what a swap
+costs is on /metrics (`monolith_twin_swaps_total`, `monolith_twin_swap_time_to_first_token_seconds`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, deque
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
 
-from monolith.metrics import TWIN_SLOT_WAITING
+from monolith.metrics import TWIN_SLOT_WAITING, TWIN_SWAP_FIRST_TOKEN, TWIN_SWAPS
 
 T = TypeVar("T")
 
@@ -30,13 +35,38 @@ T = TypeVar("T")
 class _Waiter:
     adapter: str
     realtime: bool
-    granted: asyncio.Future[None]
+    granted: asyncio.Future[str | None]  # where its adapter came from (`Residency.use`)
+
+
+class Residency:
+    """Where vLLM holds the adapters: `slots` of them in its LoRA slots, `host` in host memory, each least recently
+    used out (vLLM's LRU adapter managers; an adapter in use is never evicted from a slot)."""
+
+    def __init__(self, slots: int, host: int) -> None:
+        self.capacity = {"slot": slots, "host": max(host, slots)}
+        self.held: dict[str, OrderedDict[str, None]] = {"slot": OrderedDict(), "host": OrderedDict()}
+
+    def use(self, adapter: str, running: Iterable[str] = ()) -> str | None:
+        """Records a generation for `adapter`; returns where its adapter came from: None (it held a slot), `host`
+        or `disk`."""
+        source = None if adapter in self.held["slot"] else "host" if adapter in self.held["host"] else "disk"
+        busy = set(running) | {adapter}
+        for place, held in self.held.items():
+            held[adapter] = None
+            held.move_to_end(adapter)
+            while len(held) > self.capacity[place]:
+                idle = [a for a in held if a not in busy] if place == "slot" else list(held)
+                del held[idle[0] if idle else next(iter(held))]
+        return source
 
 
 class TwinSlots:
-    def __init__(self, slots: int, patience: int, twins: Iterable[str] = ()) -> None:
-        for twin in twins:  # each configured twin's series, at 0 until it waits
+    def __init__(self, slots: int, patience: int, twins: Iterable[str] = (), host: int = 0) -> None:
+        for twin in twins:  # each configured twin's series, at 0 until it waits or swaps
             TWIN_SLOT_WAITING.labels(twin).set(0)
+            for source in ("host", "disk"):
+                TWIN_SWAPS.labels(twin, source)
+        self.residency = Residency(slots, host)
         self.slots = slots
         self.patience = patience  # generations that may go ahead of a twin waiting for a slot before a drain
         self.active: Counter[str] = Counter()  # adapter -> its generations in the engine
@@ -53,19 +83,20 @@ class TwinSlots:
             return adapter != self.draining
         return len(self.active) < self.slots
 
-    async def enter(self, adapter: str, realtime: bool) -> None:
-        """Returns once `adapter` may have one more generation in the engine; `leave` when it ends."""
+    async def enter(self, adapter: str, realtime: bool) -> str | None:
+        """Returns once `adapter` may have one more generation in the engine (`leave` when it ends), with where its
+        adapter comes from for it: None (it holds a slot), `host` or `disk`."""
         if self._fits(adapter) and not any(w.adapter == adapter for w in self._waiting):
             self.active[adapter] += 1  # never ahead of an earlier request for the same twin
             self.overtakes += self._slot_wanted()
             if self.overtakes >= self.patience and self.draining is None:
                 self._grant()  # the waiter's patience is spent: a drain begins
-            return
+            return self.residency.use(adapter, self.active)
         waiter = _Waiter(adapter, realtime, asyncio.get_running_loop().create_future())
         self._queue(waiter)
         self._grant()
         try:
-            await waiter.granted
+            return await waiter.granted
         except asyncio.CancelledError:
             if waiter.granted.done() and not waiter.granted.cancelled():
                 self.leave(adapter)  # granted in the same tick it was cancelled: give it back
@@ -106,7 +137,7 @@ class TwinSlots:
                 self._waiting.remove(waiter)
                 TWIN_SLOT_WAITING.labels(waiter.adapter).dec()
                 self.active[waiter.adapter] += 1
-                waiter.granted.set_result(None)
+                waiter.granted.set_result(self.residency.use(waiter.adapter, self.active))
                 self.overtakes = 0 if new_slot else self.overtakes + self._slot_wanted()
                 continue
             blocked.add(waiter.adapter)
@@ -117,11 +148,17 @@ class TwinSlots:
 
     async def gated(self, adapter: str, realtime: bool, stream: AsyncIterator[T]) -> AsyncIterator[T]:
         """`stream` (an engine generation, not yet started) once its adapter has a slot; the slot is given back
-        however it ends (finished, aborted, cancelled)."""
-        await self.enter(adapter, realtime)
+        however it ends (finished, aborted, cancelled). A generation that swaps its adapter in is counted, and its
+        first token timed, as what a swap costs."""
+        source = await self.enter(adapter, realtime)
+        started = time.perf_counter()
         try:
             async with aclosing(stream) as items:  # type: ignore[type-var]
                 async for item in items:
+                    if source is not None:
+                        TWIN_SWAPS.labels(adapter, source).inc()
+                        TWIN_SWAP_FIRST_TOKEN.labels(source).observe(time.perf_counter() - started)
+                        source = None
                     yield item
         finally:
             self.leave(adapter)

@@ -224,6 +224,20 @@ def test_metrics_count_each_twins_generations_and_no_unknown_name(http: httpx.Cl
     assert 'monolith_twin_running{twin="ada"}' in metrics and 'monolith_twin_waiting{twin="jonas"}' in metrics
     for twin in ("ada", "jonas"):  # the server has waited for a slot by now (one slot, two twins at once)
         assert sample(metrics, f'monolith_twin_slot_waiting{{twin="{twin}"}}') == 0
+        # One slot for two twins taking turns: each read from disk once (the warm-up), then swapped in from host
+        # memory, which holds both; each swap's first token timed.
+        assert sample(metrics, f'monolith_twin_swaps_total{{source="disk",twin="{twin}"}}') == 1
+        assert sample(metrics, f'monolith_twin_swaps_total{{source="host",twin="{twin}"}}') >= 1
+    swapped = sum(
+        sample(metrics, f'monolith_twin_swaps_total{{source="{s}",twin="{t}"}}')
+        for s in ("host", "disk")
+        for t in ("ada", "jonas")
+    )
+    timed = sum(
+        sample(metrics, f'monolith_twin_swap_time_to_first_token_seconds_count{{source="{s}"}}')
+        for s in ("host", "disk")
+    )
+    assert timed == swapped
 
 
 def sample(metrics: str, series: str) -> float:

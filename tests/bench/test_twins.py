@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from monolith.bench.peers import ROOT
-from monolith.bench.twins import cold_twin, markdown, run_mix, twin_ratios, vllm_lora_args
+from monolith.bench.twins import cold_twin, markdown, run_mix, swap_means, twin_ratios, vllm_lora_args
 from monolith.config import Settings, TwinSettings, load_settings
 from tests.api.test_health import metric_samples
 from tests.bench.test_peers import _serve_parser
@@ -16,8 +18,6 @@ from tests.scripted import ScriptedEngine, ThreadedServer
 
 
 def generations(base_url: str) -> dict[str, float]:
-    import httpx
-
     samples = metric_samples(httpx.get(f"{base_url}/metrics").text).get("monolith_model_generations_total", [])
     return {s.labels["model"]: s.value for s in samples}
 
@@ -33,7 +33,9 @@ def test_the_traffic_is_spread_evenly_over_the_twins_asked_and_the_cold_twin_is_
         assert made == {"ada": 5, "jonas": 5}, "one warm-up each, then 8 in turns"
         assert row["ok"] == 8 and row["output_tokens_per_s"] > 0
         cold = cold_twin(server.base_url, "twin", ["ada", "jonas", "priya"], slots=2, rounds=3)
+        means = swap_means(httpx.get(f"{server.base_url}/metrics").text)
     assert set(cold) == {"base", "twin in a slot", "twin swapped into a slot"} and all(v > 0 for v in cold.values())
+    assert set(means) == {"host", "disk"} and all(v > 0 for v in means.values()), "one slot: each twin swaps in"
 
 
 def test_vllm_serve_takes_the_twins_adapters_and_limits_as_flags(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 request's `model` in turn), on the monolith with `twins:` and on `vllm serve --enable-lora --lora-modules ...`
 with the same adapters and LoRA limits, side by side (ABBA, as every part); the base on a monolith with no twins
 (LoRA off) is the reference for what a twin costs. Then a cold twin's first token: a twin already in a LoRA slot,
-against one swapped into a slot from host memory (more twins than `engine.max_loras`).
+against one swapped into a slot from host memory (more twins than `engine.max_loras`), and on a monolith that
+keeps only the slots' adapters in host memory (`engine.max_cpu_loras` = `max_loras`), one read from disk; beside
+them what that server's /metrics says a swap cost (`monolith_twin_swap_time_to_first_token_seconds`).
 
 The adapters are the demo twins of configs/twins.yaml (`monolith twins build`, trained once into data/adapters)."""
 
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from monolith.bench.load import closed_loop, summarize
 from monolith.bench.peers import ROOT, Server, free_port, launch, start_monolith, vllm_engine_args, vllm_env
@@ -107,6 +110,35 @@ def cold_twin(base_url: str, base: str, names: list[str], slots: int, rounds: in
     return {what: round(statistics.median(values), 4) for what, values in times.items()}
 
 
+def swap_means(metrics_text: str) -> dict[str, float]:
+    """The mean first-token time of a swap, by where the adapter came from, as the server's /metrics has it."""
+    sums: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "monolith_twin_swap_time_to_first_token_seconds":
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count")):
+                    sums.setdefault(sample.labels["source"], {})[sample.name.rsplit("_", 1)[1]] = sample.value
+    return {source: round(v["sum"] / v["count"], 4) for source, v in sums.items() if v.get("count")}
+
+
+def cold_from_disk(
+    config: Path, settings: Settings, model_dir: Path, work: Path, demo: tuple[Settings, dict[str, Path]]
+) -> dict:
+    """A twin swapped in when host memory holds only the slots' adapters: read from disk (vLLM's LRU)."""
+    twins, adapters = demo
+    env = twins_env(twins, adapters) | {"MONOLITH_ENGINE__MAX_CPU_LORAS": str(twins.engine.max_loras)}
+    server = start_monolith(config, settings, model_dir, work, env)
+    try:
+        server.wait_ready("/health/ready")
+        base, names = settings.engine.served_model_name, list(adapters)
+        times = cold_twin(server.base_url, base, names, twins.engine.max_loras, 6)
+        means = swap_means(httpx.get(f"{server.base_url}/metrics", timeout=30).text)
+    finally:
+        server.stop()
+    out = {"twin read from disk": times["twin swapped into a slot"]}
+    return out | {f"/metrics' mean swap from {source}": mean for source, mean in means.items()}
+
+
 def measure(config: Path, settings: Settings, model_dir: Path, work: Path, requests: int, max_tokens: int) -> dict:
     twins, adapters = demo_twins(settings)
     names, base = list(adapters), settings.engine.served_model_name
@@ -131,6 +163,7 @@ def measure(config: Path, settings: Settings, model_dir: Path, work: Path, reque
     finally:
         for server in servers.values():
             server.stop()
+    cold.update(cold_from_disk(config, settings, model_dir, work / "twins-disk", (twins, adapters)))
     return {
         "adapters": {name: str(path) for name, path in adapters.items()},
         "max_loras": twins.engine.max_loras,

@@ -46,7 +46,7 @@ def lora_args(settings: Settings, twins: int) -> dict[str, Any]:
         "enable_lora": True,
         "max_loras": cfg.max_loras,
         "max_lora_rank": cfg.max_lora_rank,
-        "max_cpu_loras": max(cfg.max_cpu_loras or twins, cfg.max_loras),
+        "max_cpu_loras": settings.host_loras,
     }
 
 
