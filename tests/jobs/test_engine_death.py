@@ -42,7 +42,7 @@ def test_engine_death_exits_for_a_restart_and_loses_no_job(tmp_path: Path, model
         wait_ready(first)
         ids = []
         for i in range(JOBS):
-            body = {"model": "twin", "prompt": f"Story {i}:", "max_tokens": 400, "ignore_eos": True}
+            body = {"model": "twin", "prompt": f"Story {i}:", "max_tokens": 160, "ignore_eos": True}
             response = httpx.post(f"{first.base_url}/v1/async/completions", json=body)
             assert response.status_code == 202
             ids.append(response.json()["id"])
