@@ -103,7 +103,7 @@ def test_the_fuzzer_finds_no_server_error(small_server: ManagedServer, tmp_path:
         "--suppress-health-check", "all",
         "--report", "har", "--report-har-path", str(report),
     ]  # fmt: skip
-    result = run(command, 1200)
+    result = run(command, 1200, cwd=tmp_path)  # its cache (.schemathesis/) stays out of the checkout
     # Every request the fuzzer sent and the status it got, from its HTTP Archive.
     statuses = Counter(str(entry["response"]["status"]) for entry in json.loads(report.read_text())["log"]["entries"])
     print(f"{mode}: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")
