@@ -27,6 +27,7 @@ FLOORS: dict[str, int] = {
     "deploy": 1,
     "admission": 2,
     "twin_slots": 2,
+    "tracing": 2,
     "scheduling": 3,
     "resume": 4,
     "work": 4,

@@ -17,8 +17,14 @@ from monolith.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.api.app import create_app
     from monolith.api.server import serve
+    from monolith.tracing import start_tracing
 
-    serve(create_app(settings), args.host or settings.server.host, args.port or settings.server.port)
+    provider = start_tracing()  # before the app: its middleware and generator look for it
+    try:
+        serve(create_app(settings), args.host or settings.server.host, args.port or settings.server.port)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # the spans of the last requests, exported before the process ends
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> None:

@@ -11,11 +11,13 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
+from monolith import tracing
 from monolith.admission import REALTIME, Admission, engine_priority, tracked
 from monolith.config import Settings
 from monolith.engine import CallReader, Delta, Engine, Sampling, TokenLogprob, chat_prompt_ids
 from monolith.errors import BadRequest
 from monolith.resume import can_resume, resumable
+from monolith.tracing import traced_generation
 from monolith.twin_slots import TwinSlots
 from monolith.work import Work
 
@@ -54,6 +56,7 @@ class Generator:
         self.settings = settings
         self.admission = admission  # every generation is tracked here: its ticket, its lane's counts
         # A twin waiting for a LoRA slot lets one engine-full of generations go ahead before a drain is forced.
+        self.traced = tracing.enabled()  # off: the engine stream is not wrapped at all
         self.twin_slots = TwinSlots(
             settings.engine.max_loras, settings.engine.max_num_seqs, settings.twins, settings.host_loras
         )
@@ -146,6 +149,8 @@ class Generator:
             if sampling.adapter:  # a twin's generation waits its turn for a LoRA slot, fairly (monolith.twin_slots)
                 engine_stream = self.twin_slots.gated(sampling.adapter, work.lane == REALTIME, engine_stream)
             model = sampling.adapter or self.settings.engine.served_model_name
+            if self.traced:
+                engine_stream = traced_generation(engine_stream, sampling, model, request_id, work.lane)
             return tracked(self.admission, engine_stream, timeout, work.lane, work.ticket, model)
 
         if work.hold is not None and can_resume(sampling):

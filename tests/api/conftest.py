@@ -1,6 +1,7 @@
 """What the API tests share: the official `openai` client on the session's server, a shape to parse answers
 into, and a second real server for the tests that need other settings than the session's (short generations
-for the fuzzer, and a tiny random-weight reranker, which /v1/rerank serves)."""
+for the fuzzer, a tiny random-weight reranker, which /v1/rerank serves, and traces exported to a real OTLP
+receiver)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from openai import OpenAI
 from pydantic import BaseModel
 
+from monolith.bench.otlp import OtlpReceiver
 from tests.conftest import ManagedServer, ServerProcess, managed_server
 from tests.helpers import save_tiny_cross_encoder
 
@@ -35,10 +37,20 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
 def small_server(
-    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, tiny_cross_encoder: Path
+    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, tiny_cross_encoder: Path, otlp_receiver: OtlpReceiver
 ) -> Iterator[ManagedServer]:
     env = {
+        # Traced, to a real OTLP receiver (tests/api/test_tracing.py): the fuzzer's hostile requests go through
+        # the tracing middleware too.
+        **otlp_receiver.env(),
         # Short generations: a fuzzer asks for max_tokens up to the limit on every operation (the served schema
         # says the limit), and its ~600 answered requests keep the engine busy for most of its run.
         "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "4",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -14,6 +15,7 @@ import yaml
 from monolith.admission import Admission
 from monolith.config import load_settings
 from monolith.scheduling import BackgroundBudget
+from monolith.tracing import exporter_names
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "configs" / "k8s"
@@ -221,8 +223,26 @@ def test_the_network_policy_admits_the_api_port_and_only_the_egress_a_replica_ne
     assert policy["podSelector"]["matchLabels"] == find("Deployment")["spec"]["selector"]["matchLabels"]
     assert [p["port"] for rule in policy["ingress"] for p in rule["ports"]] == [container["ports"][0]["containerPort"]]
     egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
-    assert egress_ports == {53, 6333, 6334, 5432, 80, 443}
+    assert egress_ports == {53, 6333, 6334, 5432, 4317, 4318, 80, 443}
     database = next(r for r in policy["egress"] if any(p["port"] == 5432 for p in r["ports"]))
     assert database["to"][0]["podSelector"]["matchLabels"]["cnpg.io/cluster"] == find("Cluster")["metadata"]["name"]
     public = next(r for r in policy["egress"] if any(p["port"] == 443 for p in r["ports"]))["to"][0]["ipBlock"]
     assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(public["except"])
+
+
+def test_traces_go_to_the_collector_the_network_policy_lets_the_pod_reach() -> None:
+    """Configured by the standard OTEL_* variables only (monolith.tracing reads nothing else)."""
+    container = find("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert exporter_names({k: v for k, v in env.items() if v is not None}) == ["otlp"]
+    endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    service, namespace = endpoint.hostname.split(".")[:2]
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf" and endpoint.port == 4318
+    collector = next(r for r in find("NetworkPolicy")["spec"]["egress"] if any(p["port"] == 4318 for p in r["ports"]))
+    peer = collector["to"][0]
+    assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == namespace
+    assert service == "otel-collector" and 4317 in {p["port"] for p in collector["ports"]}
+    # The resource attributes name the pod through the downward API, declared before they are used.
+    names = [e["name"] for e in container["env"]]
+    assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
+    assert "$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]

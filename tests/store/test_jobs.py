@@ -54,6 +54,16 @@ async def test_one_claim_takes_up_to_its_limit_oldest_first_and_none_twice_acros
     assert await b.claim(4) == []
 
 
+async def test_a_job_keeps_its_submits_trace_context_for_its_runs_on_any_replica(
+    db: Database, other_db: Database
+) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    job, _ = await replica(db, "a").submit("chat", b"{}", None, None, traceparent=traceparent)
+    untraced, _ = await replica(db, "a").submit("chat", b"{}", None, None)
+    claimed = await replica(other_db, "b").claim(2)
+    assert [(j.id, j.traceparent) for j in claimed] == [(job.id, traceparent), (untraced.id, None)]
+
+
 async def test_a_job_keeps_its_first_outcome(db: Database) -> None:
     store = replica(db, "a")
     job, _ = await store.submit("chat", b"{}", None, None)

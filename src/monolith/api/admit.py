@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from litestar import Request
 
+from monolith import tracing
 from monolith.admission import Ticket
 from monolith.config import Settings
 from monolith.errors import BadRequest
@@ -43,6 +44,7 @@ def admitted_many(request: Request, services: Services, count: int) -> Iterator[
         limit = settings.admission.max_waiting
         raise BadRequest(f"{count} prompts in one request; this server admits {limit} at once", param="prompt")
     tickets = services.admission.admit_many(request_timeout(request, settings), count)
+    tracing.event("admitted", {"monolith.lane": "realtime", "monolith.admission.tickets": count})
     try:
         yield tickets
     finally:

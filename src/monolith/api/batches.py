@@ -18,6 +18,7 @@ from monolith.protocol.common import Metadata, ObjectId
 from monolith.serving.registry import BatchEndpoint
 from monolith.store.batches import BatchRecord
 from monolith.store.files import FileStore
+from monolith.tracing import current_traceparent
 
 
 # A msgspec Struct, not a dataclass: the served schema is then msgspec's own (api/openapi.py), with every bound.
@@ -51,7 +52,7 @@ class BatchesController(Controller):
             raise NotFound(f"no batch input file {data.input_file_id}", param="input_file_id")
         metadata = json.dumps(data.metadata) if data.metadata else None
         batch = await batches.store.create_batch(
-            data.endpoint, data.input_file_id, data.completion_window, metadata, owner
+            data.endpoint, data.input_file_id, data.completion_window, metadata, owner, current_traceparent()
         )
         batches.wake()
         return batch_object(batch)

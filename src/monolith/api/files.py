@@ -3,15 +3,17 @@ batch outputs; each belongs to the API key that made it, and expires after `file
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
 from litestar.response import File
+from litestar.types import FileInfo
 
 from monolith.api.openapi import SERVED, errors
 from monolith.config import Settings
@@ -24,6 +26,33 @@ from monolith.store.files import FileRecord, FileStore
 MAX_FILENAME = 255  # what a filesystem takes for one name; it is stored and shown back, never used as a path
 # The multipart envelope around the file: headers, boundary, the purpose field.
 MULTIPART_OVERHEAD = 64 * 1024
+
+
+@dataclass
+class OpenedFile:
+    """Litestar's file system for one file opened already: the answer's size and bytes come from the open handle,
+    so a delete after the open (another request) cannot turn it into an error; the handle closes with the answer."""
+
+    handle: BinaryIO
+
+    def info(self, path: str | os.PathLike[str], **kwargs: Any) -> FileInfo:
+        st = os.fstat(self.handle.fileno())
+        return {
+            "created": st.st_ctime,
+            "gid": st.st_gid,
+            "ino": st.st_ino,
+            "islink": False,
+            "mode": st.st_mode,
+            "mtime": st.st_mtime,
+            "name": str(path),
+            "nlink": st.st_nlink,
+            "size": st.st_size,
+            "type": "file",
+            "uid": st.st_uid,
+        }
+
+    def open(self, file: str | os.PathLike[str], mode: str = "rb", buffering: int = -1) -> BinaryIO:
+        return self.handle
 
 
 @dataclass
@@ -119,7 +148,19 @@ class FilesController(Controller):
     )
     async def file_content(self, file_id: str, files: FileStore, owner: str) -> File:
         await file_or_404(files, file_id, owner)
-        return File(files.path_of(file_id), media_type="application/jsonl", content_disposition_type="inline")
+        path = files.path_of(file_id)
+        try:  # opened here, not when the answer starts: a delete meanwhile (another request) unlinks only its name
+            handle = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"no file {file_id}", param="file_id") from None
+        opened = OpenedFile(handle)
+        return File(
+            path,
+            media_type="application/jsonl",
+            content_disposition_type="inline",
+            file_system=opened,
+            file_info=opened.info(path),
+        )
 
     @delete(
         "/{file_id:str}",

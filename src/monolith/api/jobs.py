@@ -19,6 +19,7 @@ from monolith.protocol.jobs import JobAccepted, JobList, JobObject
 from monolith.serving.registry import ENDPOINTS, Endpoint, refuse_stream
 from monolith.serving.services import Services
 from monolith.store.jobs import JobStatus
+from monolith.tracing import current_traceparent
 
 IdempotencyKey = Annotated[
     str | None, Parameter(header="Idempotency-Key", required=False, min_length=1, max_length=255)
@@ -45,7 +46,8 @@ async def accepted(
         raise QuotaExceeded(f"this key has {limit} jobs queued or running (the limit); wait for some to finish")
     if callback_url is not None:
         await runner.callbacks.policy.check(callback_url)
-    job, _ = await runner.store.submit(endpoint.kind, msgspec.json.encode(data), callback_url, key, owner)
+    request = msgspec.json.encode(data)
+    job, _ = await runner.store.submit(endpoint.kind, request, callback_url, key, owner, current_traceparent())
     runner.wake()
     url = status_url(job.id)
     return Response(JobAccepted(job.id, job.status, url), status_code=202, headers={"Location": url})

@@ -10,7 +10,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.plugins import InitPluginProtocol
 
-from monolith import __version__
+from monolith import __version__, tracing
 from monolith.api.auth import ApiKeys, api_key_guard
 from monolith.api.batches import BatchesController
 from monolith.api.deps import DEPENDENCIES
@@ -18,7 +18,7 @@ from monolith.api.errors import EXCEPTION_HANDLERS
 from monolith.api.files import MULTIPART_OVERHEAD, FilesController
 from monolith.api.health import HealthController
 from monolith.api.jobs import JobsController
-from monolith.api.middleware import metrics_middleware
+from monolith.api.middleware import metrics_middleware, tracing_middleware
 from monolith.api.openai import OpenAIController
 from monolith.api.openapi import TruthfulJsonSchema
 from monolith.api.rag import RagController
@@ -75,6 +75,8 @@ class MonolithPlugin(InitPluginProtocol):
         app_config.before_request = check_body  # every JSON body as strictly as its schema says
         # Every answer, a 401 too, is counted and carries a request id.
         app_config.middleware.insert(0, metrics_middleware)
+        if tracing.enabled():  # outermost: its span covers the whole request, the 401s and 404s too
+            app_config.middleware.insert(0, tracing_middleware)
         if settings.server.cors_origins:
             app_config.cors_config = CORSConfig(allow_origins=settings.server.cors_origins)
         app_config.openapi_config = OpenAPIConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monolith.bench import invocations, mixed, structured, twins
+from monolith.bench import invocations, mixed, structured, tracing, twins
 
 PEERS = {"monolith": "vllm", "monolith /rag": "split /rag"}
 
@@ -61,6 +61,7 @@ def markdown(result: dict) -> str:
     parts = batch_markdown(result.get("batch")) + tax_markdown(result.get("rag_tax"))
     parts += structured.markdown(result.get("structured")) + mixed.markdown(result.get("mixed"))
     parts += invocations.markdown(result.get("invocations")) + twins.markdown(result.get("twins"))
+    parts += tracing.markdown(result.get("tracing"))
     return "\n".join(lines + parts) + "\n"
 
 

@@ -12,6 +12,8 @@
 7. SageMaker's /invocations against the direct route (`invocations.py`).
 8. Many twins on one replica: traffic over the base and 1, 2, 4 twins against `vllm serve --enable-lora` with
    the same adapters, and a cold twin's first token (`twins.py`).
+9. What tracing costs: the same traffic with no OTEL_* variable and tracing every request to an OTLP receiver
+   (`tracing.py`).
 All servers load together and are measured in turns, one at a time, step by step (see `interleaved`).
 Writes bench.json, bench.md, throughput.png, latency.png and rag.png under bench/results/.
 """
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from monolith.bench import invocations, mixed, structured, tax, twins
+from monolith.bench import invocations, mixed, structured, tax, tracing, twins
 from monolith.bench.batch import compare as batch_compare
 from monolith.bench.load import TOPICS, closed_loop, open_loop, summarize
 from monolith.bench.mixed import Traffic
@@ -74,6 +76,9 @@ class Profile:
     invocations_max_tokens: int = 16
     twins_requests: int = 32  # part 8: per mix and system, at concurrency max_num_seqs / 2
     twins_max_tokens: int = 32
+    tracing_requests: int = 32  # part 9: per route, round and system
+    tracing_max_tokens: int = 32
+    tracing_rounds: int = 4
 
 
 # Sized for a 2-core CPU box: quick takes ~3 minutes (no batch part); in full, part 6 alone takes ~17 (its 30 runs).
@@ -103,6 +108,9 @@ PROFILES = {
         invocations_max_tokens=8,
         twins_requests=8,
         twins_max_tokens=16,
+        tracing_requests=8,
+        tracing_max_tokens=16,
+        tracing_rounds=2,
     ),
     "full": Profile(
         (1, 2, 4, 8, 16),
@@ -131,7 +139,7 @@ PROFILES = {
     ),
 }
 BEFORE = "monolith before"  # part 6's third system
-PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed", "invocations", "twins")
+PARTS = ("completions", "rag", "batch", "rag_tax", "structured", "mixed", "invocations", "twins", "tracing")
 # Part 4's modes: the server's defaults, and the helper steps (self-query by the LLM's choice where needed,
 # expansion) all on.
 TAX_MODES = {"defaults": {}, "expand + self_query": {"expand": True, "self_query": True}}
@@ -257,6 +265,17 @@ def main(argv: list[str] | None = None) -> int:
         twin_part = twins.measure(
             args.config, settings, model_dir, work / "twins", profile.twins_requests, profile.twins_max_tokens
         )
+    tracing_part = None
+    if "tracing" in parts:
+        tracing_part = tracing.measure(
+            args.config,
+            settings,
+            model_dir,
+            work / "tracing",
+            profile.tracing_requests,
+            profile.tracing_max_tokens,
+            profile.tracing_rounds,
+        )
     result = {
         "profile_name": args.profile,
         "profile": asdict(profile),
@@ -278,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "mixed": mixed_load,
         "invocations": overhead,
         "twins": twin_part,
+        "tracing": tracing_part,
         "wall_s": round(time.monotonic() - started, 1),
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=1))

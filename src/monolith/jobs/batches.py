@@ -17,6 +17,7 @@ from monolith.jobs.transform import BatchPacing, run_batch
 from monolith.scheduling import BackgroundBudget
 from monolith.serving.services import Services
 from monolith.store.batches import BatchRecord, BatchStore
+from monolith.tracing import background_span
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,11 @@ class BatchRunner:
             try:
                 pacing = BatchPacing(batch.endpoint, self.budget, batch.created_at, counts.add)
                 capacity = self.budget.capacity
-                report = await run_batch(self.services, source, output, capacity, False, pacing, total)
+                run = {"monolith.batch.id": batch.id, "monolith.batch.endpoint": batch.endpoint}
+                with background_span(
+                    f"batch {batch.endpoint}", run | {"monolith.batch.run": batch.runs}, batch.traceparent
+                ):
+                    report = await run_batch(self.services, source, output, capacity, False, pacing, total)
             finally:  # before the final counts are written: a late progress write would add to them
                 await counts.close()
             log.info("batch %s: %s", batch.id, report.summary())

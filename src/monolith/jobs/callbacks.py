@@ -95,6 +95,8 @@ class CallbackSender:
         default_port = 443 if target.scheme == "https" else 80
         host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
         headers = {"Content-Type": "application/json", "Host": host_header, "X-Monolith-Job-Id": job.id}
+        if job.traceparent:  # the receiver's work continues the trace the job was submitted in
+            headers["traceparent"] = job.traceparent
         if self.settings.secret:
             timestamp = int(time.time())
             headers[ID_HEADER] = job.id

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import msgspec
 from tqdm import tqdm
 
+from monolith import tracing
 from monolith.errors import BadRequest, MonolithError, StorageFull, as_domain_error, is_outage
 from monolith.jobs.lines import (
     RequestLine,
@@ -204,7 +205,10 @@ async def run_batch(
             custom_id, request, error = item
             request_id = f"batch-{uuid.uuid4().hex}"
             try:
-                result, status = await lines.answer(request, error, request_id)
+                with tracing.step(
+                    "batch.line", {"monolith.batch.custom_id": custom_id, "monolith.request_id": request_id}
+                ):
+                    result, status = await lines.answer(request, error, request_id)
             finally:
                 slots.release()
             await lines.write(custom_id, status, result, request_id)

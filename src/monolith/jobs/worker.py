@@ -28,6 +28,7 @@ from monolith.scheduling import BackgroundBudget, Hold, SlotRequest
 from monolith.serving.registry import BY_KIND, answer_of
 from monolith.serving.services import Services
 from monolith.store.jobs import Job, JobStore
+from monolith.tracing import background_span
 from monolith.work import Work
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,9 @@ class JobRunner:
         try:
             try:
                 why = "an async job cannot stream"
-                result = await answer_of(self.services, BY_KIND[job.kind], job.request, job.id, work, why)
+                run = {"monolith.job.id": job.id, "monolith.job.kind": job.kind, "monolith.job.run": job.runs}
+                with background_span(f"job {job.kind}", run, job.traceparent):  # its own trace, linked to the submit
+                    result = await answer_of(self.services, BY_KIND[job.kind], job.request, job.id, work, why)
                 outcome = ("succeeded", msgspec.json.encode(result), None)
             except asyncio.CancelledError:
                 if held.preempted:  # for real-time traffic: back to the queue, to run again from the start

@@ -8,10 +8,11 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from monolith import tracing
 from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import NotReady
@@ -134,14 +135,27 @@ class RagPipeline:
         self._authors: AuthorIndex | None = None
         self._authors_at = 0.0
 
-    async def _timed(self, step: str, timings: dict[str, float], awaitable: Awaitable[T]) -> T:
+    async def _timed(
+        self,
+        step: str,
+        timings: dict[str, float],
+        awaitable: Awaitable[T],
+        attributes: dict[str, Any] | None = None,
+        describe: Callable[[T], dict[str, Any]] | None = None,
+    ) -> T:
+        """One step, timed (its histogram, the answer's timings) and, with tracing on, a span `rag.<step>` with
+        `attributes` and what `describe` says of its result."""
         started = time.perf_counter()
-        try:
-            return await awaitable
-        finally:
-            elapsed = time.perf_counter() - started
-            RAG_STEP.labels(step).observe(elapsed)
-            timings[step] = round(timings.get(step, 0.0) + elapsed * 1000, 1)  # a step may run twice
+        with tracing.step(f"rag.{step}", attributes) as span:
+            try:
+                result = await awaitable
+            finally:
+                elapsed = time.perf_counter() - started
+                RAG_STEP.labels(step).observe(elapsed)
+                timings[step] = round(timings.get(step, 0.0) + elapsed * 1000, 1)  # a step may run twice
+            if span is not None and describe is not None:
+                span.set_attributes(describe(result))
+            return result
 
     async def _ask(self, prompt: str, request_id: str, work: Work, max_tokens: int, structured: dict[str, Any]) -> str:
         """A helper generation, greedy and constrained by the engine to the shape its caller parses; part of the
@@ -187,8 +201,16 @@ class RagPipeline:
     async def _search(
         self, queries: list[str], limit: int, author: str | None, timings: dict[str, float]
     ) -> list[list[Hit]]:
-        vectors = await self._timed("embed", timings, self.embedder.embed_async(queries))
-        return await self._timed("search", timings, self.store.search_async(vectors, limit, author))
+        vectors = await self._timed("embed", timings, self.embedder.embed_async(queries), {"rag.queries": len(queries)})
+        searched = {"db.system.name": "qdrant", "db.system": "qdrant", "db.operation.name": "search"}
+        searched |= {"rag.queries": len(queries), "rag.limit": limit, "rag.author_filter": author or ""}
+        return await self._timed(
+            "search",
+            timings,
+            self.store.search_async(vectors, limit, author),
+            searched,
+            lambda ranked: {"rag.hits": sum(len(hits) for hits in ranked)},
+        )
 
     async def _search_first(
         self, query: str, limit: int, author: str | None, fixed: str | None, timings: dict[str, float]
@@ -210,9 +232,14 @@ class RagPipeline:
         still being generated; the alternatives' hits are fused with its own by reciprocal rank. The helper
         generations are part of the request's `work`."""
         asked = self.self_query(query, request_id, work) if opts.self_query and not opts.author else None
-        author = await self._timed("self_query", timings, asked) if asked else opts.author
+        author = opts.author
+        if asked:
+            author = await self._timed("self_query", timings, asked, describe=lambda a: {"rag.author": a or ""})
         expanding = self.expand(query, request_id, work) if opts.expand else None
-        expansion = asyncio.create_task(self._timed("expand", timings, expanding)) if expanding else None
+        expansion = None
+        if expanding:
+            counted = self._timed("expand", timings, expanding, describe=lambda queries: {"rag.queries": len(queries)})
+            expansion = asyncio.create_task(counted)
         notice = None
         try:
             limit = self.settings.rerank.candidates if self.reranker else max(opts.k, self.settings.rag.candidates)
@@ -229,9 +256,16 @@ class RagPipeline:
         relevant = [h for h in hits if h.score >= floor]
         if hits and not relevant:
             notice = f"no source passed the relevance floor (rag.min_score {floor}); answered without sources"
+        best = max((h.score for h in hits), default=0.0)
+        verdict = {"rag.hits": len(hits), "rag.relevant": len(relevant), "rag.min_score": floor, "rag.best_score": best}
+        tracing.event("rag.relevance_floor", verdict)
         if self.reranker and relevant:
             scores = await self._timed(
-                "rerank", timings, self.reranker.scores_async(query, [chunk_key(h) for h in relevant])
+                "rerank",
+                timings,
+                self.reranker.scores_async(query, [chunk_key(h) for h in relevant]),
+                {"rag.candidates": len(relevant)},
+                lambda scores: {"rag.best_rerank_score": max(scores, default=0.0)},
             )
             order = sorted(zip(relevant, scores, strict=True), key=lambda pair: pair[1], reverse=True)
             relevant = [h for h, _ in order]

@@ -36,6 +36,7 @@ class BatchRecord:
     error: str | None
     runs: int
     owner: str
+    traceparent: str | None = None  # the create request's trace context (monolith.tracing)
 
 
 BATCH_COLUMNS = [
@@ -57,6 +58,7 @@ BATCH_COLUMNS = [
     batches.c.error,
     batches.c.runs,
     batches.c.owner,
+    batches.c.traceparent,
 ]
 
 
@@ -77,7 +79,13 @@ class BatchStore:
         return self.files.path_of(file_id)
 
     async def create_batch(
-        self, endpoint: str, input_file_id: str, window: str, metadata: str | None, owner: str = ""
+        self,
+        endpoint: str,
+        input_file_id: str,
+        window: str,
+        metadata: str | None,
+        owner: str = "",
+        traceparent: str | None = None,
     ) -> BatchRecord:
         batch_id, output = f"batch_{uuid.uuid4().hex}", new_file_id()
         async with self.db.begin() as conn:
@@ -92,6 +100,7 @@ class BatchStore:
                     metadata=metadata,
                     created_at=int(time.time()),
                     owner=owner,
+                    traceparent=traceparent,
                 )
             )
         batch = await self.get_batch(batch_id)

@@ -40,6 +40,7 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    traceparent: str | None = None  # the submit's trace context (monolith.tracing)
 
 
 COLUMNS = [
@@ -57,6 +58,7 @@ COLUMNS = [
     jobs.c.created_at,
     jobs.c.started_at,
     jobs.c.finished_at,
+    jobs.c.traceparent,
 ]
 
 
@@ -102,7 +104,13 @@ class JobStore:
         return Job(*row[1:])
 
     async def submit(
-        self, kind: str, request: bytes, callback_url: str | None, idempotency_key: str | None, owner: str = ""
+        self,
+        kind: str,
+        request: bytes,
+        callback_url: str | None,
+        idempotency_key: str | None,
+        owner: str = "",
+        traceparent: str | None = None,
     ) -> tuple[Job, bool]:
         """Returns (job, created). A repeated Idempotency-Key returns the first job, if the body matches;
         two replicas inserting the same key at once meet at the unique constraint, and one job wins."""
@@ -120,6 +128,7 @@ class JobStore:
             "owner": owner,
             "callback_url": callback_url,
             "created_at": time.time(),
+            "traceparent": traceparent,
         }
         try:
             async with self.db.begin() as conn:  # the new row back in the same round trip

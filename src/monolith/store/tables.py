@@ -55,6 +55,8 @@ jobs = Table(
     # The replica delivering the job's callback, until when.
     Column("callback_owner", Text),
     Column("callback_lease_expires_at", Float),
+    # The submit's W3C trace context, when it was traced: the job's runs link to it, its callback carries it.
+    Column("traceparent", Text),
     Index("jobs_status", "status", "seq"),
     Index("jobs_callbacks", "callback_state", "callback_next_at"),
     Index("jobs_owner", "owner", "seq"),
@@ -98,6 +100,8 @@ batches = Table(
     Column("lease_owner", Text),
     Column("lease_expires_at", Float),
     Column("owner", Text, nullable=False, server_default=""),
+    # The create request's W3C trace context, when it was traced: the batch's runs link to it.
+    Column("traceparent", Text),
     Index("batches_owner", "owner", "seq"),
     sqlite_autoincrement=True,
 )
