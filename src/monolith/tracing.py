@@ -62,11 +62,12 @@ def span_exporter(name: str, env: Mapping[str, str]) -> SpanExporter:
     raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
 
-def tracer_provider(env: Mapping[str, str] | None = None) -> TracerProvider | None:
-    """A provider exporting where the environment says, or None when it asks for no exporter. The sampler comes
-    from OTEL_TRACES_SAMPLER (parent-based always-on by default), the resource from OTEL_SERVICE_NAME and
-    OTEL_RESOURCE_ATTRIBUTES ("monolith" when neither names the service)."""
-    env = os.environ if env is None else env
+def tracer_provider() -> TracerProvider | None:
+    """A provider exporting where this process's environment says, or None when it asks for no exporter. The
+    sampler comes from OTEL_TRACES_SAMPLER (parent-based always-on by default), the resource from OTEL_SERVICE_NAME
+    and OTEL_RESOURCE_ATTRIBUTES ("monolith" when neither names the service): the SDK reads os.environ for those,
+    so this reads nothing else."""
+    env = os.environ
     names = exporter_names(env)
     if not names:
         return None
@@ -152,7 +153,7 @@ def correlate_logs() -> None:
 
 def sampling_attributes(sampling: Sampling, model: str, request_id: str) -> dict[str, Any]:
     """The OpenTelemetry GenAI semantic conventions' request attributes of one engine generation."""
-    return {
+    attributes = {
         "gen_ai.operation.name": "text_completion",  # token ids in, tokens out: chat templates are applied above
         "gen_ai.provider.name": "vllm",
         "gen_ai.request.model": model,
@@ -160,9 +161,11 @@ def sampling_attributes(sampling: Sampling, model: str, request_id: str) -> dict
         "gen_ai.request.temperature": sampling.temperature,
         "gen_ai.request.top_p": sampling.top_p,
         "gen_ai.request.choice.count": sampling.n,
-        "gen_ai.request.seed": sampling.seed if sampling.seed is not None else -1,
         "gen_ai.response.id": request_id,
     }
+    if sampling.seed is not None:  # none asked: no attribute, rather than a made-up value
+        attributes["gen_ai.request.seed"] = sampling.seed
+    return attributes
 
 
 async def traced_generation(
