@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from monolith.bench.peers import free_port, launch, stop_process
+from monolith.bench.otlp import OtlpReceiver
+from monolith.bench.peers import free_port, kill_tree, launch, stop_process
 from monolith.bench.postgres import PostgresServer
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
@@ -27,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ[SESSION_MARK] = uuid.uuid4().hex
 become_subreaper()
 CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
+SAMPLE_CORPUS = ROOT / "corpus" / "sample.jsonl"
 READY_TIMEOUT_S = 600
 CALLBACK_SECRET = "whsec_dGVzdC1jYWxsYmFjay1zZWNyZXQ="
 
@@ -66,13 +71,45 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = None) -> ServerProcess:
+# What a server's first start embeds into an empty store; made once a session, copied into each new data dir.
+_SEEDED_STORES: dict[str, Path] = {}
+_RETRIEVAL_SETTINGS = ("MONOLITH_EMBEDDER__", "MONOLITH_INGEST__", "MONOLITH_QDRANT__")
+
+
+def seeded_store() -> Path:
+    """The sample corpus ingested by `monolith ingest` into a local Qdrant folder, once a session: a server
+    whose data dir already holds it skips embedding it again at start (~2 s of both cores, per start)."""
+    if "qdrant" not in _SEEDED_STORES:
+        root = Path(tempfile.mkdtemp(prefix="monolith-seeded-"))
+        atexit.register(shutil.rmtree, root, True)
+        cmd = [sys.executable, "-m", "monolith.cli", "ingest", "--config", str(CPU_CONFIG), str(SAMPLE_CORPUS)]
+        env = {**os.environ, "MONOLITH_DATA_DIR": str(root)}
+        subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+        _SEEDED_STORES["qdrant"] = root / "qdrant"
+    return _SEEDED_STORES["qdrant"]
+
+
+def seed_store(data_dir: Path, env: dict[str, str]) -> None:
+    """A new data dir gets the session's ingested store, unless the test chose its own retrieval settings (a
+    corpus, an embedder, a Qdrant server): then the server ingests for itself, as on a first start."""
+    if any(key.startswith(_RETRIEVAL_SETTINGS) for key in env) or (data_dir / "qdrant").exists():
+        return
+    shutil.copytree(seeded_store(), data_dir / "qdrant")
+
+
+def start_server(
+    data_dir: Path, model_dir: Path, env: dict[str, str] | None = None, *, seeded: bool = True
+) -> ServerProcess:
+    """A real `monolith serve` on a free loopback port. `seeded`: its store starts with the sample corpus (the
+    session's copy); False: it starts empty and ingests the corpus itself, as a first start does."""
+    if seeded:
+        seed_store(data_dir, env or {})
     port = free_port()
     environment = {
         "MONOLITH_DATA_DIR": str(data_dir),
         "MONOLITH_ENGINE__MODEL": str(model_dir),
         "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "1024",
-        "MONOLITH_INGEST__SAMPLE_CORPUS": str(ROOT / "corpus" / "sample.jsonl"),
+        "MONOLITH_INGEST__SAMPLE_CORPUS": str(SAMPLE_CORPUS),
         "MONOLITH_CALLBACKS__SECRET": CALLBACK_SECRET,
         "MONOLITH_CALLBACKS__ALLOW": '["localhost"]',  # the tests' receivers; no other loopback spelling
         "MONOLITH_FILES__MAX_LINES": "1000",
@@ -107,7 +144,7 @@ def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S, seen: 
                 return response.json()
         except httpx.TransportError:
             pass
-        time.sleep(0.5)
+        time.sleep(0.2)
     raise RuntimeError(f"server not ready after {timeout_s} s:\n{server.log()[-4000:]}")
 
 
@@ -129,11 +166,18 @@ class ManagedServer:
 
     def stop(self) -> None:
         if self.server is not None:
-            stop_server(self.server)
+            discard_server(self.server)
 
 
 def stop_server(server: ServerProcess) -> None:
+    """SIGTERM, as Kubernetes stops a pod: the server drains and exits (what tests of the drain stop with)."""
     stop_process(server.proc)
+
+
+def discard_server(server: ServerProcess) -> None:
+    """The end of a fixture whose tests are done with it: its whole tree killed at once. A graceful stop waits
+    ~3 s for the engine core's interpreter to tear down, for nothing a test looks at."""
+    kill_tree(server.proc)
 
 
 @contextmanager
@@ -150,12 +194,20 @@ def managed_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None =
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[ServerProcess]:
     """One real `monolith serve` on loopback for the whole session: real engine, embedder, Qdrant."""
-    srv = start_server(tmp_path_factory.mktemp("server"), model_dir)
+    srv = start_server(tmp_path_factory.mktemp("server"), model_dir, seeded=False)  # a first start, ingest included
     try:
         srv.ready = wait_ready(srv)  # type: ignore[attr-defined]
         yield srv
     finally:
-        stop_server(srv)
+        discard_server(srv)
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/HTTP receiver on loopback for the session: the traced servers export their spans to it."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ FLOORS: dict[str, int] = {
     "config": 0,
     "errors": 0,
     "metrics": 0,
+    "logs": 0,
     "packaged": 0,
     "protocol": 1,
     "engine": 1,

@@ -4,6 +4,7 @@ exporting to a real receiver: tests/api/test_tracing.py."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -15,10 +16,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from monolith import cli
-from monolith.config import ConfigError
-from monolith.engine import Delta, Sampling
+from monolith import cli, logs
+from monolith.admission import Admission
+from monolith.config import ConfigError, Settings
+from monolith.engine import Delta, EngineTimings, Sampling
+from monolith.generation import Generator
+from monolith.metrics import exemplar
 from monolith.tracing import correlate_logs, exporter_names, span_exporter, traced_generation, tracer_provider
+from monolith.work import Work
+from tests.scripted import ScriptedEngine
 
 OTEL_VARIABLES = (
     "OTEL_SDK_DISABLED",
@@ -177,3 +183,81 @@ def test_a_log_line_written_in_a_span_carries_its_ids(provider_with_memory: Prov
         logging.setLogRecordFactory(factory)
     assert record.getMessage() == f"3 jobs [trace_id={context.trace_id:032x} span_id={context.span_id:016x}]"
     assert "trace_id" not in outside
+
+
+def test_a_log_line_in_json_carries_the_ids_as_fields_not_in_its_message(provider_with_memory: ProviderMaker) -> None:
+    provider, _ = provider_with_memory()
+    factory = logging.getLogRecordFactory()
+    correlate_logs(in_message=False)
+    try:
+        with provider.get_tracer("t").start_as_current_span("request") as span:
+            record = logging.getLogger("monolith.test").makeRecord("n", logging.INFO, "f", 1, "%d jobs", (3,), None)
+            context = span.get_span_context()
+    finally:
+        logging.setLogRecordFactory(factory)
+    line = json.loads(logs.formatter("json").format(record))
+    assert line["message"] == "3 jobs" and line["levelname"] == "INFO" and line["name"] == "n"
+    assert (line["trace_id"], line["span_id"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+
+
+TIMINGS = EngineTimings(queued_s=0.5, prefill_s=0.25, decode_s=1.5, first_token_s=0.8, preemptions=1)
+
+
+async def timed_deltas() -> AsyncIterator[Delta]:
+    yield Delta("Hello", 1, 7)
+    yield Delta(" there", 2, 7, "stop", timings=TIMINGS)
+
+
+async def test_the_engines_own_timings_go_on_the_generation_span(generation_spans: InMemorySpanExporter) -> None:
+    [_ async for _ in traced_generation(timed_deltas(), Sampling(max_tokens=4), "twin", "req-4", "realtime")]
+    (span,) = generation_spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.latency.time_in_queue"] == 0.5
+    assert attributes["gen_ai.latency.time_in_model_prefill"] == 0.25
+    assert attributes["gen_ai.latency.time_in_model_decode"] == 1.5
+    assert attributes["gen_ai.latency.time_to_first_token"] == 0.8 and attributes["monolith.engine.preemptions"] == 1
+
+
+async def test_prompt_and_completion_text_only_when_given(generation_spans: InMemorySpanExporter) -> None:
+    sampling = Sampling(max_tokens=4)
+    [_ async for _ in traced_generation(timed_deltas(), sampling, "twin", "req-5", "realtime")]
+    [_ async for _ in traced_generation(timed_deltas(), sampling, "twin", "req-6", "realtime", "Say hi.")]
+    without, with_content = generation_spans.get_finished_spans()
+    assert not {"gen_ai.input.messages", "gen_ai.output.messages"} & set(without.attributes or {})
+    inputs = json.loads(with_content.attributes["gen_ai.input.messages"])
+    outputs = json.loads(with_content.attributes["gen_ai.output.messages"])
+    assert inputs == [{"role": "user", "parts": [{"type": "text", "content": "Say hi."}]}]
+    assert outputs == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "Hello there"}], "finish_reason": "stop"}
+    ]
+
+
+@pytest.mark.parametrize(("value", "captured"), [(None, False), ("false", False), ("true", True), (" TRUE ", True)])
+async def test_the_generator_records_content_only_with_the_standard_opt_in(
+    generation_spans: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    value: str | None,
+    captured: bool,
+) -> None:
+    if value is not None:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
+    generator = Generator(ScriptedEngine(gap_s=0), settings, Admission())  # type: ignore[arg-type]
+    generator.traced = True  # as with a provider installed, which this process must not get for good
+    stream = generator.stream([1, 2, 3], Sampling(max_tokens=2), "req-7", Work())
+    assert [d.text async for d in stream] == [" w", " w"]
+    (span,) = generation_spans.get_finished_spans()
+    assert ("gen_ai.input.messages" in (span.attributes or {})) is captured
+    if captured:
+        assert json.loads(span.attributes["gen_ai.input.messages"])[0]["parts"][0]["content"] == "w w w"
+
+
+async def test_an_exemplar_names_the_current_sampled_span_only(provider_with_memory: ProviderMaker) -> None:
+    provider, _ = provider_with_memory()
+    assert exemplar() is None, "outside a span"
+    with provider.get_tracer("t").start_as_current_span("request") as span:
+        context = span.get_span_context()
+        assert exemplar() == {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+    off, _ = provider_with_memory(OTEL_TRACES_SAMPLER="always_off")
+    with off.get_tracer("t").start_as_current_span("dropped"):
+        assert exemplar() is None, "a trace no one will see"

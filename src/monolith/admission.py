@@ -34,6 +34,7 @@ from monolith.metrics import (
     QUEUE_DEPTH,
     REQUESTS_RUNNING,
     TIME_TO_FIRST_TOKEN,
+    exemplar,
 )
 from monolith.protocol.common import MAX_CLIENT_PRIORITY
 
@@ -242,11 +243,11 @@ async def tracked(
                     started = True
                     admission._started(ticket._slot)
                     waited = time.monotonic() - submitted
-                    TIME_TO_FIRST_TOKEN.labels(ticket.lane).observe(waited)
+                    TIME_TO_FIRST_TOKEN.labels(ticket.lane).observe(waited, exemplar())
                     PROMPT_TOKENS.inc(delta.prompt_tokens)
                     if model:
                         MODEL_GENERATIONS.labels(model).inc()
-                        MODEL_TIME_TO_FIRST_TOKEN.labels(model).observe(waited)
+                        MODEL_TIME_TO_FIRST_TOKEN.labels(model).observe(waited, exemplar())
                 new_tokens = delta.completion_tokens - produced.get(delta.index, 0)
                 GENERATED_TOKENS.inc(new_tokens)
                 if model_tokens is not None:

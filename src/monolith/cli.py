@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from monolith import logs
 from monolith.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
 
@@ -19,12 +21,27 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.api.server import serve
     from monolith.tracing import start_tracing
 
-    provider = start_tracing()  # before the app: its middleware and generator look for it
+    provider = start_tracing(settings.server.log_format)  # before the app: its middleware and generator look for it
     try:
         serve(create_app(settings), args.host or settings.server.host, args.port or settings.server.port)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
     finally:
         if provider is not None:
             provider.shutdown()  # the spans of the last requests, exported before the process ends
+    exit_without_teardown(code)
+
+
+def exit_without_teardown(code: int) -> None:
+    """Ends a server that has shut down: its drain, the engine, the stores and the exporter are closed, what
+    is left is the interpreter's own teardown, which collects torch's, vLLM's and transformers' module graphs
+    for ~2.7 s on this CPU, time a terminating pod and every restart waits for. Logs and streams are flushed
+    first; nothing else registered at exit remains to run."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _ingest(settings: Settings, args: argparse.Namespace) -> None:
@@ -98,23 +115,33 @@ def _batch(settings: Settings, args: argparse.Namespace) -> None:
     from monolith.jobs.lines import needs_retrieval
     from monolith.jobs.transform import run_batch
     from monolith.runtime import Runtime
+    from monolith.tracing import background_span, start_tracing
 
     if not args.input.exists():
         raise ConfigError(f"{args.input} not found")
+    provider = start_tracing(settings.server.log_format)  # before the engine: its generations look for it
     runtime = Runtime(settings)
 
     async def run() -> None:
         await runtime.load(with_jobs=False, retrieval=needs_retrieval(args.input, settings))
         if runtime.services is None:
             raise ConfigError(runtime.detail)
+        # Traced as a batch the server runs: a trace of its own (linked to a TRACEPARENT in the environment, the
+        # way a pipeline step passes its trace on), a span per line under it.
+        attributes = {"monolith.batch.input": str(args.input), "monolith.batch.output": str(args.output)}
         try:
             in_flight = args.max_in_flight or settings.batch.max_in_flight
-            report = await run_batch(runtime.services, args.input, args.output, in_flight)
+            with background_span(f"batch {args.input.name}", attributes, os.environ.get("TRACEPARENT")):
+                report = await run_batch(runtime.services, args.input, args.output, in_flight)
         finally:
             await runtime.close()
         print(report.summary())
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if provider is not None:
+            provider.shutdown()
 
 
 def _eval(settings: Settings, args: argparse.Namespace) -> None:
@@ -356,10 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     try:
         args.config_path = getattr(args, "config", DEFAULT_CONFIG)
         settings = load_settings(args.config_path)
+        logs.configure(settings.server.log_format)
         logging.getLogger("monolith").setLevel(settings.server.log_level.upper())
         args.run(settings, args)
     except ConfigError as exc:

@@ -39,6 +39,11 @@ class ServerSettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="uvicorn's and monolith's log level (`debug` also logs each unknown request field once)."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`json`: one JSON object a line, the same keys from every library (vLLM's engine core too), "
+        "with `trace_id` and `span_id` inside a traced request.",
+    )
     api_keys: list[SecretStr] = Field(
         [],
         description="Bearer keys (a JSON list in the environment). With none, and no file, the server is open, as "
@@ -111,6 +116,20 @@ class EngineSettings(Section):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="The GPU memory vLLM may take (GPU only).")
     cpu_kv_cache_gb: int = Field(1, ge=1, description="The KV cache on CPU (`VLLM_CPU_KVCACHE_SPACE`; CPU only).")
     enforce_eager: bool = Field(True, description="No CUDA graphs or compilation.")
+    describe_response_format: bool = Field(
+        True,
+        description="With `response_format` json_schema or json_object (or `structured_outputs` json / "
+        "json_object) on a chat request, a system-message instruction shows the model the schema (or asks for a "
+        "JSON object), as tools are shown, unless the messages state it already; its tokens count in "
+        "`usage.prompt_tokens`.",
+    )
+    json_repetition_penalty: float | None = Field(
+        1.1,
+        gt=0,
+        description="The repetition penalty of an answer constrained to JSON by `response_format` or "
+        "`structured_outputs` (json, json_object) when the request sets none; None: 1.0. The embedded default "
+        "otherwise nests objects or loops inside a string until `max_tokens` (README, structured outputs).",
+    )
     compact_json: bool = Field(
         True,
         description="Structured outputs (response_format, tools, self-query) without whitespace between tokens, "

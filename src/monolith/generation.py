@@ -150,7 +150,8 @@ class Generator:
                 engine_stream = self.twin_slots.gated(sampling.adapter, work.lane == REALTIME, engine_stream)
             model = sampling.adapter or self.settings.engine.served_model_name
             if self.traced:
-                engine_stream = traced_generation(engine_stream, sampling, model, request_id, work.lane)
+                prompt = self.engine.tokenizer.decode(ids) if tracing.capture_content() else None
+                engine_stream = traced_generation(engine_stream, sampling, model, request_id, work.lane, prompt)
             return tracked(self.admission, engine_stream, timeout, work.lane, work.ticket, model)
 
         if work.hold is not None and can_resume(sampling):

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import replace
 
+from monolith import tracing
 from monolith.admission import Ticket
 from monolith.engine import Delta, Sampling
 from monolith.scheduling import Hold
@@ -159,6 +160,9 @@ async def resumable(
             if finished or not paused:
                 return
             paused = False
+            # On the work's span (a job's run, a batch line): where its time went while real-time had the slot.
+            tracing.event("preempted", {"monolith.attempt": number, "gen_ai.usage.output_tokens": len(made)})
             await resume_in_time(held, ticket)
+            tracing.event("resumed", {"monolith.attempt": number + 1})
     finally:
         held.budget.forget_pause(held)  # a pause that came after the last delta: nothing is waiting to resume

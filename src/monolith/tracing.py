@@ -11,6 +11,7 @@ and resource attributes, the batch processor's delays) the SDK reads from its ow
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -25,11 +26,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from monolith.config import ConfigError
-from monolith.engine import Delta, Sampling
+from monolith.engine import Delta, EngineTimings, Sampling
 
 SERVICE = "monolith"
 PROTOCOLS = ("http/protobuf", "grpc")
 EXPORTERS = ("otlp", "console", "none")
+CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 
 def exporter_names(env: Mapping[str, str]) -> list[str]:
@@ -79,13 +81,14 @@ def tracer_provider() -> TracerProvider | None:
     return provider
 
 
-def start_tracing() -> TracerProvider | None:
+def start_tracing(log_format: str = "text") -> TracerProvider | None:
     """Installs the environment's provider for this process (once: OpenTelemetry keeps the first), and the trace
-    id in every log line written inside a span. None: tracing is off."""
+    id in every log line written inside a span (its own fields in JSON lines, a suffix of text ones). None:
+    tracing is off."""
     provider = tracer_provider()
     if provider is not None:
         trace.set_tracer_provider(provider)
-        correlate_logs()
+        correlate_logs(in_message=log_format == "text")
     return provider
 
 
@@ -135,17 +138,20 @@ def background_span(name: str, attributes: Mapping[str, Any], traceparent: str |
         yield
 
 
-def correlate_logs() -> None:
-    """Each log record made inside a span ends with its trace and span ids, whichever formatter writes it
-    (uvicorn's, Litestar's, vLLM's, ours), so a request's log lines are found from its trace and back."""
+def correlate_logs(in_message: bool = True) -> None:
+    """Each log record made inside a span carries its trace and span ids (`trace_id`, `span_id`: JSON lines show
+    them as fields) and, `in_message`, ends with them, whichever formatter writes it (uvicorn's, Litestar's,
+    vLLM's, ours), so a request's log lines are found from its trace and back."""
     make_record = logging.getLogRecordFactory()
 
     def record_with_ids(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make_record(*args, **kwargs)
         context = trace.get_current_span().get_span_context()
-        if context.is_valid and isinstance(record.msg, str):  # hex ids: nothing for %-formatting to read
-            trace_id, span_id = trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
-            record.msg = f"{record.msg} [trace_id={trace_id} span_id={span_id}]"
+        if context.is_valid:
+            record.trace_id = trace.format_trace_id(context.trace_id)
+            record.span_id = trace.format_span_id(context.span_id)
+            if in_message and isinstance(record.msg, str):  # hex ids: nothing for %-formatting to read
+                record.msg = f"{record.msg} [trace_id={record.trace_id} span_id={record.span_id}]"
         return record
 
     logging.setLogRecordFactory(record_with_ids)
@@ -168,17 +174,52 @@ def sampling_attributes(sampling: Sampling, model: str, request_id: str) -> dict
     return attributes
 
 
+def capture_content() -> bool:
+    """The GenAI instrumentations' standard opt-in: prompt and completion text go on the generation spans only when
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT is true (they may hold what a user wrote)."""
+    return os.environ.get(CAPTURE_CONTENT, "").strip().lower() == "true"
+
+
+def engine_attributes(timings: EngineTimings) -> dict[str, Any]:
+    """The engine's own timings of a generation, under the names `vllm serve` gives them on its spans."""
+    return {
+        "gen_ai.latency.time_in_queue": timings.queued_s,
+        "gen_ai.latency.time_in_model_prefill": timings.prefill_s,
+        "gen_ai.latency.time_in_model_decode": timings.decode_s,
+        "gen_ai.latency.time_to_first_token": timings.first_token_s,
+        "monolith.engine.preemptions": timings.preemptions,
+    }
+
+
+def content_attributes(prompt: str, texts: dict[int, list[str]], finish: dict[int, str]) -> dict[str, str]:
+    """Prompt and completions in the GenAI conventions' message form (JSON): the prompt as the engine saw it, the
+    chat template applied, and each choice's text."""
+    inputs = [{"role": "user", "parts": [{"type": "text", "content": prompt}]}]
+    outputs = [
+        {"role": "assistant", "parts": [{"type": "text", "content": "".join(texts[i])}], "finish_reason": finish.get(i)}
+        for i in sorted(texts)
+    ]
+    return {"gen_ai.input.messages": json.dumps(inputs), "gen_ai.output.messages": json.dumps(outputs)}
+
+
 async def traced_generation(
-    stream: AsyncIterator[Delta], sampling: Sampling, model: str, request_id: str, lane: str
+    stream: AsyncIterator[Delta],
+    sampling: Sampling,
+    model: str,
+    request_id: str,
+    lane: str,
+    prompt: str | None = None,
 ) -> AsyncIterator[Delta]:
     """One engine generation as a span (`text_completion <model>`) under the span current when it starts: its
-    sampling, then its usage, finish reasons and first-token time however it ends (finished, aborted, failed).
+    sampling, then its usage, finish reasons, first-token time and the engine's own timings however it ends
+    (finished, aborted, failed); `prompt` and the completion text too when given (capture_content).
     Not made current: an async generator's context is its consumer's, so a current span would leak into it."""
     tracer = trace.get_tracer("monolith.generation")
     attributes = sampling_attributes(sampling, model, request_id) | {"monolith.lane": lane}
     span = tracer.start_span(f"text_completion {model}", attributes=attributes)
     started = time.perf_counter()
     prompt_tokens, produced, finish = 0, {}, {}
+    texts: dict[int, list[str]] = {}
     try:
         async with aclosing(stream) as deltas:
             async for delta in deltas:
@@ -189,6 +230,10 @@ async def traced_generation(
                 produced[delta.index] = delta.completion_tokens
                 if delta.finish_reason:
                     finish[delta.index] = delta.finish_reason
+                if delta.timings is not None:
+                    span.set_attributes(engine_attributes(delta.timings))
+                if prompt is not None:
+                    texts.setdefault(delta.index, []).append(delta.text)
                 yield delta
     except (GeneratorExit, asyncio.CancelledError):
         span.set_attribute("monolith.aborted", True)  # the client left, or the deadline passed: not an error here
@@ -206,4 +251,6 @@ async def traced_generation(
                 "gen_ai.response.finish_reasons": [finish[i] for i in sorted(finish)],
             }
         )
+        if prompt is not None:
+            span.set_attributes(content_attributes(prompt, texts, finish))
         span.end()

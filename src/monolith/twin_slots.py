@@ -26,7 +26,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TypeVar
 
-from monolith.metrics import TWIN_SLOT_WAITING, TWIN_SWAP_FIRST_TOKEN, TWIN_SWAPS
+from monolith.metrics import TWIN_SLOT_WAITING, TWIN_SWAP_FIRST_TOKEN, TWIN_SWAPS, exemplar
 
 T = TypeVar("T")
 
@@ -157,7 +157,7 @@ class TwinSlots:
                 async for item in items:
                     if source is not None:
                         TWIN_SWAPS.labels(adapter, source).inc()
-                        TWIN_SWAP_FIRST_TOKEN.labels(source).observe(time.perf_counter() - started)
+                        TWIN_SWAP_FIRST_TOKEN.labels(source).observe(time.perf_counter() - started, exemplar())
                         source = None
                     yield item
         finally:

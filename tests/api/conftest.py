@@ -37,20 +37,14 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture(scope="session")
 def small_server(
     tmp_path_factory: pytest.TempPathFactory, model_dir: Path, tiny_cross_encoder: Path, otlp_receiver: OtlpReceiver
 ) -> Iterator[ManagedServer]:
     env = {
-        # Traced, to a real OTLP receiver (tests/api/test_tracing.py): the fuzzer's hostile requests go through
-        # the tracing middleware too.
+        # Traced, to a real OTLP receiver, its log lines JSON (tests/api/test_tracing.py): the fuzzer's hostile
+        # requests go through the tracing middleware too.
         **otlp_receiver.env(),
+        "MONOLITH_SERVER__LOG_FORMAT": "json",
         # Short generations: a fuzzer asks for max_tokens up to the limit on every operation (the served schema
         # says the limit), and its ~600 answered requests keep the engine busy for most of its run.
         "MONOLITH_ENGINE__MAX_TOKENS_LIMIT": "4",

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import start_server, stop_server, wait_ready
+from tests.conftest import discard_server, start_server, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -104,4 +104,4 @@ def test_a_full_disk_is_a_507_that_keeps_nothing_and_the_server_goes_on(tmp_path
             log = server.log()
             assert log.count("the job store's disk is full") == 1 and "Traceback" not in log
         finally:
-            stop_server(server)
+            discard_server(server)

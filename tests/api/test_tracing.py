@@ -6,6 +6,7 @@ the generation span's edge cases: tests/test_tracing.py."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 
 import httpx
@@ -18,6 +19,10 @@ from tests.helpers import Receiver, eventually
 pytestmark = pytest.mark.slow
 
 SERVER, INTERNAL = 2, 1  # the protobuf's span kinds
+# What Prometheus sends when it scrapes (it prefers OpenMetrics, where exemplars are).
+PROMETHEUS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+# A histogram bucket's exemplar in an OpenMetrics exposition: the metric, then the ids (labels in sorted order).
+EXEMPLAR = re.compile(r'^(\w+)_bucket\{[^}]*\} \S+ # \{span_id="(\w+)",trace_id="(\w+)"\}', re.M)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +73,16 @@ def test_a_callers_trace_continues_through_the_server_into_the_engine(
     assert generation.attributes["gen_ai.response.finish_reasons"] == [response.json()["choices"][0]["finish_reason"]]
     assert generation.attributes["monolith.lane"] == "realtime"
     assert generation.attributes["monolith.time_to_first_token_s"] > 0 and "first_token" in generation.events
+    # The engine's own account, as `vllm serve` names it: prefill and the first token take time, decode may not.
+    assert generation.attributes["gen_ai.latency.time_in_queue"] >= 0
+    assert generation.attributes["gen_ai.latency.time_in_model_prefill"] > 0
+    assert (
+        generation.attributes["gen_ai.latency.time_in_model_prefill"]
+        < generation.attributes["gen_ai.latency.time_to_first_token"]
+        <= generation.attributes["monolith.time_to_first_token_s"] + 0.05
+    )
+    assert generation.attributes["gen_ai.latency.time_in_model_decode"] >= 0
+    assert generation.attributes["monolith.engine.preemptions"] == 0
     assert "Say hello" not in str(generation.attributes), "no message content without the opt-in"
 
 
@@ -208,3 +223,60 @@ def test_a_batch_runs_in_a_trace_linked_to_its_creation_with_a_span_per_line(
     generations = eventually(line_generations, 30, "a generation span per line")
     assert {g.parent_id for g in generations} == {s.span_id for s in line_spans}
     assert all(g.attributes["monolith.lane"] == "batch" for g in generations)
+
+
+def test_an_openmetrics_scrape_shows_a_traced_requests_ids_as_exemplars(
+    traced: httpx.Client, otlp_receiver: OtlpReceiver
+) -> None:
+    trace_id, _, traceparent = caller()
+    assert traced.post("/v1/chat/completions", json=CHAT, headers={"traceparent": traceparent}).status_code == 200
+    server = one(otlp_receiver.wait_for(trace_id, {"POST /v1/chat/completions"}), "POST")
+
+    scrape = traced.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT})
+    assert scrape.headers["content-type"].startswith("application/openmetrics-text")
+    # A bucket keeps its latest exemplar: this request's is in the bucket it fell in.
+    exemplars = {(name, trace, span) for name, span, trace in EXEMPLAR.findall(scrape.text)}
+    assert ("monolith_time_to_first_token_seconds", trace_id, server.span_id) in exemplars
+    assert ("monolith_request_duration_seconds", trace_id, server.span_id) in exemplars
+    assert scrape.text.rstrip().endswith("# EOF")
+
+    plain = traced.get("/metrics")
+    assert plain.headers["content-type"].startswith("text/plain") and " # {" not in plain.text
+
+
+def test_log_lines_are_json_and_a_traced_requests_carry_its_trace_id(
+    small_server: ManagedServer, traced: httpx.Client, otlp_receiver: OtlpReceiver
+) -> None:
+    trace_id, _, traceparent = caller()
+    assert traced.post("/v1/chat/completions", json=CHAT, headers={"traceparent": traceparent}).status_code == 200
+    server = one(otlp_receiver.wait_for(trace_id, {"POST /v1/chat/completions"}), "POST")
+    lines = small_server.up().log().splitlines()
+    ready = next(i for i, line in enumerate(lines) if "ready in" in line)
+    started = [json.loads(line) for line in lines[: ready + 1] if line.startswith("{")]
+    after = [json.loads(line) for line in lines[ready + 1 :] if line.strip()]  # every one: none may fail to parse
+
+    keys = {"asctime", "levelname", "name", "processName", "process", "message"}
+    assert all(keys <= line.keys() for line in started + after)
+    # vLLM's lines, from this process and from its engine core's, in the same form as ours.
+    assert {"MainProcess", "EngineCore"} <= {line["processName"] for line in started if line["name"].startswith("vllm")}
+    assert any(line["name"] == "monolith.runtime" and line["message"].startswith("ready in") for line in started)
+    access = [line for line in after if line["name"] == "uvicorn.access" and line.get("trace_id") == trace_id]
+    assert len(access) == 1 and access[0]["span_id"] == server.span_id
+    assert "POST /v1/chat/completions" in access[0]["message"] and "trace_id=" not in access[0]["message"]
+
+
+def test_a_sagemaker_mini_batch_is_a_span_per_record(traced: httpx.Client, otlp_receiver: OtlpReceiver) -> None:
+    trace_id, _, traceparent = caller()
+    good = json.dumps({"inputs": "Say hello.", "parameters": {"max_new_tokens": 2}})
+    body = f"{good}\nnot json\n{good}\n"
+    headers = {"traceparent": traceparent, "content-type": "application/jsonlines"}
+    answered = traced.post("/invocations", content=body, headers=headers)
+    assert answered.status_code == 200 and len(answered.text.splitlines()) == 3
+
+    spans = otlp_receiver.wait_for(trace_id, {"POST /invocations", "sagemaker.record", "text_completion"})
+    server = one(spans, "POST /invocations")
+    records = {s.attributes["monolith.sagemaker.record"]: s for s in spans if s.name == "sagemaker.record"}
+    assert sorted(records) == [1, 2, 3] and {s.parent_id for s in records.values()} == {server.span_id}
+    assert records[2].events == ["record.failed"] and not records[1].events
+    generations = [s for s in spans if s.name.startswith("text_completion")]
+    assert sorted(records[n].span_id for n in (1, 3)) == sorted(s.parent_id for s in generations)

@@ -230,7 +230,7 @@ def test_the_network_policy_admits_the_api_port_and_only_the_egress_a_replica_ne
     assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(public["except"])
 
 
-def test_traces_go_to_the_collector_the_network_policy_lets_the_pod_reach() -> None:
+def test_traces_go_to_the_collector_the_network_policy_lets_the_pod_reach(monkeypatch: pytest.MonkeyPatch) -> None:
     """Configured by the standard OTEL_* variables only (monolith.tracing reads nothing else)."""
     container = find("Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -246,3 +246,6 @@ def test_traces_go_to_the_collector_the_network_policy_lets_the_pod_reach() -> N
     names = [e["name"] for e in container["env"]]
     assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
     assert "$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]
+    # Its log lines parse as JSON and carry the trace ids, as a log pipeline wants them.
+    monkeypatch.setenv("MONOLITH_SERVER__LOG_FORMAT", env["MONOLITH_SERVER__LOG_FORMAT"])
+    assert load_settings(ROOT / "configs" / "gpu.yaml").server.log_format == "json"

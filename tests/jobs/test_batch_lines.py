@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections import Counter
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from monolith.bench.otlp import OtlpReceiver
 from monolith.bench.peers import kill_tree
 from monolith.config import Settings
 from monolith.errors import NotReady
@@ -67,7 +69,9 @@ def batch_lines(count: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_batch_of_200_lines_interrupted_and_resumed(tmp_path: Path, model_dir: Path) -> None:
+def test_batch_of_200_lines_interrupted_and_resumed(
+    tmp_path: Path, model_dir: Path, otlp_receiver: OtlpReceiver
+) -> None:
     lines = batch_lines(200)
     source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text("\n".join(lines) + "\n")
@@ -95,9 +99,17 @@ def test_batch_of_200_lines_interrupted_and_resumed(tmp_path: Path, model_dir: P
     written_before = output.read_text().count("\n")
     assert 30 <= written_before < 200
 
-    second = run(command, 900, cwd=ROOT, env=env)
+    # The second run traced, as any run can be: a trace for the run, a span per line it answered.
+    caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    traced = {**env, **otlp_receiver.env(), "TRACEPARENT": f"00-{caller_trace}-{caller_span}-01"}
+    second = run(command, 900, cwd=ROOT, env=traced)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "already done" in second.stdout and "lines/s" in second.stdout
+    (batch,) = [s for s in otlp_receiver.spans if s.name == "batch in.jsonl" and s.links == [caller_span]]
+    line_spans = [s for s in otlp_receiver.trace(batch.trace_id) if s.name == "batch.line"]
+    assert len(line_spans) == 200 - written_before and {s.parent_id for s in line_spans} == {batch.span_id}
+    generations = [s for s in otlp_receiver.trace(batch.trace_id) if s.name.startswith("text_completion")]
+    assert generations and {s.parent_id for s in generations} <= {s.span_id for s in line_spans}
 
     results = [json.loads(line) for line in output.read_text().splitlines()]
     ids = Counter(r["custom_id"] for r in results)

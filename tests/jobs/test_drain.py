@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.api.test_health import metric_samples
-from tests.conftest import start_server, stop_server, wait_ready
+from tests.conftest import discard_server, start_server, stop_server, wait_ready
 from tests.helpers import eventually
 from tests.helpers import job_statuses as statuses
 
@@ -67,4 +67,4 @@ def test_sigterm_hands_running_jobs_back_after_the_drain_and_keeps_the_queued_on
 
         eventually(all_succeeded, 300, "every job to succeed after the next start", 0.5)
     finally:
-        stop_server(second)
+        discard_server(second)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from monolith.bench.peers import kill_tree
-from tests.conftest import start_server, stop_server, wait_ready
+from tests.conftest import discard_server, start_server, stop_server, wait_ready
 from tests.helpers import Receiver, assert_each_result_delivered_once, delivered, eventually
 
 JOBS = 50
@@ -64,6 +64,6 @@ def test_jobs_survive_kill_9_and_run_once_to_completion(tmp_path: Path, model_di
             assert httpx.get(f"{second.base_url}/v1/jobs/{job_id}").json()["result"] == result
         eventually(lambda: len(delivered(receiver)) >= JOBS, 60, "a callback for every job", 0.2)
     finally:
-        stop_server(second)
+        discard_server(second)
         receiver.close()
     assert_each_result_delivered_once(receiver, ids)

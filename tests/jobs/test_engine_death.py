@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from monolith.api.server import FATAL_EXIT_CODE
-from tests.conftest import ServerProcess, start_server, stop_server, wait_ready
+from tests.conftest import ServerProcess, discard_server, start_server, stop_server, wait_ready
 from tests.helpers import eventually
 from tests.helpers import job_statuses as statuses
 
@@ -90,4 +90,4 @@ def test_engine_death_exits_for_a_restart_and_loses_no_job(tmp_path: Path, model
         now = eventually(all_finished, 600, "every job to finish after the restart", 0.5)
         assert now == ["succeeded"] * JOBS, now
     finally:
-        stop_server(second)
+        discard_server(second)

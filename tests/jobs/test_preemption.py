@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from monolith.bench.otlp import OtlpReceiver, Span
 from tests.api.test_health import gauge, metric_samples
 from tests.api.test_jobs import wait_for_job
 from tests.conftest import ManagedServer, managed_server
@@ -31,10 +32,14 @@ OVERDUE_AFTER_S = 12.0
 
 @pytest.fixture(scope="module")
 def two_slots(
-    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, twin_adapters: dict[str, Path]
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dir: Path,
+    twin_adapters: dict[str, Path],
+    otlp_receiver: OtlpReceiver,
 ) -> Iterator[ManagedServer]:
     env = {
         **twins_env(twin_adapters),  # a preempted twin's generation must resume with its adapter
+        **otlp_receiver.env(),  # a preempted job's trace shows its pause and its resumption
         "MONOLITH_ENGINE__MAX_NUM_SEQS": str(SLOTS),
         # Quiet soon after the last real-time request: the background fills the engine between the tests' steps.
         "MONOLITH_SCHEDULING__REALTIME_QUIET_S": "1",
@@ -66,7 +71,9 @@ def quiet(http: httpx.Client) -> None:
     time.sleep(1.5)
 
 
-def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(two_slots: ManagedServer) -> None:
+def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(
+    two_slots: ManagedServer, otlp_receiver: OtlpReceiver
+) -> None:
     """The preempted job pauses and goes on from its tokens (monolith.resume): the engine makes each of its
     tokens once, where starting over made the ones before the preemption twice."""
     receiver = Receiver()
@@ -99,6 +106,18 @@ def test_a_real_time_request_preempts_a_job_which_then_completes_once_in_full(tw
     delivered = Counter(json.loads(body)["id"] for _, body in receiver.received)
     assert delivered == Counter(ids), "each job reached its result once"
     assert made == SLOTS * 150 + 4, "no token was made twice"
+
+    # Each job's run is a trace; the preempted one shows its pause and resumption, and an engine generation for
+    # each of its two attempts (the first ended by the pause).
+    def runs() -> list[Span] | None:
+        found = [s for s in otlp_receiver.spans if s.attributes.get("monolith.job.id") in ids]
+        return found if len(found) == SLOTS else None
+
+    paused = [run for run in eventually(runs, 30, "the jobs' run spans") if "preempted" in run.events]
+    assert len(paused) == 1 and paused[0].events == ["preempted", "resumed"], paused
+    attempts = [s for s in otlp_receiver.trace(paused[0].trace_id) if s.name.startswith("text_completion")]
+    assert sorted(s.attributes["gen_ai.response.finish_reasons"][0] for s in attempts) == ["abort", "length"]
+    assert sum(s.attributes["gen_ai.usage.output_tokens"] for s in attempts) >= 150
 
 
 def test_a_preempted_twin_job_resumes_with_its_adapter(two_slots: ManagedServer) -> None:

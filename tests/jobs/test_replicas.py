@@ -21,7 +21,7 @@ import pytest
 from monolith.bench.peers import kill_tree
 from monolith.bench.postgres import PostgresServer
 from tests.api.test_health import gauge, metric_samples
-from tests.conftest import ServerProcess, start_server, stop_server, wait_ready
+from tests.conftest import ServerProcess, discard_server, start_server, wait_ready
 from tests.helpers import Receiver, eventually
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, postgres:
     finally:
         for replica in (cluster.a, cluster.b):
             if replica.server is not None:
-                stop_server(replica.server)
+                discard_server(replica.server)
 
 
 def long_job() -> dict:

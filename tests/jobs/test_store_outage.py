@@ -15,7 +15,7 @@ import pytest
 
 from monolith.bench.postgres import PostgresServer
 from tests.api.test_health import metric_samples
-from tests.conftest import start_server, stop_server, wait_ready
+from tests.conftest import discard_server, start_server, wait_ready
 from tests.helpers import Receiver, assert_each_result_delivered_once, delivered, eventually
 
 JOBS = 6
@@ -109,7 +109,7 @@ def test_a_store_outage_leaves_real_time_alone_and_loses_no_job(
         eventually(lambda: len(delivered(receiver)) >= len(ids), 60, "a callback for every job", 0.2)
     finally:
         stop_traffic.set()
-        stop_server(server)
+        discard_server(server)
         receiver.close()
 
     print(f"submits during the outage: {[(s, round(t, 2)) for s, t, _, _ in refused]}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from litestar import Controller, Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import choose_encoder
 
 from monolith.api.openapi import errors
 from monolith.metrics import REGISTRY
@@ -36,6 +37,14 @@ class HealthController(Controller):
         retry = "1" if runtime.phase is Phase.DRAINING else "5"
         return Response(body, status_code=503, headers={"Retry-After": retry})
 
-    @get("/metrics", summary="Prometheus text exposition", media_type=CONTENT_TYPE_LATEST, responses=errors(401))
-    async def metrics(self) -> Response[bytes]:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    @get(
+        "/metrics",
+        summary="Prometheus text exposition",
+        description="The OpenMetrics format instead when the scraper's Accept header asks for it (Prometheus does): "
+        "with tracing on, its latency histograms carry the trace id of a request they counted as an exemplar.",
+        media_type=CONTENT_TYPE_LATEST,
+        responses=errors(401),
+    )
+    async def metrics(self, request: Request) -> Response[bytes]:
+        encode, media_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(REGISTRY), media_type=media_type)

@@ -9,7 +9,7 @@ import uuid
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from opentelemetry import propagate, trace
 
-from monolith.metrics import REQUEST_LATENCY, REQUESTS
+from monolith.metrics import REQUEST_LATENCY, REQUESTS, exemplar
 
 _UNMATCHED = "unmatched"
 # A client's X-Request-Id is kept only if short and printable: it goes into headers and logs.
@@ -48,7 +48,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             # path_template, not the raw path: label cardinality stays bounded.
             route = scope.get("path_template") or _UNMATCHED
             REQUESTS.labels(route, scope["method"], str(status)).inc()
-            REQUEST_LATENCY.labels(route).observe(time.perf_counter() - started)
+            REQUEST_LATENCY.labels(route).observe(time.perf_counter() - started, exemplar())
 
     return middleware
 

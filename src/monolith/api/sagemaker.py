@@ -27,6 +27,7 @@ import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post, route
 from litestar.response import Stream
 
+from monolith import tracing
 from monolith.api.errors import respond
 from monolith.api.openapi import GENERATION, errors
 from monolith.api.realtime import answer
@@ -152,6 +153,11 @@ async def transform(raw: bytes, services: Services, runtime: Runtime) -> Respons
 
     async def one(number: int, line: bytes) -> bytes:
         request_id = f"transform-{number}-{int(queued_at * 1000)}"
+        # With tracing on, a span per record under the request's (a batch transform's mini-batch is one request).
+        with tracing.step("sagemaker.record", {"monolith.sagemaker.record": number, "monolith.request_id": request_id}):
+            return await record(number, line, request_id)
+
+    async def record(number: int, line: bytes, request_id: str) -> bytes:
         tgi = False
         try:
             try:
@@ -167,6 +173,9 @@ async def transform(raw: bytes, services: Services, runtime: Runtime) -> Respons
             return msgspec.json.encode([result] if tgi else result)
         except Exception as failure:
             exc = as_domain_error(failure, f"request {request_id}")
+            tracing.event(
+                "record.failed", {"http.response.status_code": exc.status_code, "error.type": type(exc).__name__}
+            )
             response = as_tgi(respond(exc)) if tgi else None
             return msgspec.json.encode(response.content if response is not None else error_response(exc))
 

@@ -18,6 +18,7 @@ import uvicorn
 from litestar import Litestar
 
 from monolith.api.auth import warn_if_open
+from monolith.logs import uvicorn_log_config
 from monolith.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def serve(app: Litestar, host: str, port: int) -> None:
         log_level=settings.server.log_level,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=CLOSE_GRACE_S,
+        log_config=uvicorn_log_config(settings.server.log_format),
     )
     DrainingServer(config, runtime).run()
     if runtime.fatal is not None:

@@ -49,6 +49,19 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class EngineTimings:
+    """What the engine measured of one generation, on its last delta (vLLM's request stats; the scripted engine
+    has none): seconds waiting in the engine's queue, prefilling the prompt, decoding after the first token, from
+    arrival to the first token, and how often the engine preempted it for KV-cache room."""
+
+    queued_s: float
+    prefill_s: float
+    decode_s: float
+    first_token_s: float
+    preemptions: int
+
+
+@dataclass(frozen=True)
 class Delta:
     """New text since the last delta; token counts are running totals."""
 
@@ -61,6 +74,7 @@ class Delta:
     prompt_logprobs: list[TokenLogprob] | None = None  # on the first delta, with sampling.prompt_logprobs
     stop_reason: str | int | None = None  # on the last: the stop string or token id that ended it (None: EOS)
     token_ids: tuple[int, ...] = ()  # the new tokens (a paused generation resumes from them: monolith.resume)
+    timings: EngineTimings | None = None  # on the last delta, where the engine measures them
 
 
 @dataclass

@@ -12,7 +12,15 @@ from typing import Any
 
 from monolith.config import Settings
 from monolith.engine.adapters import Adapter
-from monolith.engine.contract import Delta, EngineStats, Sampling, Tokenizer, TokenLogprob, sampling_field
+from monolith.engine.contract import (
+    Delta,
+    EngineStats,
+    EngineTimings,
+    Sampling,
+    Tokenizer,
+    TokenLogprob,
+    sampling_field,
+)
 from monolith.engine.vllm_stats import stats_logger_factory
 from monolith.engine.vllm_tools import ToolCallReader
 from monolith.errors import BadRequest, DependencyDown
@@ -50,6 +58,30 @@ def lora_args(settings: Settings, twins: int) -> dict[str, Any]:
     }
 
 
+def logging_args(settings: Settings) -> dict[str, Any]:
+    """vLLM's own log lines in JSON too when the server's are (monolith.logs): in this process and, through the
+    engine's config, in the engine core process it starts; its weights' progress bar off (not a log line)."""
+    if settings.server.log_format != "json":
+        return {}
+    from vllm.config import LoggingConfig
+
+    return {"logging_config": LoggingConfig(formatter="json"), "use_tqdm_on_load": False}
+
+
+def engine_timings(stats: Any) -> EngineTimings | None:
+    """vLLM's request stats (the engine core's timestamps, one clock) as durations, the ones `vllm serve` puts on
+    its own spans; None when the engine keeps none (log_stats off) or the request never reached a step."""
+    if stats is None or not getattr(stats, "scheduled_ts", 0.0):
+        return None
+    return EngineTimings(
+        queued_s=max(0.0, stats.scheduled_ts - stats.queued_ts),
+        prefill_s=max(0.0, stats.first_token_ts - stats.scheduled_ts) if stats.first_token_ts else 0.0,
+        decode_s=max(0.0, stats.last_token_ts - stats.first_token_ts) if stats.first_token_ts else 0.0,
+        first_token_s=max(0.0, stats.first_token_latency),
+        preemptions=stats.num_preemptions,
+    )
+
+
 class VllmEngine:
     """AsyncLLM in this process (its engine core runs in a child process that vLLM manages)."""
 
@@ -82,6 +114,7 @@ class VllmEngine:
             structured_outputs_config=structured_outputs_config(cfg.compact_json),
             scheduling_policy=settings.scheduling.policy,
             **lora_args(settings, len(self._loras)),
+            **logging_args(settings),
         )
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[stats_logger_factory(self.stats)])
         self.tokenizer: Tokenizer = self._llm.get_tokenizer()
@@ -196,6 +229,7 @@ class VllmEngine:
                             prompt_logprobs,
                             choice.stop_reason,
                             tuple(choice.token_ids),
+                            engine_timings(out.metrics) if out.finished else None,
                         )
         except EngineDeadError as exc:
             raise DependencyDown("the inference engine has stopped") from exc

@@ -17,7 +17,7 @@ from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import NotReady
 from monolith.generation import Generator
-from monolith.metrics import RAG_STEP
+from monolith.metrics import RAG_STEP, exemplar
 from monolith.retrieval.authors import AuthorIndex, fold
 from monolith.retrieval.embedder import Embedder
 from monolith.retrieval.reranker import Reranker
@@ -151,7 +151,7 @@ class RagPipeline:
                 result = await awaitable
             finally:
                 elapsed = time.perf_counter() - started
-                RAG_STEP.labels(step).observe(elapsed)
+                RAG_STEP.labels(step).observe(elapsed, exemplar())
                 timings[step] = round(timings.get(step, 0.0) + elapsed * 1000, 1)  # a step may run twice
             if span is not None and describe is not None:
                 span.set_attributes(describe(result))
