@@ -19,6 +19,7 @@ from monolith.protocol.rag import RagOverrides
 from monolith.retrieval.pipeline import RagOptions
 from monolith.serving.answers import DONE, finish, frame, usage
 from monolith.serving.checks import check_query, refuse_unsupported
+from monolith.serving.format_instruction import already_stated, format_instruction, with_instruction
 from monolith.serving.logprobs import chat_logprobs
 from monolith.serving.models import resolve_model
 from monolith.serving.rag import prepare_rag, sources_out
@@ -77,6 +78,16 @@ def chat_logprob_count(data: ChatCompletionRequest) -> int | None:
     return (data.top_logprobs or 0) if data.logprobs else None
 
 
+def with_format(messages: list[dict[str, Any]], structured: dict[str, Any], data: ChatCompletionRequest) -> list:
+    """The messages with the answer's JSON format shown to the model (serving.format_instruction), unless they
+    state it already or it says nothing a model reads (a regex, a choice, a grammar)."""
+    named = data.response_format.json_schema if data.response_format is not None else None
+    text = format_instruction(structured, named and named.name, named and named.description)
+    if text is None or already_stated(messages, structured):
+        return messages
+    return with_instruction(messages, text)
+
+
 def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
     """Every check that needs no retrieval; a plain chat prompt is tokenised and checked here too."""
     settings, generator = services.settings, services.generator
@@ -101,8 +112,12 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
         else:
             structured, param = {"json": tools.schema}, "tools"
             messages = with_tools(messages, tools)
+    elif structured is not None and settings.engine.describe_response_format:
+        messages = with_format(messages, structured, data)
     top_logprobs = chat_logprob_count(data)
-    sampling = wire_sampling(generator, data, max_tokens, structured, top_logprobs, adapter=model.twin)
+    sampling = wire_sampling(
+        generator, data, max_tokens, structured, top_logprobs, adapter=model.twin, tools=tools is not None
+    )
     generator.check_sampling(sampling, param)
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
     plan = ChatPlan(data.model, messages, sampling, None, include_usage, top_logprobs=top_logprobs, tools=tools)

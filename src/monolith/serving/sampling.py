@@ -26,9 +26,10 @@ def wire_sampling(
     logprobs: int | None = None,
     prompt_logprobs: int | None = None,
     adapter: str | None = None,
+    tools: bool = False,
 ) -> Sampling:
     """The OpenAI routes' sampling fields (and vLLM's extensions), as the engine takes them; `adapter`: the twin
-    the model name chose."""
+    the model name chose; `tools`: `structured` is the tools' grammar, not the client's format."""
     if not honoured(data.best_of, None, 1):
         raise BadRequest("best_of is not supported (vLLM's engine dropped it); use n", param="best_of")
     if data.stop_token_ids:
@@ -43,7 +44,7 @@ def wire_sampling(
         seed=data.seed,
         presence_penalty=data.presence_penalty,
         frequency_penalty=data.frequency_penalty,
-        repetition_penalty=1.0 if data.repetition_penalty is None else data.repetition_penalty,
+        repetition_penalty=repetition_penalty(generator.settings, data, structured, tools),
         ignore_eos=data.ignore_eos,
         structured=structured,
         n=data.n,
@@ -70,6 +71,20 @@ def token_biases(generator: Generator, bias: dict[str, float] | None) -> dict[in
         out[int(key)] = value
     generator.check_token_ids(list(out), "logit_bias")
     return out
+
+
+def repetition_penalty(
+    settings: Settings, data: ChatCompletionRequest | CompletionRequest, structured: dict[str, Any] | None, tools: bool
+) -> float:
+    """The client's, or under a JSON format it asked for (not the tools' grammar, which was not measured) and with
+    none set, engine.json_repetition_penalty: a small model under the grammar otherwise nests objects or loops
+    inside a string until max_tokens."""
+    if data.repetition_penalty is not None:
+        return data.repetition_penalty
+    penalty = settings.engine.json_repetition_penalty
+    if penalty is not None and not tools and structured and ("json" in structured or "json_object" in structured):
+        return penalty
+    return 1.0
 
 
 def structured_constraint(data: ChatCompletionRequest | CompletionRequest) -> tuple[dict[str, Any] | None, str]:

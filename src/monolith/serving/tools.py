@@ -23,6 +23,7 @@ import msgspec
 
 from monolith.errors import BadRequest
 from monolith.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice, Tool
+from monolith.serving.format_instruction import with_instruction
 
 # Calls in one answer at most (parallel_tool_calls), so a small model cannot loop on calls until max_tokens.
 MAX_PARALLEL_CALLS = 8
@@ -185,10 +186,7 @@ def parsed_arguments(arguments: str) -> Any:
 
 def with_tools(messages: list[dict[str, Any]], plan: ToolPlan) -> list[dict[str, Any]]:
     """The tool instructions joined to the system message, or as a new one first."""
-    text = instructions(plan)
-    if messages and messages[0]["role"] == "system":
-        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
-    return [{"role": "system", "content": text}, *messages]
+    return with_instruction(messages, instructions(plan))
 
 
 def call_id() -> str:
