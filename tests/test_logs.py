@@ -3,6 +3,7 @@ their trace ids: tests/api/test_tracing.py."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -23,8 +24,12 @@ def root_handler() -> Iterator[logging.Handler]:
     try:
         yield handler
     finally:
+        from transformers.utils import logging as transformers_logging
+
         root.removeHandler(handler)
         logging.captureWarnings(False)
+        transformers_logging.disable_propagation()  # as transformers left itself
+        transformers_logging.enable_default_handler()
 
 
 def test_json_lines_have_the_keys_vllm_gives_its_own(root_handler: logging.Handler) -> None:
@@ -62,3 +67,14 @@ def test_uvicorn_and_litestar_write_json_only_when_asked() -> None:
     assert as_json["handlers"] == text["handlers"], "the same streams, another format"
     assert logs.litestar_formatters("text") is None
     assert logs.litestar_formatters("json") == {"standard": logs.json_formatter()}
+
+
+def test_json_takes_transformers_lines_too(root_handler: logging.Handler, capsys: pytest.CaptureFixture) -> None:
+    from transformers.utils import logging as transformers_logging
+
+    written = io.StringIO()
+    root_handler.setStream(written)  # type: ignore[attr-defined]
+    logs.configure("json")
+    transformers_logging.get_logger("transformers.tokenization_utils_base").warning("sequence too long (613 > 512)")
+    assert json.loads(written.getvalue().splitlines()[-1])["message"] == "sequence too long (613 > 512)"
+    assert "[transformers]" not in capsys.readouterr().err, "not also written by its own handler"

@@ -44,6 +44,16 @@ def configure(log_format: LogFormat) -> None:
         logging.captureWarnings(True)
         for variable in QUIET_PROGRESS:
             os.environ.setdefault(variable, "1")
+        hand_transformers_to_root()
+
+
+def hand_transformers_to_root() -> None:
+    """transformers writes through a handler of its own ("[transformers] <message>", e.g. a tokenizer's warning
+    about a long input); its records go to the root logger's handlers instead, in this process's format."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
 
 
 def litestar_formatters(log_format: LogFormat) -> dict[str, dict[str, Any]] | None:
