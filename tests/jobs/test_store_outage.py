@@ -109,6 +109,8 @@ def test_a_store_outage_leaves_real_time_alone_and_loses_no_job(
         eventually(lambda: len(delivered(receiver)) >= len(ids), 60, "a callback for every job", 0.2)
     finally:
         stop_traffic.set()
+        if traffic.is_alive():
+            traffic.join(timeout=60)  # its last request answered before the server is killed
         discard_server(server)
         receiver.close()
 
