@@ -1,6 +1,7 @@
 """The repetition penalty a JSON answer gets when its request sets none (engine.json_repetition_penalty), and
-only then: never over the client's own, never for the tools' grammar or a plain answer. The real app, a scripted
-engine that keeps the sampling it was asked for."""
+only then: never over the client's own, never for the tools' grammar or a plain answer; and the temperature a tool
+answer gets when its request sets none (engine.tool_temperature). The real app, a scripted engine that keeps the
+sampling it was asked for."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import httpx
 import pytest
 
 from monolith.config import Settings
+from monolith.engine import Sampling
 from tests.api.test_native_tools import Answering
 from tests.conftest import free_port
 from tests.scripted import ThreadedServer
@@ -51,3 +53,63 @@ def test_completions_too_and_none_turns_it_off(settings: Settings) -> None:
     body = {"prompt": "A joke as JSON:", "response_format": {"type": "json_object"}}
     assert penalty_asked(settings, "/v1/completions", body) == 1.1
     assert penalty_asked(settings, "/v1/completions", body, penalty=None) == 1.0
+
+
+def sampling_asked(settings: Settings, body: dict, **engine_update: float | None) -> Sampling:
+    engine = Answering(answer='{"setup": "a"}')
+    engine_settings = settings.engine.model_copy(update=engine_update)
+    with ThreadedServer(settings.model_copy(update={"engine": engine_settings}), engine, free_port()) as server:
+        body = {"model": "twin", "messages": ASK, **body}
+        answered = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=30)
+    assert answered.status_code == 200, answered.text
+    return engine.asked[-1][1]
+
+
+NAMED = {"type": "function", "function": {"name": "joke"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"tools": [TOOL], "tool_choice": "required"}, 0.0),
+        ({"tools": [TOOL], "tool_choice": "auto"}, 0.0),
+        ({"tools": [TOOL]}, 0.0),
+        ({"tools": [TOOL], "tool_choice": NAMED}, 0.0),
+        ({"tools": [TOOL], "tool_choice": "required", "temperature": 0.9}, 0.9),
+        ({"tools": [TOOL], "tool_choice": "required", "temperature": None}, 0.0),
+        ({"tools": [TOOL], "tool_choice": "none"}, 0.7),  # no grammar: a plain answer
+        ({"response_format": {"type": "json_object"}}, 0.7),  # measured worse at 0 (README)
+        ({}, 0.7),
+        ({"temperature": 0.2}, 0.2),
+    ],
+)
+def test_a_tool_answer_is_greedy_only_when_the_client_set_no_temperature(
+    settings: Settings, body: dict, expected: float
+) -> None:
+    assert sampling_asked(settings, body, tool_temperature=0.0).temperature == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"tools": [TOOL], "tool_choice": NAMED}, 0.5),
+        ({"tools": [TOOL], "tool_choice": NAMED, "frequency_penalty": 0.0}, 0.0),
+        ({"tools": [TOOL], "tool_choice": NAMED, "frequency_penalty": -1.0}, -1.0),
+        ({"tools": [TOOL], "tool_choice": "required"}, 0.0),  # it would invent a second call (README)
+        ({"tools": [TOOL], "tool_choice": "auto"}, 0.0),
+        ({"tools": [TOOL], "tool_choice": "none"}, 0.0),
+        ({"response_format": {"type": "json_object"}}, 0.0),
+        ({}, 0.0),
+        ({"frequency_penalty": 1.5}, 1.5),
+    ],
+)
+def test_a_named_function_gets_the_frequency_penalty_only_when_the_client_set_none(
+    settings: Settings, body: dict, expected: float
+) -> None:
+    assert sampling_asked(settings, body, tool_frequency_penalty=0.5).frequency_penalty == expected
+
+
+def test_no_tool_defaults_leave_the_chat_defaults(settings: Settings) -> None:
+    named = {"tools": [TOOL], "tool_choice": NAMED}
+    off = sampling_asked(settings, named, tool_temperature=None, tool_frequency_penalty=None)
+    assert (off.temperature, off.frequency_penalty) == (0.7, 0.0)

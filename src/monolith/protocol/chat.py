@@ -88,12 +88,17 @@ class NamedToolChoice(msgspec.Struct):
 ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
+# OpenAI's chat temperature is 1.0; this server's has been 0.7 (a 135M model rambles at 1.0), the default where
+# a request sets none.
+CHAT_TEMPERATURE = 0.7
+
+
 class ChatCompletionRequest(GenerationOptions):
     model: Name
     messages: Annotated[list[ChatMessage], Meta(min_length=1, max_length=10_000)]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
-    temperature: Temperature = 0.7
+    temperature: Temperature | None = None  # None: CHAT_TEMPERATURE, or engine.tool_temperature under tools
     rag: bool | RagOverrides | None = None
     logprobs: bool = False
     top_logprobs: TopLogprobs | None = None

@@ -64,7 +64,7 @@ class GenerationOptions(msgspec.Struct, kw_only=True):
     stop: Stop = None
     seed: Seed | None = None
     presence_penalty: Penalty = 0.0
-    frequency_penalty: Penalty = 0.0
+    frequency_penalty: Penalty | None = None  # None: 0, or engine.tool_frequency_penalty under tools
     user: Name | None = None
     # vLLM's extension: generate exactly max_tokens (benchmarks, load tests).
     ignore_eos: bool = False

@@ -23,7 +23,7 @@ from monolith.serving.format_instruction import already_stated, format_instructi
 from monolith.serving.logprobs import chat_logprobs
 from monolith.serving.models import resolve_model
 from monolith.serving.rag import prepare_rag, sources_out
-from monolith.serving.sampling import rag_options, structured_constraint, wire_sampling
+from monolith.serving.sampling import answer_temperature, rag_options, structured_constraint, wire_sampling
 from monolith.serving.services import Services
 from monolith.serving.tools import (
     ToolPlan,
@@ -116,7 +116,14 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
         messages = with_format(messages, structured, data)
     top_logprobs = chat_logprob_count(data)
     sampling = wire_sampling(
-        generator, data, max_tokens, structured, top_logprobs, adapter=model.twin, tools=tools is not None
+        generator,
+        data,
+        max_tokens,
+        structured,
+        top_logprobs,
+        adapter=model.twin,
+        tools=tools is not None,
+        named_tool=tools is not None and tools.mode == "named",
     )
     generator.check_sampling(sampling, param)
     include_usage = bool(data.stream_options and data.stream_options.include_usage)
@@ -126,9 +133,8 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
             raise BadRequest("a RAG request must end with a user message", param="messages")
         check_query(settings, messages[-1]["content"], f"messages[{len(messages) - 1}].content")
         over = data.rag if isinstance(data.rag, RagOverrides) else RagOverrides()
-        plan.rag = rag_options(
-            settings, over.k, max_tokens, data.temperature, over.expand, over.self_query, model=model
-        )
+        temperature = answer_temperature(settings, data, tools=False)
+        plan.rag = rag_options(settings, over.k, max_tokens, temperature, over.expand, over.self_query, model=model)
     else:
         plan.prompt_ids = generator.chat_ids(messages, tools=shown_tools)
         generator.check_fits(plan.prompt_ids, max_tokens, "messages")

@@ -11,7 +11,7 @@ from monolith.config import Settings
 from monolith.engine import Sampling
 from monolith.errors import BadRequest
 from monolith.generation import Generator
-from monolith.protocol.chat import ChatCompletionRequest
+from monolith.protocol.chat import CHAT_TEMPERATURE, ChatCompletionRequest
 from monolith.protocol.common import honoured
 from monolith.protocol.completions import CompletionRequest
 from monolith.retrieval.pipeline import RagOptions
@@ -27,9 +27,11 @@ def wire_sampling(
     prompt_logprobs: int | None = None,
     adapter: str | None = None,
     tools: bool = False,
+    named_tool: bool = False,
 ) -> Sampling:
     """The OpenAI routes' sampling fields (and vLLM's extensions), as the engine takes them; `adapter`: the twin
-    the model name chose; `tools`: `structured` is the tools' grammar, not the client's format."""
+    the model name chose; `tools`: `structured` is the tools' grammar, not the client's format; `named_tool`: the
+    grammar of one named function's arguments."""
     if not honoured(data.best_of, None, 1):
         raise BadRequest("best_of is not supported (vLLM's engine dropped it); use n", param="best_of")
     if data.stop_token_ids:
@@ -38,12 +40,14 @@ def wire_sampling(
         raise BadRequest(f"min_tokens is {data.min_tokens}, above max_tokens ({max_tokens})", param="min_tokens")
     return Sampling(
         max_tokens=max_tokens,
-        temperature=data.temperature,
+        temperature=answer_temperature(generator.settings, data, tools),
         top_p=data.top_p,
         stop=stop_list(data.stop),
         seed=data.seed,
         presence_penalty=data.presence_penalty,
-        frequency_penalty=data.frequency_penalty,
+        frequency_penalty=tool_default(
+            data.frequency_penalty, named_tool, generator.settings.engine.tool_frequency_penalty, 0.0
+        ),
         repetition_penalty=repetition_penalty(generator.settings, data, structured, tools),
         ignore_eos=data.ignore_eos,
         structured=structured,
@@ -58,6 +62,22 @@ def wire_sampling(
         priority=data.priority,
         adapter=adapter,
     )
+
+
+def answer_temperature(settings: Settings, data: ChatCompletionRequest | CompletionRequest, tools: bool) -> float:
+    """The client's; with none, under the tools' grammar engine.tool_temperature (a small model copies the
+    request's values into the arguments more often at 0), else the chat default."""
+    return tool_default(data.temperature, tools, settings.engine.tool_temperature, CHAT_TEMPERATURE)
+
+
+def tool_default(asked: float | None, tools: bool, for_tools: float | None, otherwise: float) -> float:
+    """A sampling field: the client's value; with none, the server's choice for an answer under the tools'
+    grammar (if it has one), else the route's default. Never over a value the client set."""
+    if asked is not None:
+        return asked
+    if tools and for_tools is not None:
+        return for_tools
+    return otherwise
 
 
 def token_biases(generator: Generator, bias: dict[str, float] | None) -> dict[int, float] | None:
