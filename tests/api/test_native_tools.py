@@ -93,6 +93,7 @@ def test_auto_shows_the_tools_through_the_template_and_reads_the_models_calls(
     assert prompt.startswith("Tools: ") and "get_weather" in prompt
     assert "answer with JSON" not in prompt  # no grammar instructions
     assert sampling.structured is None
+    assert sampling.temperature == 0.7  # engine.tool_temperature is for the grammar's answers, not the model's own
 
 
 def test_earlier_calls_and_results_are_shown_the_templates_way(

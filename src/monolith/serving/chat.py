@@ -122,7 +122,7 @@ def plan_chat(services: Services, data: ChatCompletionRequest) -> ChatPlan:
         structured,
         top_logprobs,
         adapter=model.twin,
-        tools=tools is not None,
+        tools=tools is not None and tools.mode != "native",  # native: the model's own way, no grammar
         named_tool=tools is not None and tools.mode == "named",
     )
     generator.check_sampling(sampling, param)

@@ -123,8 +123,8 @@ def tool_dicts(plan: ToolPlan) -> list[dict[str, Any]]:
 
 # The framing of the function-calling data SmolLM2 and other small open models were tuned on (APIGen's). Measured
 # with the signatures below against the old listing (the JSON schemas after "You have these functions"), on 34
-# single-call requests of our own, SmolLM2-135M, greedy: arguments right 25/34 (was 16) under `required`, 20/34
-# (was 12) under `auto`, 26/34 (was 23) for a named function; `required` answers with one call 31/34 (was 23).
+# single-call requests of our own (monolith.bench.tool_args), SmolLM2-135M, greedy: arguments right 25/34 (was 16)
+# under `required`, 21/34 (was 14) under `auto`, 26/34 (was 23) for a named function.
 COMPOSING = (
     "You are an expert in composing functions. You are given a question and a set of possible functions. "
     "Based on the question, you will need to make one or more function/tool calls to achieve the purpose."
