@@ -15,19 +15,23 @@ from tests.conftest import free_port
 from tests.scripted import ThreadedServer
 
 ASK = [{"role": "user", "content": "A joke as JSON."}]
+CHAT = "/v1/chat/completions"
 JOKE = {"type": "object", "properties": {"setup": {"type": "string"}}, "required": ["setup"]}
 TOOL = {"type": "function", "function": {"name": "joke", "parameters": JOKE}}
 
 
-def penalty_asked(settings: Settings, route: str, body: dict, penalty: float | None = 1.1) -> float:
+def sampling_asked(settings: Settings, body: dict, route: str = CHAT, **engine_update: float | None) -> Sampling:
+    """The sampling the engine was asked for, the server's engine settings updated with `engine_update`."""
     engine = Answering(answer='{"setup": "a"}')
-    configured = settings.model_copy(
-        update={"engine": settings.engine.model_copy(update={"json_repetition_penalty": penalty})}
-    )
-    with ThreadedServer(configured, engine, free_port()) as server:
+    engine_settings = settings.engine.model_copy(update=engine_update)
+    with ThreadedServer(settings.model_copy(update={"engine": engine_settings}), engine, free_port()) as server:
         answered = httpx.post(f"{server.base_url}{route}", json={"model": "twin", **body}, timeout=30)
     assert answered.status_code == 200, answered.text
-    return engine.asked[-1][1].repetition_penalty
+    return engine.asked[-1][1]
+
+
+def penalty_asked(settings: Settings, route: str, body: dict, penalty: float | None = 1.1) -> float:
+    return sampling_asked(settings, body, route, json_repetition_penalty=penalty).repetition_penalty
 
 
 @pytest.mark.parametrize(
@@ -46,23 +50,13 @@ def penalty_asked(settings: Settings, route: str, body: dict, penalty: float | N
 def test_a_json_chat_answer_gets_the_penalty_only_when_the_client_set_none(
     settings: Settings, body: dict, expected: float
 ) -> None:
-    assert penalty_asked(settings, "/v1/chat/completions", {"messages": ASK, **body}) == expected
+    assert penalty_asked(settings, CHAT, {"messages": ASK, **body}) == expected
 
 
 def test_completions_too_and_none_turns_it_off(settings: Settings) -> None:
     body = {"prompt": "A joke as JSON:", "response_format": {"type": "json_object"}}
     assert penalty_asked(settings, "/v1/completions", body) == 1.1
     assert penalty_asked(settings, "/v1/completions", body, penalty=None) == 1.0
-
-
-def sampling_asked(settings: Settings, body: dict, **engine_update: float | None) -> Sampling:
-    engine = Answering(answer='{"setup": "a"}')
-    engine_settings = settings.engine.model_copy(update=engine_update)
-    with ThreadedServer(settings.model_copy(update={"engine": engine_settings}), engine, free_port()) as server:
-        body = {"model": "twin", "messages": ASK, **body}
-        answered = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=30)
-    assert answered.status_code == 200, answered.text
-    return engine.asked[-1][1]
 
 
 NAMED = {"type": "function", "function": {"name": "joke"}}
@@ -86,7 +80,7 @@ NAMED = {"type": "function", "function": {"name": "joke"}}
 def test_a_tool_answer_is_greedy_only_when_the_client_set_no_temperature(
     settings: Settings, body: dict, expected: float
 ) -> None:
-    assert sampling_asked(settings, body, tool_temperature=0.0).temperature == expected
+    assert sampling_asked(settings, {"messages": ASK, **body}, tool_temperature=0.0).temperature == expected
 
 
 @pytest.mark.parametrize(
@@ -106,10 +100,11 @@ def test_a_tool_answer_is_greedy_only_when_the_client_set_no_temperature(
 def test_a_named_function_gets_the_frequency_penalty_only_when_the_client_set_none(
     settings: Settings, body: dict, expected: float
 ) -> None:
-    assert sampling_asked(settings, body, tool_frequency_penalty=0.5).frequency_penalty == expected
+    asked = sampling_asked(settings, {"messages": ASK, **body}, tool_frequency_penalty=0.5)
+    assert asked.frequency_penalty == expected
 
 
 def test_no_tool_defaults_leave_the_chat_defaults(settings: Settings) -> None:
-    named = {"tools": [TOOL], "tool_choice": NAMED}
+    named = {"messages": ASK, "tools": [TOOL], "tool_choice": NAMED}
     off = sampling_asked(settings, named, tool_temperature=None, tool_frequency_penalty=None)
     assert (off.temperature, off.frequency_penalty) == (0.7, 0.0)
