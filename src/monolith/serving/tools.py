@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,8 +254,7 @@ def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
     answer as the model's parser reads it (at most one call without parallel_tool_calls)."""
     if plan.mode == "native" and plan.reader is not None:
         content, calls = plan.reader(text)
-        read = distinct([as_call(name, arguments) for name, arguments in calls])
-        return ParsedAnswer(content, read[: plan_limit(plan)])
+        return ParsedAnswer(content, as_calls(calls)[: plan_limit(plan)])
     try:
         value = json.loads(text)
     except ValueError:
@@ -268,29 +267,31 @@ def parse_answer(plan: ToolPlan, text: str) -> ParsedAnswer:
         value = value.get("tool_calls") if isinstance(value, dict) else None
     if not isinstance(value, list):
         return ParsedAnswer(text)
-    return ParsedAnswer(None, distinct([as_call(c["name"], c["arguments"]) for c in value if isinstance(c, dict)]))
+    return ParsedAnswer(None, as_calls((c["name"], c["arguments"]) for c in value if isinstance(c, dict)))
 
 
-def distinct(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The calls without repeats of an earlier one (same function, same arguments): a small model under the calls
-    grammar writes the same call again and again until the array's bound, and no client wants a call twice in one
-    answer (it would run it twice). A call that differs in any argument is kept."""
+def as_calls(pairs: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """(function, arguments) pairs as calls, without repeats of an earlier one (same function, same arguments): a
+    small model under the calls grammar writes the same call again and again until the array's bound, and no
+    client wants a call twice in one answer (it would run it twice). A call that differs in any argument is kept."""
     seen: set[tuple[str, str]] = set()
-    kept = []
-    for call in calls:
-        key = (call["function"]["name"], canonical(call["function"]["arguments"]))
+    calls = []
+    for name, arguments in pairs:
+        key = (name, canonical(arguments))
         if key not in seen:
             seen.add(key)
-            kept.append(call)
-    return kept
+            calls.append(as_call(name, arguments))
+    return calls
 
 
-def canonical(arguments: str) -> str:
-    """Arguments as one spelling (key order and spacing aside); text that is not JSON as it is."""
-    try:
-        return json.dumps(json.loads(arguments), sort_keys=True, ensure_ascii=False)
-    except ValueError:
-        return arguments
+def canonical(arguments: Any) -> str:
+    """Arguments as one spelling (key order and spacing aside): a value, or JSON text, or text as it is."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return arguments
+    return json.dumps(arguments, sort_keys=True, ensure_ascii=False)
 
 
 def plan_limit(plan: ToolPlan) -> int:
@@ -309,10 +310,10 @@ def cut_short(plan: ToolPlan, text: str) -> ParsedAnswer:
             except ValueError:
                 break
             if isinstance(call, dict) and "name" in call and "arguments" in call:
-                calls.append(as_call(call["name"], call["arguments"]))
+                calls.append((call["name"], call["arguments"]))
             at = BETWEEN_CALLS.match(text, at).end()  # type: ignore[union-attr]
         if calls:
-            return ParsedAnswer(None, distinct(calls))
+            return ParsedAnswer(None, as_calls(calls))
     if plan.mode == "auto":
         for ending in ('"}', '\\"}', "}"):
             try:
