@@ -483,8 +483,22 @@ class FilesSettings(Section):
 
 
 class BatchSettings(Section):
+    """Batches: `monolith batch` on one machine, and the Batch API's shards over every replica."""
+
     max_in_flight: int = Field(
         64, ge=1, description="Requests `monolith batch` hands the engine at once (memory bound: one prompt each)."
+    )
+    shard_lines: int = Field(
+        200,
+        ge=1,
+        description="Request lines of a Batch API shard, the unit a replica claims: smaller spreads a batch over "
+        "more replicas and loses less to a death, larger costs fewer claims and parts.",
+    )
+    shards_per_replica: int = Field(
+        2,
+        ge=1,
+        description="Shards one replica runs at once (of one batch or several): two keep the engine busy while "
+        "one shard's last lines finish and the next is claimed.",
     )
 
 

@@ -88,6 +88,14 @@ ASYNC_BACKLOG = Gauge(
     "Async jobs queued or running over all replicas; exported by one replica, 0 on the others.",
     registry=REGISTRY,
 )
+BATCH_BACKLOG = Gauge(
+    "monolith_batch_backlog",
+    "Batch request lines not answered yet over all replicas' batches; exported by one replica, 0 on the others.",
+    registry=REGISTRY,
+)
+BATCH_LINES = Counter(
+    "monolith_batch_lines", "Batch request lines this replica answered (written to a shard's part).", registry=REGISTRY
+)
 TWIN_SLOT_WAITING = Gauge(
     "monolith_twin_slot_waiting",
     "A twin's generations held back until its adapter gets a LoRA slot (in arrival order: monolith.twin_slots).",

@@ -214,3 +214,7 @@ def test_ids_and_file_names_are_bounded(http: httpx.Client) -> None:
     assert named.status_code == 400 and named.json()["error"]["param"] == "file", named.text
     empty = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("empty.jsonl", b"")})
     assert empty.status_code == 400 and empty.json()["error"]["param"] == "file", empty.text
+    for blank in (b"\n\n", b" \n\t\n", b"\r\n"):  # no request line: a batch over it would have nothing to run
+        refused = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("blank.jsonl", blank)})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "file", refused.text
+        assert "blank" in refused.json()["error"]["message"]

@@ -119,7 +119,7 @@ def test_hpa_scales_on_the_metrics_the_adapter_rules_export() -> None:
     rules = yaml.safe_load(find("ConfigMap")["data"]["config.yaml"])["rules"]
     exported = {rule["name"]["as"] for rule in rules}
     hpa = find("HorizontalPodAutoscaler")["spec"]
-    assert exported == {"monolith_queue_depth", "monolith_async_backlog"}
+    assert exported == {"monolith_queue_depth", "monolith_async_backlog", "monolith_batch_backlog"}
     assert {m["pods"]["metric"]["name"] for m in hpa["metrics"]} == exported
     for rule in rules:
         assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{")
@@ -249,3 +249,11 @@ def test_traces_go_to_the_collector_the_network_policy_lets_the_pod_reach(monkey
     # Its log lines parse as JSON and carry the trace ids, as a log pipeline wants them.
     monkeypatch.setenv("MONOLITH_SERVER__LOG_FORMAT", env["MONOLITH_SERVER__LOG_FORMAT"])
     assert load_settings(ROOT / "configs" / "gpu.yaml").server.log_format == "json"
+
+
+def test_the_batch_backlog_target_is_whole_shards_the_same_for_hpa_and_keda() -> None:
+    gpu = load_settings(ROOT / "configs" / "gpu.yaml")
+    target = metric_target("monolith_batch_backlog")
+    assert target % gpu.batch.shard_lines == 0 and target >= gpu.batch.shard_lines * gpu.batch.shards_per_replica
+    keda = {t["metadata"]["query"].split("{")[0].split("(")[-1]: t for t in find("ScaledObject")["spec"]["triggers"]}
+    assert float(keda["monolith_batch_backlog"]["metadata"]["threshold"]) == target

@@ -1,13 +1,14 @@
 """Two real `monolith serve` replicas on loopback sharing one PostgreSQL and one files directory, configured as
 an operator would (a postgresql:// URL, separate data dirs, one absolute files dir): any replica answers for
-any object, a cancel reaches the replica running the job, a killed replica's jobs and batch are taken over."""
+any object, a cancel reaches the replica running the job, a killed replica's jobs and batch shards are
+taken over, and both answer lines of one batch."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +81,9 @@ class Cluster:
             assert replica.server is not None
             wait_ready(replica.server)
 
-    def lease_owners(self, table: str = "jobs") -> dict[str, str | None]:
+    def lease_owners(self, table: str = "jobs", key: str = "id") -> dict[str, str | None]:
         with psycopg.connect(self.database) as conn:
-            return dict(conn.execute(f"SELECT id, lease_owner FROM {table}").fetchall())
+            return dict(conn.execute(f"SELECT {key}, lease_owner FROM {table}").fetchall())
 
     def holder(self, lease_owner: str | None) -> Replica | None:
         """Which replica a lease names: replica names carry the process id."""
@@ -101,6 +102,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, postgres:
         "MONOLITH_FILES__DIR": str(files_dir),
         "MONOLITH_STORE__LEASE_S": str(LEASE_S),
         "MONOLITH_RAG__EXPAND": "false",
+        "MONOLITH_BATCH__SHARD_LINES": "20",
     }
     root = tmp_path_factory.mktemp("replicas")
     cluster = Cluster(
@@ -255,12 +257,22 @@ def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster
     assert_every_callback_carries_the_final_result(receiver, final)
 
 
-def test_a_batch_whose_replica_is_killed_is_completed_by_the_other(cluster: Cluster, tmp_path: Path) -> None:
+def batch_lines_answered(replica: Replica) -> float:
+    return metric_samples(httpx.get(f"{replica.url}/metrics", timeout=10).text)["monolith_batch_lines_total"][0].value
+
+
+def test_both_replicas_answer_one_batch_and_a_killed_ones_shards_are_finished_by_the_other(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A 200-line batch in shards of 20 (MONOLITH_BATCH__SHARD_LINES): both replicas answer lines of it; one is
+    killed with SIGKILL mid-batch, the other takes its shards over when their leases run out, and the output has
+    every custom_id exactly once, in input order."""
     cluster.ensure_up()
     lines = []
-    for i in range(100):
+    for i in range(200):
         body = {"model": "twin", "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 6}
         lines.append(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
+    before = {r.name: batch_lines_answered(r) for r in (cluster.a, cluster.b)}
     with cluster.a.client() as a:
         uploaded = a.post("/v1/files", files={"file": ("in.jsonl", "\n".join(lines) + "\n")}, data={"purpose": "batch"})
         assert uploaded.status_code == 200, uploaded.text
@@ -277,22 +289,25 @@ def test_a_batch_whose_replica_is_killed_is_completed_by_the_other(cluster: Clus
     def progress(replica: Replica) -> dict:
         return httpx.get(f"{replica.url}/v1/batches/{batch_id}", timeout=30).json()
 
-    eventually(lambda: progress(cluster.b)["request_counts"]["completed"] >= 20, 300, "20 lines answered")
-    runner = cluster.holder(cluster.lease_owners("batches")[batch_id])
+    def both_answering() -> bool:
+        return all(batch_lines_answered(r) > before[r.name] for r in (cluster.a, cluster.b))
+
+    eventually(both_answering, 300, "both replicas to answer lines of the batch")
+    eventually(lambda: progress(cluster.b)["request_counts"]["completed"] >= 40, 300, "40 lines answered")
+    runner = cluster.holder(next(o for o in cluster.lease_owners("batch_shards", "seq").values() if o))
     assert runner is not None
     survivor = cluster.b if runner is cluster.a else cluster.a
     runner.kill()
-    assert progress(survivor)["request_counts"]["completed"] < 100, "killed mid-way"
+    assert progress(survivor)["request_counts"]["completed"] < 200, "killed mid-way"
 
     done = eventually(
         lambda: (b := progress(survivor))["status"] == "completed" and b, 600, "the survivor to finish it"
     )
     counts = done["request_counts"]
-    assert counts["total"] == 100 and counts["completed"] + counts["failed"] == 100, counts
+    assert counts == {"total": 200, "completed": 200, "failed": 0}, counts
     output = httpx.get(f"{survivor.url}/v1/files/{done['output_file_id']}/content", timeout=30).text
-    answered = Counter(json.loads(line)["custom_id"] for line in output.splitlines())
-    assert answered == Counter({f"r{i}": 1 for i in range(100)}), "each custom_id exactly once"
-    assert counts["completed"] == 100
+    answered = [json.loads(line)["custom_id"] for line in output.splitlines()]
+    assert answered == [f"r{i}" for i in range(200)], "each custom_id exactly once, in input order"
 
 
 def backlog_gauges(cluster: Cluster) -> dict[str, float]:

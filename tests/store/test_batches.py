@@ -1,5 +1,5 @@
-"""Files and batches on both backends: atomic file writes, one runner per batch, cancel from any replica,
-takeover after a lapsed lease."""
+"""Files and batches on both backends: atomic file writes, one runner per shard, shards round-robin over owners
+and batches, cancel from any replica, takeover after a lapsed lease, a batch's end once its shards stopped."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from monolith.errors import Conflict, StorageFull
-from monolith.store.batches import BatchStore
+from monolith.store.batches import BatchStore, ShardPlan
 from monolith.store.database import Database
 from monolith.store.files import FileStore
+from monolith.store.tables import batches
 
 
 def replica(db: Database, files: Path, name: str, lease_s: float = 30, max_runs: int = 3) -> BatchStore:
@@ -33,50 +35,104 @@ async def test_a_file_is_written_whole_and_readable_from_another_replica(
     assert [p.name for p in (tmp_path / "files").iterdir()] == [f"{record.id}.jsonl"], "no partial file left"
 
 
-async def test_one_replica_runs_a_batch_and_renews_it(db: Database, other_db: Database, tmp_path: Path) -> None:
+PLANS = [ShardPlan(0, 10, 1, 2), ShardPlan(10, 20, 3, 2), ShardPlan(20, None, 5, 1)]
+
+
+async def ended_batch(store: BatchStore) -> tuple[str, str] | None:
+    ending = await store.claim_ending()
+    return (ending[0].id, ending[1]) if ending else None
+
+
+async def test_a_batch_is_made_of_shards_each_run_by_one_replica(
+    db: Database, other_db: Database, tmp_path: Path
+) -> None:
     a, b = replica(db, tmp_path, "a", lease_s=0.5), replica(other_db, tmp_path, "b", lease_s=0.5)
-    batch = await a.create_batch("/v1/completions", "file-in", "24h", None)
-    claims = await asyncio.gather(a.claim_next(), b.claim_next())
-    assert [c.id for c in claims if c] == [batch.id]
-    holder = a if claims[0] else b
-    other = b if holder is a else a
+    batch = await a.create_batch("/v1/completions", "file-in", "24h", None, shards=PLANS[:2])
+    assert batch.total == 4 and batch.status == "validating"
+    claims = await asyncio.gather(a.claim_shard(), b.claim_shard())
+    assert sorted(c.idx for c in claims if c) == [0, 1], "two replicas, two different shards"
+    assert {c.plan for c in claims if c} == set(PLANS[:2]) and all(c.batch_id == batch.id for c in claims if c)
+    mine = {store: shard.seq for store, shard in zip((a, b), claims, strict=True) if shard}
     for _ in range(4):
         await asyncio.sleep(0.2)
-        assert await holder.renew(batch.id) == "validating"
-        assert await other.claim_next() is None
-    assert await other.renew(batch.id) is None
-    assert not await other.update_held(batch.id, status="in_progress")
+        for store, seq in mine.items():
+            assert await store.renew_shards([seq]) == {seq: None}
+        assert await a.claim_shard() is None, "both shards held"
+    assert await a.renew_shards([mine[b]]) == {}, "not a's shard"
+    assert (await b.get_batch(batch.id)).status == "in_progress"
+    assert await a.count_lines(mine[a], 1, 0) is None and await b.count_lines(mine[b], 1, 1) is None
+    counts = await a.get_batch(batch.id)
+    assert (counts.completed, counts.failed) == (2, 1), "a running batch counts over its shards"
+    assert await a.lines_waiting() == 1
+    assert await ended_batch(a) is None, "shards still running"
+    assert await a.finish_shard(mine[a], 2, 0) and await b.finish_shard(mine[b], 1, 1)
+    assert await ended_batch(b) == (batch.id, "completed")
+    assert await ended_batch(a) is None, "b holds its ending"
+    assert await b.finish_held(batch.id, "completed", completed=3, failed=1)
+    assert (await a.get_batch(batch.id)).completed == 3 and await a.lines_waiting() == 0
 
 
 async def test_a_cancel_on_another_replica_marks_a_running_batch_cancelling(
     db: Database, other_db: Database, tmp_path: Path
 ) -> None:
     a, b = replica(db, tmp_path, "a"), replica(other_db, tmp_path, "b")
-    running = await a.create_batch("/v1/completions", "file-in", "24h", None)
-    await a.claim_next()
-    waiting = await a.create_batch("/v1/completions", "file-in", "24h", None)
+    running = await a.create_batch("/v1/completions", "file-in", "24h", None, shards=PLANS)
+    shard = await a.claim_shard()
+    waiting = await a.create_batch("/v1/completions", "file-in", "24h", None, shards=PLANS)
     await b.cancel(running.id)
     await b.cancel(waiting.id)
-    assert await a.renew(running.id) == "cancelling", "the runner hears of it at its next heartbeat"
+    assert await a.renew_shards([shard.seq]) == {shard.seq: "cancelling"}, "heard at the next heartbeat"
     assert (await a.get_batch(waiting.id)).status == "cancelled", "nobody ran it: cancelled at once"
-    assert await a.finish_held(running.id, "cancelled", cancelled_at=1)
-    assert (await b.get_batch(running.id)).status == "cancelled"
+    assert await a.claim_shard() is None, "no shard of a cancelling or cancelled batch is claimed"
+    assert await ended_batch(b) is None, "a shard still runs"
+    await a.let_go(shard.seq)
+    assert await ended_batch(b) == (running.id, "cancelled")
 
 
-async def test_a_batch_whose_runner_died_is_taken_over_then_failed_after_max_runs(
+async def test_a_shard_whose_runner_died_is_taken_over_then_fails_its_batch_after_max_runs(
     db: Database, other_db: Database, tmp_path: Path
 ) -> None:
     a = replica(db, tmp_path, "a", lease_s=0.2, max_runs=2)
     b = replica(other_db, tmp_path, "b", lease_s=0.2, max_runs=2)
-    batch = await a.create_batch("/v1/completions", "file-in", "24h", None)
-    assert (await a.claim_next()).runs == 1
+    batch = await a.create_batch("/v1/completions", "file-in", "24h", None, shards=PLANS[:1])
+    first = await a.claim_shard()
+    assert first.runs == 1
     await asyncio.sleep(0.3)
-    taken = await b.claim_next()
-    assert taken.id == batch.id and taken.runs == 2
+    taken = await b.claim_shard()
+    assert (taken.seq, taken.runs) == (first.seq, 2), "max_runs counts the shard's claims"
+    assert await a.renew_shards([first.seq]) == {}, "the dead runner lost it"
     await asyncio.sleep(0.3)
-    assert await a.claim_next() is None
+    assert await a.claim_shard() is None
     failed = await a.get_batch(batch.id)
     assert failed.status == "failed" and "2 times" in failed.error
+
+
+async def test_shards_are_taken_round_robin_over_owners_then_batches(db: Database, tmp_path: Path) -> None:
+    store = replica(db, tmp_path, "a")
+    big = await store.create_batch("/v1/completions", "file-in", "24h", None, owner="p", shards=PLANS * 2)
+    small = await store.create_batch("/v1/completions", "file-in", "24h", None, owner="p", shards=PLANS[:1])
+    other = await store.create_batch("/v1/completions", "file-in", "24h", None, owner="q", shards=PLANS[:2])
+    order = []
+    while shard := await store.claim_shard():
+        order.append(shard.batch_id)
+        await asyncio.sleep(0.01)  # the database clock moves on between claims
+    names = {big.id: "big", small.id: "small", other.id: "other"}
+    assert [names[b] for b in order[:5]] == ["big", "other", "small", "other", "big"], order
+    assert len(order) == 9
+
+
+async def test_a_batch_past_its_window_runs_no_more_and_ends_expired(db: Database, tmp_path: Path) -> None:
+    store = replica(db, tmp_path, "a")
+    batch = await store.create_batch("/v1/completions", "file-in", "24h", None, shards=PLANS)
+    assert batch.expires_at == batch.created_at + 86400
+    shard = await store.claim_shard()
+    async with db.begin() as conn:
+        await conn.execute(update(batches).where(batches.c.id == batch.id).values(expires_at=int(time.time()) - 1))
+    assert await store.renew_shards([shard.seq]) == {shard.seq: "expired"}
+    assert await store.claim_shard() is None
+    assert await ended_batch(store) is None, "its running shard stops first"
+    await store.let_go(shard.seq)
+    assert await ended_batch(store) == (batch.id, "expired")
 
 
 async def test_the_output_file_record_is_written_once(db: Database, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -99,7 +100,8 @@ async def test_a_release_0_1_0_database_is_adopted_with_its_jobs_and_batches(tmp
     old.execute("INSERT INTO files VALUES ('file-1', 'in.jsonl', 'batch', 10, 1)")
     old.execute(
         "INSERT INTO batches (id, endpoint, input_file_id, output_file_id, completion_window, status, created_at)"
-        " VALUES ('batch_1', '/v1/completions', 'file-1', 'file-2', '24h', 'in_progress', 1)"
+        " VALUES ('batch_1', '/v1/completions', 'file-1', 'file-2', '24h', 'in_progress', ?)",
+        (int(time.time()),),
     )
     old.commit()
     old.close()
@@ -114,8 +116,9 @@ async def test_a_release_0_1_0_database_is_adopted_with_its_jobs_and_batches(tmp
         assert again.id == "job-was-running" and again.runs == 2
         batches = BatchStore(db, FileStore(db, tmp_path / "files"), "new-release", lease_s=30, max_runs=3)
         assert (await batches.files.get_file("file-1")).bytes == 10
-        resumed = await batches.claim_next()
-        assert resumed.id == "batch_1" and resumed.status == "in_progress"
+        resumed = await batches.claim_shard()
+        assert resumed.batch_id == "batch_1" and resumed.plan.end_byte is None, "one shard over the whole file"
+        assert (await batches.get_batch("batch_1")).status == "in_progress"
         async with db.read() as conn:
             assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == head()
     finally:

@@ -51,10 +51,9 @@ class BatchesController(Controller):
         if source is None or source.purpose != "batch":
             raise NotFound(f"no batch input file {data.input_file_id}", param="input_file_id")
         metadata = json.dumps(data.metadata) if data.metadata else None
-        batch = await batches.store.create_batch(
+        batch = await batches.create(
             data.endpoint, data.input_file_id, data.completion_window, metadata, owner, current_traceparent()
         )
-        batches.wake()
         return batch_object(batch)
 
     @get("/batches/{batch_id:str}", summary="A batch's status and request counts", responses=errors(*SERVED, 404))

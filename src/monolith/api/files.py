@@ -112,14 +112,16 @@ class FilesController(Controller):
                 param="file",
             )
         max_line = settings.server.max_body_bytes
+        checker = LineChecker(max_line)
         record = await files.add_file_from(
             data.file.file,
             data.file.filename or "upload.jsonl",
             data.purpose,
             owner,
-            LineChecker(max_line),
+            checker,
             cfg.max_lines,
             max_line,
+            checker.finish,
         )
         return file_object(record, cfg.ttl_s)
 

@@ -1,6 +1,7 @@
-"""The OpenAI Batch API over HTTP: each replica runs one batch at a time, behind real-time traffic, holding
-its lease in the shared store. A batch whose runner died is resumed by another replica (or the next start)
-from the lines already written to its output, so each custom_id is answered once."""
+"""The OpenAI Batch API over HTTP, spread over every replica: a batch's lines are split into shards at creation,
+and each replica runs a few shards at once (of one batch or several) behind real-time traffic, holding a lease on
+each. A shard whose replica died is resumed by another from the lines already in its part, so each custom_id is
+answered once; the batch's output is assembled from the parts, in input order, when it ends."""
 
 from __future__ import annotations
 
@@ -8,185 +9,242 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
-from monolith.config import StoreSettings
+from monolith.config import BatchSettings, StoreSettings
 from monolith.errors import STORE_OUTAGES, is_outage
 from monolith.jobs.heartbeat import LeaseKeeper
-from monolith.jobs.lines import read_lines, written
+from monolith.jobs.lines import written
+from monolith.jobs.shards import assemble, shard_lines, split
 from monolith.jobs.transform import BatchPacing, run_batch
+from monolith.metrics import BATCH_LINES
 from monolith.scheduling import BackgroundBudget
 from monolith.serving.services import Services
-from monolith.store.batches import BatchRecord, BatchStore
+from monolith.store.batches import BatchRecord, BatchStore, ShardPlan, ShardRecord
 from monolith.tracing import background_span
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0
-# A batch's progress counts (request_counts) are written at most this often: a write per line was most of a
-# running batch's store traffic (a 50,000-line batch: 50,000 transactions), each a few thread hand-overs that take
-# a core from the engine on a CPU host. Its final counts come from the output file, whatever was written here.
+# A shard's progress counts are written at most this often: a write per line was most of a running batch's store
+# traffic (a 50,000-line batch: 50,000 transactions), each a few thread hand-overs that take a core from the engine
+# on a CPU host. Its final counts come from its part file, whatever was written here.
 COUNT_EVERY_S = 1.0
+# Why a shard was stopped here: its batch stopped (a cancel, its window; its lease is let go at once so that the
+# batch can end), or its lease was lost (taken over, or unproven through an outage: nothing more is written).
+BATCH_STOPPED, LEASE_LOST = "batch", "lease"
+END_STAMPS = {"completed": "completed_at", "cancelled": "cancelled_at", "expired": "expired_at"}
 
 
 class BatchRunner:
     def __init__(
-        self, store: BatchStore, services: Services, budget: BackgroundBudget, settings: StoreSettings
+        self,
+        store: BatchStore,
+        services: Services,
+        budget: BackgroundBudget,
+        settings: StoreSettings,
+        batch: BatchSettings,
     ) -> None:
         self.store = store
         self.services = services
         self.budget = budget
-        self.heartbeat_s = settings.heartbeat_s
-        self.lease_s = settings.lease_s
         self.retry_after_s = settings.retry_after_s
-        self._resume_at = 0.0  # after an outage, no batch is claimed before this (monotonic)
+        self.shard_lines = batch.shard_lines
+        self.most = batch.shards_per_replica
+        self.leases = LeaseKeeper("batch shard", settings.heartbeat_s, settings.lease_s, self._renew, self._unproven)
+        self._resume_at = 0.0  # after an outage, nothing is claimed before this (monotonic)
         self.paused = False
         self._wake = asyncio.Event()
-        self._loop: asyncio.Task | None = None
-        self._current: tuple[str, asyncio.Task] | None = None
+        self._loops: list[asyncio.Task] = []
+        self._shards: dict[int, tuple[ShardRecord, asyncio.Task]] = {}
+        self._stopping: dict[int, str] = {}
 
     def start(self) -> None:
-        self._loop = asyncio.create_task(self._run_forever())
+        self._loops = [asyncio.create_task(self._run_forever()), asyncio.create_task(self.leases.run())]
 
     def wake(self) -> None:
         self._wake.set()
 
     def pause(self) -> None:
-        """Take no new batch (the drain); the current one goes on until shutdown."""
+        """Take no new shard (the drain); the running ones go on until shutdown."""
         self.paused = True
 
     async def stop(self) -> None:
-        """The current batch is handed back at once: another replica, or the next start, resumes it."""
-        current = self._current
-        tasks = [t for t in (self._loop, current[1] if current else None) if t is not None]
+        """The running shards are handed back at once: another replica, or the next start, resumes them."""
+        shards = list(self._shards)
+        tasks = self._loops + [task for _, task in self._shards.values()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        if current:
-            with contextlib.suppress(Exception):  # the database may be gone too: then the lease runs out
-                await self.store.release(current[0])
+        for seq in shards:
+            with contextlib.suppress(Exception):  # the database may be gone too: then the leases run out
+                await self.store.release(seq)
+
+    async def create(
+        self,
+        endpoint: str,
+        input_file_id: str,
+        window: str,
+        metadata: str | None,
+        owner: str,
+        traceparent: str | None,
+    ) -> BatchRecord:
+        """A batch over an uploaded file, split into shards that any replica may claim."""
+        plans = await asyncio.to_thread(split, self.store.path_of(input_file_id), self.shard_lines)
+        batch = await self.store.create_batch(endpoint, input_file_id, window, metadata, owner, traceparent, plans)
+        self.wake()
+        return batch
 
     async def cancel(self, batch_id: str) -> None:
-        """From any replica: the replica running the batch stops it at its next heartbeat (at once here)."""
+        """From any replica: its shards here stop at once, those on other replicas at their next heartbeat."""
         await self.store.cancel(batch_id)
-        if self._current and self._current[0] == batch_id:
-            self._current[1].cancel()
+        for seq, (shard, _) in list(self._shards.items()):
+            if shard.batch_id == batch_id:
+                self._stop(seq, BATCH_STOPPED)
+        self.wake()
 
     async def _run_forever(self) -> None:
         while True:
-            batch = None
+            took = False
             if not self.paused and time.monotonic() >= self._resume_at:
                 try:
-                    batch = await self.store.claim_next()
+                    took = await self._take_work()
                 except STORE_OUTAGES:  # said once by the store's health
                     self._resume_at = time.monotonic() + self.store.db.health.backoff_s()
                 except Exception:
-                    log.exception("claiming a batch failed; trying again")
-            if batch is None:
+                    log.exception("claiming batch work failed; trying again")
+            if not took:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
                 self._wake.clear()
-                continue
-            task = asyncio.create_task(self._run(batch))
-            heartbeat = asyncio.create_task(self._lease_keeper(batch.id, task).run())
-            self._current = (batch.id, task)
-            try:
-                # wait(), not `await task`: the batch ending cancelled must not look like this loop's own cancel.
-                await asyncio.wait({task})
-            finally:
-                heartbeat.cancel()
-                self._current = None
-            if not task.cancelled() and task.exception() is not None:  # the store failed before or after the lines
-                if not isinstance(task.exception(), STORE_OUTAGES):
-                    log.error("batch %s stopped: %r; its lease runs out and it is resumed", batch.id, task.exception())
-                self._resume_at = time.monotonic() + self.retry_after_s
 
-    def _lease_keeper(self, batch_id: str, task: asyncio.Task) -> LeaseKeeper:
-        """Renews the batch's lease; stops the batch when a replica asked to cancel it, or when the lease is lost
-        (taken over, or not renewed for longer than it lasts)."""
-
-        async def renew() -> bool:
-            status = await self.store.renew(batch_id)
-            if status is None:
-                log.warning("batch %s: lease lost (taken over); stopping it here", batch_id)
-            if status is None or status == "cancelling":
-                task.cancel()
-                return False
+    async def _take_work(self) -> bool:
+        """Ends a batch that is ready to, or else claims a shard while fewer than shards_per_replica run here;
+        whether it found work (then it looks again at once)."""
+        ending = await self.store.claim_ending()
+        if ending is not None:
+            await self._end(*ending)
             return True
-
-        async def unproven() -> bool:
-            log.warning("batch %s: job store unreachable past the lease; stopping it here", batch_id)
-            task.cancel()
+        if len(self._shards) >= self.most:
             return False
+        shard = await self.store.claim_shard()
+        if shard is None:
+            return False
+        task = asyncio.create_task(self._run_shard(shard))
+        self._shards[shard.seq] = (shard, task)
+        task.add_done_callback(lambda _, seq=shard.seq: self._ended(seq))
+        return True
 
-        return LeaseKeeper("batch", self.heartbeat_s, self.lease_s, renew, unproven)
+    def _ended(self, seq: int) -> None:
+        self._shards.pop(seq, None)
+        self._stopping.pop(seq, None)
+        self.wake()  # room for another shard, or the batch may end now
 
-    async def _run(self, batch: BatchRecord) -> None:
-        output = self.store.path_of(batch.output_file_id)
-        if batch.status == "cancelling":  # cancelled while the replica that ran it was dead
-            await self._end_cancelled(batch)
-            return
-        source = self.store.path_of(batch.input_file_id)
-        total = await asyncio.to_thread(lambda: sum(1 for _ in read_lines(source)))
-        # Taken over (or restarted): the counts come from what the output already holds.
-        completed, failed = await asyncio.to_thread(_counts, output)
-        started = batch.in_progress_at or int(time.time())
-        fields = {"in_progress_at": started, "total": total, "completed": completed, "failed": failed}
-        if not await self.store.update_held(batch.id, status="in_progress", **fields):
-            return
-        counts = LineCounts(self.store, batch.id, COUNT_EVERY_S)
+    def _stop(self, seq: int, why: str) -> None:
+        self._stopping.setdefault(seq, why)
+        self._shards[seq][1].cancel()
+
+    async def _renew(self) -> bool:
+        """Renews the leases of the shards running here; stops those whose batch stopped or that were taken over."""
+        mine = list(self._shards)
+        held = await self.store.renew_shards(mine)
+        for seq in mine:
+            if seq not in self._shards:
+                continue
+            if seq not in held:
+                log.warning("batch shard %d: lease lost (taken over); stopping it here", seq)
+                self._stop(seq, LEASE_LOST)
+            elif held[seq] is not None:
+                log.info("batch shard %d: its batch is %s; stopping it", seq, held[seq])
+                self._stop(seq, BATCH_STOPPED)
+        return True
+
+    async def _unproven(self) -> bool:
+        """The leases could not be renewed for longer than they last: another replica may run these shards now."""
+        for seq in list(self._shards):
+            log.warning("batch shard %d: job store unreachable past the lease; stopping it here", seq)
+            self._stop(seq, LEASE_LOST)
+        return True
+
+    async def _run_shard(self, shard: ShardRecord) -> None:
+        part = self.store.part_of(shard.batch_id, shard.idx)
+        source = self.store.path_of(shard.input_file_id)
         try:
+            plan, lines = shard.plan, None
+            if plan.end_byte is None:  # a batch the upgrade to shards found running: one shard over its file
+                lines = await asyncio.to_thread(_adopt, self.store.path_of(shard.output_file_id), part, source, plan)
+            # A takeover: the counts start from what the dead runner wrote.
+            completed, failed = await asyncio.to_thread(_counts, part)
+            if not await self.store.start_shard(shard.seq, completed, failed, lines):
+                return
+            counts = LineCounts(self.store, shard.seq, COUNT_EVERY_S)
             try:
-                pacing = BatchPacing(batch.endpoint, self.budget, batch.created_at, counts.add)
-                capacity = self.budget.capacity
-                run = {"monolith.batch.id": batch.id, "monolith.batch.endpoint": batch.endpoint}
-                with background_span(
-                    f"batch {batch.endpoint}", run | {"monolith.batch.run": batch.runs}, batch.traceparent
-                ):
-                    report = await run_batch(self.services, source, output, capacity, False, pacing, total)
+                pacing = BatchPacing(shard.endpoint, self.budget, shard.created_at, counts.add)
+                run = {
+                    "monolith.batch.id": shard.batch_id,
+                    "monolith.batch.endpoint": shard.endpoint,
+                    "monolith.batch.shard": shard.idx,
+                    "monolith.batch.run": shard.runs,
+                }
+                with background_span(f"batch {shard.endpoint}", run, shard.traceparent):
+                    report = await run_batch(
+                        self.services, shard_lines(source, plan), part, self.budget.capacity, False, pacing, lines
+                    )
             finally:  # before the final counts are written: a late progress write would add to them
                 await counts.close()
-            log.info("batch %s: %s", batch.id, report.summary())
-            await self.store.register_output(batch)
-            completed, failed = await asyncio.to_thread(_counts, output)
-            ended = {"completed_at": int(time.time()), "completed": completed, "failed": failed}
-            await self.store.finish_held(batch.id, "completed", **ended)
+            log.info("batch %s shard %d: %s", shard.batch_id, shard.idx, report.summary())
+            completed, failed = await asyncio.to_thread(_counts, part)
+            await self.store.finish_shard(shard.seq, completed, failed)
         except asyncio.CancelledError:
-            current = await self.store.get_batch(batch.id)
-            if current is not None and current.status == "cancelling":
-                await self._end_cancelled(batch)
+            if self._stopping.get(shard.seq) == BATCH_STOPPED:
+                with contextlib.suppress(Exception):  # else its lease runs out
+                    await self.store.let_go(shard.seq)
             raise
         except Exception as exc:
             if is_outage(exc):  # the engine or the vector store, not the batch: handed back, resumed later
-                log.warning("batch %s: %s; resumed in %.0f s", batch.id, exc, self.retry_after_s)
+                where = f"batch {shard.batch_id} shard {shard.idx}"
+                log.warning("%s: %s; resumed in %.0f s", where, exc, self.retry_after_s)
                 self._resume_at = time.monotonic() + self.retry_after_s
                 with contextlib.suppress(Exception):  # the job store is down too: then the lease runs out
-                    await self.store.release(batch.id)
+                    await self.store.release(shard.seq)
                 return
-            log.exception("batch %s failed", batch.id)
-            await self.store.finish_held(batch.id, "failed", failed_at=int(time.time()), error=type(exc).__name__)
+            log.exception("batch %s shard %d failed", shard.batch_id, shard.idx)
+            await self.store.fail_batch(shard.batch_id, type(exc).__name__)
+            await self.store.let_go(shard.seq)
 
-    async def _end_cancelled(self, batch: BatchRecord) -> None:
-        """Lines already answered stay in the output file, which is kept."""
-        await self.store.register_output(batch)
-        completed, failed = await asyncio.to_thread(_counts, self.store.path_of(batch.output_file_id))
-        ended = {"cancelled_at": int(time.time()), "completed": completed, "failed": failed}
-        await self.store.finish_held(batch.id, "cancelled", **ended)
+    async def _end(self, batch: BatchRecord, end: str) -> None:
+        """Assembles the output from the parts (the lines answered, in input order) and gives the batch its end."""
+        try:
+            shards = [(self.store.part_of(batch.id, idx), plan) for idx, plan in await self.store.shards_of(batch.id)]
+            source, output = self.store.path_of(batch.input_file_id), self.store.path_of(batch.output_file_id)
+            completed, failed = await asyncio.to_thread(assemble, source, shards, output)
+            await self.store.register_output(batch)
+        except Exception as exc:
+            if is_outage(exc):  # its lease runs out, and it is ended again
+                raise
+            log.exception("batch %s: its output could not be assembled", batch.id)
+            await self.store.finish_held(batch.id, "failed", failed_at=int(time.time()), error=type(exc).__name__)
+            return
+        log.info("batch %s %s: %d lines completed, %d failed", batch.id, end, completed, failed)
+        ended = {END_STAMPS[end]: int(time.time()), "completed": completed, "failed": failed}
+        await self.store.finish_held(batch.id, end, **ended)
 
 
 class LineCounts:
-    """A running batch's progress: the lines answered are added to its counts in one write at most every
+    """A running shard's progress: the lines answered are added to its counts in one write at most every
     `every_s`, the first line after a write starting the wait; a write that fails keeps its lines for the next."""
 
-    def __init__(self, store: BatchStore, batch_id: str, every_s: float) -> None:
+    def __init__(self, store: BatchStore, shard_seq: int, every_s: float) -> None:
         self.store = store
-        self.batch_id = batch_id
+        self.shard_seq = shard_seq
         self.every_s = every_s
         self.completed = 0
         self.failed = 0
         self._pending: asyncio.Task | None = None
 
     async def add(self, ok: bool) -> None:
+        BATCH_LINES.inc()
         if ok:
             self.completed += 1
         else:
@@ -204,15 +262,15 @@ class LineCounts:
         self.completed = self.failed = 0
         self._pending = None  # lines answered from here on start the next wait
         try:
-            await self.store.count_lines(self.batch_id, completed, failed)
-        except Exception as exc:  # progress only (the end counts the output file): the next write tries again
+            await self.store.count_lines(self.shard_seq, completed, failed)
+        except Exception as exc:  # progress only (the end counts the part file): the next write tries again
             self.completed += completed
             self.failed += failed
-            log.warning("batch %s: its progress counts could not be written (%r); trying again", self.batch_id, exc)
+            log.warning("batch shard %d: its progress could not be written (%r); trying again", self.shard_seq, exc)
             self._write_soon()
 
     async def close(self) -> None:
-        """The batch's lines stopped: its counts are set from its output file next, and nothing here may write
+        """The shard's lines stopped: its counts are set from its part file next, and nothing here may write
         after that."""
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -220,8 +278,17 @@ class LineCounts:
             await asyncio.wait({pending})
 
 
-def _counts(output) -> tuple[int, int]:
-    """(completed, failed) as the output file records them."""
+def _counts(output: Path) -> tuple[int, int]:
+    """(completed, failed) as an output (or part) file records them."""
     outcomes = written(output)
     succeeded = sum(outcomes.values())
     return succeeded, len(outcomes) - succeeded
+
+
+def _adopt(output: Path, part: Path, source: Path, plan: ShardPlan) -> int:
+    """A shard over a whole file (made by the upgrade to shards) takes over the output its batch's runner wrote
+    before; its request lines, counted."""
+    if output.exists() and not part.exists():
+        part.parent.mkdir(parents=True, exist_ok=True)
+        output.rename(part)
+    return sum(1 for _ in shard_lines(source, plan))

@@ -1,5 +1,5 @@
-"""Work for one replica at a time, under a named lease: the shared backlog exported as a metric, and finished jobs
-and batch files past their retention deleted."""
+"""Work for one replica at a time, under a named lease: the shared backlogs (async jobs, batch lines) exported as
+metrics, and finished jobs and batch files past their retention deleted."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from monolith.config import StoreSettings
 from monolith.errors import STORE_OUTAGES
-from monolith.metrics import ASYNC_BACKLOG
+from monolith.metrics import ASYNC_BACKLOG, BATCH_BACKLOG
 from monolith.store.jobs import JobStore
 from monolith.store.leases import Lease
 
@@ -28,6 +28,8 @@ class Housekeeping:
         self.lease = Lease(store.db, HOUSEKEEPING, store.replica, settings.lease_s)
         # Set by the runtime: batch files past files.ttl_s go with the same housekeeping.
         self.expire_files: Callable[[], Awaitable[int]] | None = None
+        # Set by the runtime: the batch lines still to answer, exported beside the async backlog.
+        self.batch_backlog: Callable[[], Awaitable[int]] | None = None
         self._last_purge = 0.0
 
     async def run(self) -> None:
@@ -42,9 +44,12 @@ class Housekeeping:
 
     async def once(self) -> None:
         if not await self.lease.hold():
-            ASYNC_BACKLOG.set(0)  # the holder exports the shared figure; see metrics.ASYNC_BACKLOG
+            ASYNC_BACKLOG.set(0)  # the holder exports the shared figures; see metrics.ASYNC_BACKLOG
+            BATCH_BACKLOG.set(0)
             return
         ASYNC_BACKLOG.set(await self.store.backlog())
+        if self.batch_backlog is not None:
+            BATCH_BACKLOG.set(await self.batch_backlog())
         if time.time() - self._last_purge > PURGE_EVERY_S:
             self._last_purge = time.time()
             purged = await self.store.purge(time.time() - self.result_ttl_s)

@@ -122,6 +122,11 @@ class LineChecker:
             raise BadRequest(f"line {number}: custom_id {custom_id!r} is already used on line {first}", param="file")
         self.seen[custom_id] = number
 
+    def finish(self) -> None:
+        """After the last line: a file of blank lines holds no request, which a batch could not run."""
+        if not self.seen:
+            raise BadRequest("the file has no request line (every line is blank)", param="file")
+
 
 async def answer_in_background(
     services: Services,

@@ -8,7 +8,7 @@ import errno
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -87,10 +87,10 @@ class _Lines:
         self.bar = bar
         self.started = time.perf_counter()
 
-    def pending(self, input_path: Path, done: set[str]) -> Iterator[Item]:
+    def pending(self, source: Iterable[tuple[int, bytes]], done: set[str]) -> Iterator[Item]:
         """Each line not answered yet (a repeated custom_id is answered once), checked as the routes check a body."""
         max_bytes = self.services.settings.server.max_body_bytes
-        for number, raw in read_lines(input_path):
+        for number, raw in source:
             self.report.total += 1
             custom_id, request, error = parse_line(raw, number)
             too_large = line_too_large(number, raw, max_bytes)
@@ -182,7 +182,7 @@ async def _in_flight(
 
 async def run_batch(
     services: Services,
-    input_path: Path,
+    source: Path | Iterable[tuple[int, bytes]],
     output_path: Path,
     max_in_flight: int,
     progress: bool = True,
@@ -190,11 +190,14 @@ async def run_batch(
     total: int | None = None,
 ) -> BatchReport:
     """Hands the engine up to `max_in_flight` requests at once; lines are written as they finish, and the lines
-    the output already holds are skipped (a resume). `total`: the input's line count when the caller has it."""
+    the output already holds are skipped (a resume). `source`: a batch file, or its (line number, line) pairs (a
+    shard's); `total`: the input's line count when the caller has it."""
     report = BatchReport()
     done = done_custom_ids(output_path)
-    if total is None:
-        total = sum(1 for _ in read_lines(input_path))
+    if isinstance(source, Path):
+        if total is None:
+            total = sum(1 for _ in read_lines(source))
+        source = read_lines(source)
     started = time.perf_counter()
     bar = tqdm(total=total, desc="batch", unit="line", disable=not progress)
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +216,7 @@ async def run_batch(
                 slots.release()
             await lines.write(custom_id, status, result, request_id)
 
-        await _in_flight(lines.pending(input_path, done), one, max_in_flight)
+        await _in_flight(lines.pending(source, done), one, max_in_flight)
     bar.close()
     report.seconds = time.perf_counter() - started
     return report

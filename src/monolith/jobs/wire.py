@@ -56,7 +56,7 @@ def file_object(record: FileRecord, ttl_s: float) -> FileObject:
 
 
 def batch_object(record: BatchRecord) -> BatchObject:
-    done = record.status in ("completed", "cancelled")
+    done = record.status in ("completed", "cancelled", "expired")
     return BatchObject(
         id=record.id,
         endpoint=record.endpoint,
@@ -71,7 +71,8 @@ def batch_object(record: BatchRecord) -> BatchObject:
         completed_at=record.completed_at,
         cancelled_at=record.cancelled_at,
         failed_at=record.failed_at,
-        expires_at=None,
+        expires_at=record.expires_at,
+        expired_at=record.expired_at,
         request_counts=RequestCounts(record.total, record.completed, record.failed),
         metadata=json.loads(record.metadata) if record.metadata else None,
     )

@@ -39,6 +39,7 @@ class BatchObject(msgspec.Struct):
     cancelled_at: int | None
     failed_at: int | None
     expires_at: int | None
+    expired_at: int | None
     request_counts: RequestCounts
     metadata: dict[str, Any] | None
     object: str = "batch"

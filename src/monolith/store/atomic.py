@@ -20,16 +20,21 @@ def write_atomically(path: Path, content: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     partial.rename(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def copy_lines_atomically(
-    source: BinaryIO, path: Path, check: Callable[[int, bytes], None], max_lines: int, max_line_bytes: int
+    source: BinaryIO,
+    path: Path,
+    check: Callable[[int, bytes], None],
+    max_lines: int,
+    max_line_bytes: int,
+    finish: Callable[[], None] | None = None,
 ) -> tuple[int, int]:
     """Copies an upload line by line into `path` (written as `write_atomically` does), calling `check(n, line)`
-    on each line first; (bytes, lines). A line is read with a bound, so a file with no newline costs no more
-    memory than one long line. A full disk raises StorageFull; a failed check, its BadRequest; either way
-    nothing is left behind."""
+    on each line first and `finish()` after the last; (bytes, lines). A line is read with a bound, so a file with
+    no newline costs no more memory than one long line. A full disk raises StorageFull; a failed check, its
+    BadRequest; either way nothing is left behind."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     size = lines = 0
     try:
@@ -41,10 +46,12 @@ def copy_lines_atomically(
                 check(lines, line)
                 out.write(line if line.endswith(b"\n") else line + b"\n")
                 size += len(line)
+            if finish is not None:
+                finish()
             out.flush()
             os.fsync(out.fileno())
         partial.rename(path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the server's file storage is full; try again later") from None
@@ -54,7 +61,7 @@ def copy_lines_atomically(
     return size, lines
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     handle = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(handle)

@@ -59,11 +59,13 @@ class FileStore:
         check: Callable[[int, bytes], None],
         max_lines: int,
         max_line_bytes: int,
+        finish: Callable[[], None] | None = None,
     ) -> FileRecord:
-        """An upload, checked line by line while it is copied into place (never whole in memory)."""
+        """An upload, checked line by line while it is copied into place (never whole in memory), then as a whole
+        by `finish`."""
         file_id = new_file_id()
         path = self.path_of(file_id)
-        size, _ = await asyncio.to_thread(copy_lines_atomically, source, path, check, max_lines, max_line_bytes)
+        size, _ = await asyncio.to_thread(copy_lines_atomically, source, path, check, max_lines, max_line_bytes, finish)
         record = FileRecord(file_id, filename, purpose, size, int(time.time()), owner)
         try:
             async with self.db.begin() as conn:

@@ -102,7 +102,37 @@ batches = Table(
     Column("owner", Text, nullable=False, server_default=""),
     # The create request's W3C trace context, when it was traced: the batch's runs link to it.
     Column("traceparent", Text),
+    # When a shard of it was last claimed (the database's clock): shards are taken round-robin over batches.
+    Column("claimed_at", Float),
+    # Past this (created_at + completion_window) the batch ends `expired` with the lines it has.
+    Column("expires_at", BigInteger),
+    Column("expired_at", BigInteger),
     Index("batches_owner", "owner", "seq"),
+    sqlite_autoincrement=True,
+)
+
+# A batch's request lines in runs of a few hundred (`batch.shard_lines`), each claimed by one replica under a
+# lease and answered into its own part file; the batch's output is assembled from the parts when it ends.
+batch_shards = Table(
+    "batch_shards",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("batch_id", Text, nullable=False),
+    Column("idx", Integer, nullable=False),
+    # The shard's bytes of the input file, [start_byte, end_byte); no end_byte: to the end of the file.
+    Column("start_byte", BigInteger, nullable=False),
+    Column("end_byte", BigInteger),
+    Column("first_line", Integer, nullable=False),  # the file's line number at start_byte (error messages)
+    Column("lines", Integer, nullable=False),  # request lines in it (blank lines aside)
+    Column("status", Text, nullable=False),  # queued, completed, failed
+    Column("runs", Integer, nullable=False, server_default="0"),
+    # Its lines answered so far: the batch's request_counts are the sum over its shards while it runs.
+    Column("completed", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", Float),
+    Index("batch_shards_status", "status", "batch_id"),
+    UniqueConstraint("batch_id", "idx", name="batch_shards_batch_idx"),
     sqlite_autoincrement=True,
 )
 
