@@ -44,9 +44,12 @@ def test_openai_client_batch_flow_completes(openai_client: OpenAI, tmp_path: Pat
     assert batch.request_counts.total == 14
     assert (batch.request_counts.completed, batch.request_counts.failed) == (12, 2)
     lines = [json.loads(x) for x in openai_client.files.content(batch.output_file_id).text.splitlines()]
-    by_id = {line["custom_id"]: line for line in lines}
-    assert set(by_id) == {f"req-{i}" for i in range(12)} | {"wrong-url", "zero-tokens"}
-    assert by_id["req-0"]["response"]["body"]["object"] == "chat.completion"
+    assert [line["custom_id"] for line in lines] == [f"req-{i}" for i in range(12)], "in input order"
+    assert lines[0]["response"]["body"]["object"] == "chat.completion"
+    assert batch.error_file_id, "OpenAI's error file holds the failed lines"
+    failed = [json.loads(x) for x in openai_client.files.content(batch.error_file_id).text.splitlines()]
+    by_id = {line["custom_id"]: line for line in failed}
+    assert list(by_id) == ["wrong-url", "zero-tokens"]
     assert by_id["wrong-url"]["error"]["message"] and by_id["zero-tokens"]["response"]["status_code"] == 400
     assert batch.id in {b.id for b in openai_client.batches.list()}
 
@@ -61,6 +64,8 @@ def run_to_completion(openai_client: OpenAI, path: Path, endpoint: str) -> dict[
         batch = openai_client.batches.retrieve(batch.id)
     assert batch.status == "completed", batch
     lines = [json.loads(x) for x in openai_client.files.content(batch.output_file_id).text.splitlines()]
+    if batch.error_file_id:
+        lines += [json.loads(x) for x in openai_client.files.content(batch.error_file_id).text.splitlines()]
     return {line["custom_id"]: line["response"] for line in lines}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from monolith.jobs.batches import LineCounts
 from monolith.store.batches import BatchStore, ShardPlan
 from monolith.store.database import open_database
 from monolith.store.files import FileStore
+from tests.api.test_health import metric_samples
 from tests.conftest import free_port
 from tests.helpers import eventually
 from tests.scripted import ScriptedEngine, ThreadedServer
@@ -197,6 +199,28 @@ def test_a_small_batch_after_a_big_one_is_not_kept_waiting_for_it(settings: Sett
         assert c.get(f"/v1/batches/{big}").json()["status"] == "in_progress", "the small one ended first"
         assert output_ids(c, small) == ["s0", "s1", "s2", "s3"]
         assert output_ids(c, ended(c, big, 120)) == [f"r{i}" for i in range(400)]
+
+
+def backlog(client: httpx.Client) -> float:
+    return metric_samples(client.get("/metrics").text)["monolith_batch_backlog"][0].value
+
+
+def test_a_batch_past_its_window_ends_expired_with_the_lines_it_has(settings: Settings, tmp_path: Path) -> None:
+    """Its running shards stop at their next heartbeat and the output holds the lines answered, each once, in
+    input order; meanwhile the lines still to answer are exported for the autoscaler, and 0 once it ended."""
+    one = replicas_settings(settings, "jobs.sqlite3", tmp_path / "files", 50, heartbeat_s=0.5, lease_s=3.0)
+    with replicas(1, one, gap_s=0.05) as running, httpx.Client(base_url=running[0][0].base_url) as c:
+        batch_id = create_batch(c, batch_lines(2000, max_tokens=4))
+        eventually(lambda: c.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] >= 20, 30, "lines")
+        waiting = eventually(lambda: 0 < backlog(c) < 2000 and backlog(c), 10, "the batch backlog exported")
+        assert waiting > 1000, "the lines still to answer"
+        with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:  # its 24 h have passed
+            db.execute("UPDATE batches SET expires_at = 0 WHERE id = ?", (batch_id,))
+        batch = ended(c, batch_id, 30, "expired")
+        ids = output_ids(c, batch)
+        assert 0 < len(ids) < 2000 and batch["expired_at"] and batch["request_counts"]["completed"] == len(ids)
+        assert ids == [f"r{i}" for i in sorted(int(i[1:]) for i in ids)] and len(set(ids)) == len(ids)
+        eventually(lambda: backlog(c) == 0, 10, "no backlog once it ended")
 
 
 def test_a_cancel_stops_the_shards_on_every_replica_within_a_heartbeat(

@@ -53,6 +53,10 @@ def answer(custom_id: str, status: int = 200) -> bytes:
     return output_line(custom_id, status, body, f"req-{custom_id}")
 
 
+def ids_in(path: Path) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in path.read_text().splitlines()]
+
+
 def test_the_output_is_assembled_in_input_order_each_custom_id_once(tmp_path: Path) -> None:
     source = batch_file(tmp_path / "in.jsonl", 10, random.Random(2))
     plans = split(source, 4)
@@ -61,10 +65,10 @@ def test_the_output_is_assembled_in_input_order_each_custom_id_once(tmp_path: Pa
     parts[0].write_bytes(answer("r3") + answer("r0", 400) + answer("r1") + answer("r2"))
     parts[1].write_bytes(answer("r5") + answer("r4") + answer("r5") + answer("r6"))  # r7: never answered (cancel)
     parts[2].write_bytes(answer("r9") + answer("r8")[:-20])  # torn last line: dropped, r8 stays unanswered
-    output = tmp_path / "out.jsonl"
-    assert assemble(source, list(zip(parts, plans, strict=True)), output) == (7, 1)
-    ids = [json.loads(line)["custom_id"] for line in output.read_text().splitlines()]
-    assert ids == ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r9"]
+    output, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    assert assemble(source, list(zip(parts, plans, strict=True)), output, errors) == (7, 1)
+    assert ids_in(output) == ["r1", "r2", "r3", "r4", "r5", "r6", "r9"]
+    assert ids_in(errors) == ["r0"], "OpenAI's error file: the failed lines"
     assert not any(p.exists() for p in parts), "the parts go once the output is in place"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no partial output left"
 
@@ -77,6 +81,7 @@ def test_a_custom_id_repeated_in_two_shards_is_answered_once(tmp_path: Path) -> 
     parts = [tmp_path / "p0", tmp_path / "p1"]
     parts[0].write_bytes(answer("a") + answer("b"))
     parts[1].write_bytes(answer("c") + answer("a", 400))
-    output = tmp_path / "out.jsonl"
-    assert assemble(source, list(zip(parts, plans, strict=True)), output) == (3, 0)
-    assert [json.loads(line)["custom_id"] for line in output.read_text().splitlines()] == ["a", "b", "c"]
+    output, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    assert assemble(source, list(zip(parts, plans, strict=True)), output, errors) == (3, 0)
+    assert ids_in(output) == ["a", "b", "c"]
+    assert not errors.exists(), "no failed line, no error file"

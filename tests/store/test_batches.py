@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
+import os
 import time
 from pathlib import Path
 
@@ -164,6 +165,13 @@ async def test_files_are_listed_per_owner_counted_and_expired(db: Database, tmp_
     assert await store.files.expire_files(int(time.time()) + 10) == 3, "every file but a running batch's input"
     assert await store.files.get_file(mine[0].id) and not store.path_of(mine[1].id).exists()
     assert await store.files.get_file(theirs.id) is None
+    stale, fresh = store.part_of("batch_failed", 0), store.part_of("batch_running", 0)
+    stale.parent.mkdir()
+    stale.write_bytes(b"{}\n")
+    fresh.write_bytes(b"{}\n")
+    os.utime(stale, (time.time() - 100, time.time() - 100))
+    assert await store.files.expire_files(int(time.time()) - 50) == 0
+    assert not stale.exists() and fresh.exists(), "a part left by a failed batch goes when it is as old as a file"
 
 
 async def test_a_file_a_running_batch_reads_cannot_be_deleted(db: Database, tmp_path: Path) -> None:

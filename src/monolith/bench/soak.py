@@ -229,14 +229,16 @@ class Load:
                 if batch["status"] in ("completed", "failed", "cancelled", "expired"):
                     break
             tokens = 0
-            if batch.get("output_file_id"):
-                output = await self.client.get(f"/v1/files/{batch['output_file_id']}/content")
+            for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):  # answered, failed lines
+                if not file_id:
+                    continue
+                output = await self.client.get(f"/v1/files/{file_id}/content")
                 for line in output.text.splitlines():
                     answer = json.loads(line)["response"]
                     self.tally.add("batch line", answer["status_code"])
                     if answer["status_code"] == 200:
                         tokens += answer["body"]["usage"]["completion_tokens"]
-                await self.client.delete(f"/v1/files/{batch['output_file_id']}")
+                await self.client.delete(f"/v1/files/{file_id}")
             await self.client.delete(f"/v1/files/{upload.json()['id']}")
             self.tally.add("batch", batch["status"], tokens)
         except (httpx.HTTPError, KeyError, ValueError) as error:

@@ -21,6 +21,7 @@ from monolith.metrics import BATCH_LINES
 from monolith.scheduling import BackgroundBudget
 from monolith.serving.services import Services
 from monolith.store.batches import BatchRecord, BatchStore, ShardPlan, ShardRecord
+from monolith.store.files import new_file_id
 from monolith.tracing import background_span
 
 log = logging.getLogger(__name__)
@@ -218,8 +219,10 @@ class BatchRunner:
         try:
             shards = [(self.store.part_of(batch.id, idx), plan) for idx, plan in await self.store.shards_of(batch.id)]
             source, output = self.store.path_of(batch.input_file_id), self.store.path_of(batch.output_file_id)
-            completed, failed = await asyncio.to_thread(assemble, source, shards, output)
-            await self.store.register_output(batch)
+            error_file_id = batch.error_file_id or new_file_id()  # none: made before the upgrade to shards
+            errors = self.store.path_of(error_file_id)
+            completed, failed = await asyncio.to_thread(assemble, source, shards, output, errors)
+            await self.store.register_output(batch, error_file_id if failed else None)
         except Exception as exc:
             if is_outage(exc):  # its lease runs out, and it is ended again
                 raise
@@ -228,6 +231,7 @@ class BatchRunner:
             return
         log.info("batch %s %s: %d lines completed, %d failed", batch.id, end, completed, failed)
         ended = {END_STAMPS[end]: int(time.time()), "completed": completed, "failed": failed}
+        ended["error_file_id"] = error_file_id
         await self.store.finish_held(batch.id, end, **ended)
 
 

@@ -1,13 +1,16 @@
 """A batch file's shards on disk: the file split into runs of request lines by byte range, a shard's lines read
-back, and the batch's output assembled from the shards' part files, lines in input order, each custom_id once."""
+back, and the batch's output and error files assembled from the shards' part files, lines in input order, each
+custom_id once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from monolith.jobs.lines import parse_line, written
 from monolith.store.atomic import fsync_dir
@@ -53,33 +56,43 @@ def custom_ids(path: Path, plan: ShardPlan) -> Iterator[str]:
         yield parse_line(raw, number)[0]
 
 
-def assemble(source: Path, shards: list[tuple[Path, ShardPlan]], output: Path) -> tuple[int, int]:
-    """Writes `output` from the shards' parts, in input order, each custom_id once (a repeat, in the same shard or
-    another, keeps its first answer); the parts are deleted once the output is in place. (completed, failed)."""
+def assemble(source: Path, shards: list[tuple[Path, ShardPlan]], output: Path, errors: Path) -> tuple[int, int]:
+    """Writes `output` (the lines answered 200) and `errors` (the failed lines, only when there are any) from the
+    shards' parts, in input order, each custom_id once (a repeat, in the same shard or another, keeps its first
+    answer); the parts are deleted once both are in place. (completed, failed)."""
     seen: set[str] = set()
-    completed = failed = 0
-    partial = output.with_name(f".{output.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with partial.open("wb") as out:
-            for part, plan in shards:
-                answers = _answers(part)
-                for custom_id in custom_ids(source, plan):
-                    line = answers.get(custom_id)
-                    if line is None or custom_id in seen:
-                        continue
-                    seen.add(custom_id)
-                    out.write(line)
-                    ok = json.loads(line)["response"]["status_code"] == 200
-                    completed, failed = completed + ok, failed + (not ok)
-            out.flush()
-            os.fsync(out.fileno())
-        partial.rename(output)
-        fsync_dir(output.parent)
-    finally:
-        partial.unlink(missing_ok=True)
+    counts = [0, 0]
+    with _atomic(output) as good, _atomic(errors) as bad:
+        for part, plan in shards:
+            answers = _answers(part)
+            for custom_id in custom_ids(source, plan):
+                line = answers.get(custom_id)
+                if line is None or custom_id in seen:
+                    continue
+                seen.add(custom_id)
+                ok = json.loads(line)["response"]["status_code"] == 200
+                (good if ok else bad).write(line)
+                counts[not ok] += 1
+    if not counts[1]:
+        errors.unlink(missing_ok=True)
     for part, _ in shards:
         part.unlink(missing_ok=True)
-    return completed, failed
+    return counts[0], counts[1]
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[BinaryIO]:
+    """A file readers on any replica see whole or not at all: written under a temporary name, then renamed."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with partial.open("wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        partial.rename(path)
+        fsync_dir(path.parent)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _answers(part: Path) -> dict[str, bytes]:

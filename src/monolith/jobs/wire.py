@@ -65,7 +65,7 @@ def batch_object(record: BatchRecord) -> BatchObject:
         completion_window=record.completion_window,
         status=record.status,
         output_file_id=record.output_file_id if done else None,
-        error_file_id=None,
+        error_file_id=record.error_file_id if done and record.failed else None,
         created_at=record.created_at,
         in_progress_at=record.in_progress_at,
         completed_at=record.completed_at,

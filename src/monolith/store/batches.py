@@ -45,6 +45,7 @@ class BatchRecord:
     traceparent: str | None = None  # the create request's trace context (monolith.tracing)
     expires_at: int | None = None
     expired_at: int | None = None
+    error_file_id: str | None = None
 
 
 def _shard_sum(column: Any) -> Any:
@@ -78,6 +79,7 @@ BATCH_COLUMNS = [
     batches.c.traceparent,
     batches.c.expires_at,
     batches.c.expired_at,
+    batches.c.error_file_id,
 ]
 
 
@@ -183,6 +185,7 @@ class BatchStore:
                     endpoint=endpoint,
                     input_file_id=input_file_id,
                     output_file_id=output,
+                    error_file_id=new_file_id(),
                     completion_window=window,
                     status="validating",
                     metadata=metadata,
@@ -449,6 +452,9 @@ class BatchStore:
         async with self.db.read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def register_output(self, batch: BatchRecord) -> None:
-        """The output file's record (its content was assembled from the shards' parts)."""
+    async def register_output(self, batch: BatchRecord, error_file_id: str | None = None) -> None:
+        """The output file's record (its content was assembled from the shards' parts), and the error file's when
+        any line failed."""
         await self.files.register_output(batch.output_file_id, f"{batch.id}_output.jsonl", batch.owner)
+        if error_file_id is not None:
+            await self.files.register_output(error_file_id, f"{batch.id}_error.jsonl", batch.owner)

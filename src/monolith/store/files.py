@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -136,6 +137,11 @@ class FileStore:
             ids = [r.id for r in await conn.execute(expired.returning(files.c.id))]
         for file_id in ids:
             self.path_of(file_id).unlink(missing_ok=True)
+        # A batch's shard parts go when its output is assembled; a failed batch's stay until they are this old.
+        for part in (self.files_dir / "parts").glob("*.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                if part.stat().st_mtime < older_than:
+                    part.unlink()
         return len(ids)
 
     async def register_output(self, file_id: str, filename: str, owner: str) -> None:

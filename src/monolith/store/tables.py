@@ -107,6 +107,8 @@ batches = Table(
     # Past this (created_at + completion_window) the batch ends `expired` with the lines it has.
     Column("expires_at", BigInteger),
     Column("expired_at", BigInteger),
+    # The failed lines' file (OpenAI's error_file_id), set when the batch ends with any; the output holds the rest.
+    Column("error_file_id", Text),
     Index("batches_owner", "owner", "seq"),
     sqlite_autoincrement=True,
 )

@@ -1,5 +1,6 @@
 """Shards: a batch's lines split into shards that any replica claims under a lease; batches get a round-robin
-turn (`claimed_at`) and an end (`expires_at`, `expired_at`). A batch unfinished at the upgrade becomes one shard
+turn (`claimed_at`), an end (`expires_at`, `expired_at`) and an error file (`error_file_id`, OpenAI's: the failed
+lines, apart from the output). A batch unfinished at the upgrade becomes one shard
 over its whole file (its runner counts the lines and adopts the output written so far).
 
 Revision ID: 0006
@@ -41,6 +42,7 @@ def upgrade() -> None:
         table.add_column(sa.Column("claimed_at", sa.Float))
         table.add_column(sa.Column("expires_at", sa.BigInteger))
         table.add_column(sa.Column("expired_at", sa.BigInteger))
+        table.add_column(sa.Column("error_file_id", sa.Text))
     op.execute("UPDATE batches SET expires_at = created_at + 86400")
     op.execute(
         "INSERT INTO batch_shards (batch_id, idx, start_byte, end_byte, first_line, lines, status, runs) "
