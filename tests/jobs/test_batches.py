@@ -208,7 +208,7 @@ def backlog(client: httpx.Client) -> float:
 def test_a_batch_past_its_window_ends_expired_with_the_lines_it_has(settings: Settings, tmp_path: Path) -> None:
     """Its running shards stop at their next heartbeat and the output holds the lines answered, each once, in
     input order; meanwhile the lines still to answer are exported for the autoscaler, and 0 once it ended."""
-    one = replicas_settings(settings, "jobs.sqlite3", tmp_path / "files", 50, heartbeat_s=0.5, lease_s=3.0)
+    one = replicas_settings(settings, "jobs.sqlite3", tmp_path / "files", 1000, heartbeat_s=0.5, lease_s=3.0)
     with replicas(1, one, gap_s=0.05) as running, httpx.Client(base_url=running[0][0].base_url) as c:
         batch_id = create_batch(c, batch_lines(2000, max_tokens=4))
         eventually(lambda: c.get(f"/v1/batches/{batch_id}").json()["request_counts"]["completed"] >= 20, 30, "lines")
@@ -216,7 +216,7 @@ def test_a_batch_past_its_window_ends_expired_with_the_lines_it_has(settings: Se
         assert waiting > 1000, "the lines still to answer"
         with sqlite3.connect(tmp_path / "jobs.sqlite3") as db:  # its 24 h have passed
             db.execute("UPDATE batches SET expires_at = 0 WHERE id = ?", (batch_id,))
-        batch = ended(c, batch_id, 30, "expired")
+        batch = ended(c, batch_id, 5, "expired")  # its two shards, ~25 s of lines each, stop at a heartbeat
         ids = output_ids(c, batch)
         assert 0 < len(ids) < 2000 and batch["expired_at"] and batch["request_counts"]["completed"] == len(ids)
         assert ids == [f"r{i}" for i in sorted(int(i[1:]) for i in ids)] and len(set(ids)) == len(ids)
@@ -230,7 +230,8 @@ def test_a_cancel_stops_the_shards_on_every_replica_within_a_heartbeat(
     next heartbeat), and the batch ends `cancelled` with the lines answered so far, each once."""
     heartbeat_s = 0.5
     database = postgres.create_database(f"cancel_{uuid.uuid4().hex[:8]}")
-    two = replicas_settings(settings, database, tmp_path / "files", 20, heartbeat_s=heartbeat_s, lease_s=3.0)
+    # Shards of 500: two on each replica, each ~12 s of lines, so only the cancel can stop them this soon.
+    two = replicas_settings(settings, database, tmp_path / "files", 500, heartbeat_s=heartbeat_s, lease_s=3.0)
     with replicas(2, two, gap_s=0.05) as running, httpx.Client(base_url=running[0][0].base_url) as c:
         batch_id = create_batch(c, batch_lines(2000, max_tokens=4))
         engines = [engine for _, engine in running]
@@ -246,7 +247,7 @@ def test_a_cancel_stops_the_shards_on_every_replica_within_a_heartbeat(
                     stopped[i] = time.monotonic() - asked
             return all(stopped)
 
-        eventually(idle, 10, "both replicas to stop", interval_s=0.02)
+        eventually(idle, 5, "both replicas to stop", interval_s=0.02)
         batch = ended(c, batch_id, 30, "cancelled")
         lines = sum(e.finished for e in engines)
         ids = output_ids(c, batch)
