@@ -8,13 +8,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from openai import OpenAI
 from pydantic import BaseModel
 
 from monolith.bench.otlp import OtlpReceiver
-from tests.conftest import ManagedServer, ServerProcess, managed_server
+from monolith.config import load_settings
+from tests.conftest import CPU_CONFIG, ManagedServer, ServerProcess, free_port, managed_server
 from tests.helpers import save_tiny_cross_encoder
+from tests.scripted import ScriptedEngine, ThreadedServer
 
 RERANK_MODEL = "tiny-reranker"
 # Whether each test of LangChain's standard suite passed (tests/api/test_langchain_standard.py counts them).
@@ -31,6 +34,26 @@ def openai_client(server: ServerProcess) -> Iterator[OpenAI]:
     client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """The real app with the session server's bounds (engine.max_tokens_limit, files.max_lines, the context window)
+    over a scripted engine, with its job store: for the bad-input tests, which need no real tokens, so that
+    `make test-quick` runs them."""
+    settings = load_settings(CPU_CONFIG)
+    bounded = settings.model_copy(
+        update={
+            "data_dir": tmp_path_factory.mktemp("scripted"),
+            "engine": settings.engine.model_copy(update={"max_tokens_limit": 1024}),
+            "files": settings.files.model_copy(update={"max_lines": 1000}),
+        }
+    )
+    with (
+        ThreadedServer(bounded, ScriptedEngine(gap_s=0.001), free_port(), jobs=True) as running,
+        httpx.Client(base_url=running.base_url, timeout=30) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="session")

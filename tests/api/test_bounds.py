@@ -1,5 +1,6 @@
 """Every size, count and depth a client controls is bounded, and going past a bound is a 4xx naming the field,
-never a 5xx: request bodies, sampling fields, prompt lists, request ids, uploaded batch files."""
+never a 5xx: request bodies, sampling fields, prompt lists, request ids, uploaded batch files. The real app over a
+scripted engine (`scripted`, so `make test-quick` runs them), but where the real engine or tokenizer is the point."""
 
 from __future__ import annotations
 
@@ -21,17 +22,17 @@ def post_raw(http: httpx.Client, path: str, body: bytes) -> httpx.Response:
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/rag", "/v1/async/rag"])
-def test_json_nested_deeper_than_python_recurses_is_a_400(http: httpx.Client, path: str) -> None:
+def test_json_nested_deeper_than_python_recurses_is_a_400(scripted: httpx.Client, path: str) -> None:
     for deep in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
-        response = post_raw(http, path, b'{"model": "twin", "x": ' + deep + b"}")
+        response = post_raw(scripted, path, b'{"model": "twin", "x": ' + deep + b"}")
         assert response.status_code == 400, response.text
         assert response.json()["error"]["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/rag"])
-def test_a_body_that_is_not_utf8_is_a_400(http: httpx.Client, path: str) -> None:
+def test_a_body_that_is_not_utf8_is_a_400(scripted: httpx.Client, path: str) -> None:
     body = b'{"model": "twin", "query": "\xc3\x28", "messages": [{"role": "user", "content": "\xff\xfe"}]}'
-    response = post_raw(http, path, body)
+    response = post_raw(scripted, path, body)
     assert response.status_code == 400, response.text
     assert "UTF-8" in response.json()["error"]["message"]
 
@@ -50,8 +51,8 @@ def test_a_body_that_is_not_utf8_is_a_400(http: httpx.Client, path: str) -> None
         ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}] * 1001}]}, "messages[0].content"),
     ],
 )
-def test_values_vllm_would_refuse_are_400s_at_the_edge(http: httpx.Client, extra: dict, param: str) -> None:
-    response = http.post("/v1/chat/completions", json={**CHAT, **extra})
+def test_values_vllm_would_refuse_are_400s_at_the_edge(scripted: httpx.Client, extra: dict, param: str) -> None:
+    response = scripted.post("/v1/chat/completions", json={**CHAT, **extra})
     assert response.status_code in (400, 404), response.text  # a too-long model name is simply unknown
     assert response.json()["error"]["param"].startswith(param), response.text
 
@@ -61,19 +62,19 @@ def test_a_seed_at_the_64_bit_edge_is_accepted(http: httpx.Client) -> None:
     assert http.post("/v1/chat/completions", json={**CHAT, "seed": -(2**63)}).status_code == 200
 
 
-def test_a_prompt_list_is_capped(http: httpx.Client) -> None:
+def test_a_prompt_list_is_capped(scripted: httpx.Client) -> None:
     body = {"model": "twin", "prompt": ["hi"] * (MAX_PROMPTS + 1), "max_tokens": 1}
-    response = http.post("/v1/completions", json=body)
+    response = scripted.post("/v1/completions", json=body)
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
     assert "limit" in response.json()["error"]["message"]
 
 
-def test_each_prompt_of_a_list_counts_for_admission(http: httpx.Client) -> None:
+def test_each_prompt_of_a_list_counts_for_admission(scripted: httpx.Client) -> None:
     # The session server admits 32 at once (admission.max_waiting): 40 prompts can never be admitted.
     body = {"model": "twin", "prompt": ["hi"] * 40, "max_tokens": 1}
-    response = http.post("/v1/completions", json=body)
+    response = scripted.post("/v1/completions", json=body)
     assert response.status_code == 400 and "admits 32 at once" in response.json()["error"]["message"]
-    ok = http.post("/v1/completions", json={**body, "prompt": ["hi"] * 8})
+    ok = scripted.post("/v1/completions", json={**body, "prompt": ["hi"] * 8})
     assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
 
 
@@ -88,9 +89,9 @@ def test_each_prompt_of_a_list_counts_for_admission(http: httpx.Client) -> None:
     ],
 )
 def test_a_client_request_id_is_echoed_only_when_short_and_printable(
-    http: httpx.Client, sent: str, echoed: bool
+    scripted: httpx.Client, sent: str, echoed: bool
 ) -> None:
-    response = http.get("/v1/models", headers={"X-Request-Id": sent})
+    response = scripted.get("/v1/models", headers={"X-Request-Id": sent})
     assert (response.headers["x-request-id"] == sent) is echoed
     assert response.headers["x-request-id"]
 
@@ -118,33 +119,35 @@ def line(custom_id: str, **body: object) -> bytes:
         (b"\xff\xfe\n", "line 1 is not JSON"),
     ],
 )  # fmt: skip
-def test_a_bad_batch_file_is_refused_at_upload_naming_the_line(http: httpx.Client, content: bytes, words: str) -> None:
-    response = upload(http, content)
+def test_a_bad_batch_file_is_refused_at_upload_naming_the_line(
+    scripted: httpx.Client, content: bytes, words: str
+) -> None:
+    response = upload(scripted, content)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == "file" and words in error["message"], error
 
 
-def test_a_file_with_more_lines_than_allowed_is_refused(http: httpx.Client) -> None:
+def test_a_file_with_more_lines_than_allowed_is_refused(scripted: httpx.Client) -> None:
     # The test servers allow 1 000 lines (files.max_lines; OpenAI allows 50 000).
     content = b"\n".join(line(f"c{i}") for i in range(1001))
-    response = upload(http, content)
+    response = upload(scripted, content)
     assert response.status_code == 400 and "more than 1000 lines" in response.json()["error"]["message"]
 
 
-def test_files_are_listed_newest_first_and_deleted(http: httpx.Client) -> None:
-    first = upload(http, line("a")).json()
-    second = upload(http, line("b")).json()
+def test_files_are_listed_newest_first_and_deleted(scripted: httpx.Client) -> None:
+    first = upload(scripted, line("a")).json()
+    second = upload(scripted, line("b")).json()
     assert first["expires_at"] > first["created_at"]
-    listed = http.get("/v1/files", params={"purpose": "batch"}).json()
+    listed = scripted.get("/v1/files", params={"purpose": "batch"}).json()
     ids = [f["id"] for f in listed["data"]]
     assert ids.index(second["id"]) < ids.index(first["id"]) and listed["object"] == "list"
-    deleted = http.delete(f"/v1/files/{first['id']}")
+    deleted = scripted.delete(f"/v1/files/{first['id']}")
     assert deleted.status_code == 200 and deleted.json() == {"id": first["id"], "object": "file", "deleted": True}
-    assert http.get(f"/v1/files/{first['id']}").status_code == 404
-    assert http.get(f"/v1/files/{first['id']}/content").status_code == 404
-    assert http.delete(f"/v1/files/{first['id']}").status_code == 404
-    assert http.get(f"/v1/files/{second['id']}/content").content == line("b") + b"\n"
+    assert scripted.get(f"/v1/files/{first['id']}").status_code == 404
+    assert scripted.get(f"/v1/files/{first['id']}/content").status_code == 404
+    assert scripted.delete(f"/v1/files/{first['id']}").status_code == 404
+    assert scripted.get(f"/v1/files/{second['id']}/content").content == line("b") + b"\n"
 
 
 def test_tokenising_long_prompts_does_not_stall_other_clients(http: httpx.Client) -> None:
@@ -187,34 +190,34 @@ def test_tokenising_long_prompts_does_not_stall_other_clients(http: httpx.Client
         ({"k": 1}, "metadata"),  # values are strings
     ],
 )
-def test_batch_metadata_has_openais_bounds(http: httpx.Client, metadata: dict, param: str) -> None:
-    file_id = upload(http, line("meta")).json()["id"]
+def test_batch_metadata_has_openais_bounds(scripted: httpx.Client, metadata: dict, param: str) -> None:
+    file_id = upload(scripted, line("meta")).json()["id"]
     body = {"input_file_id": file_id, "endpoint": "/v1/completions", "completion_window": "24h"}
-    refused = http.post("/v1/batches", json={**body, "metadata": metadata})
+    refused = scripted.post("/v1/batches", json={**body, "metadata": metadata})
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"]["param"].startswith(param), refused.text
     edge = {f"k{i}" + "k" * 60: "v" * 512 for i in range(16)}  # every bound met exactly
-    accepted = http.post("/v1/batches", json={**body, "metadata": edge})
+    accepted = scripted.post("/v1/batches", json={**body, "metadata": edge})
     assert accepted.status_code == 200 and accepted.json()["metadata"] == edge, accepted.text
-    http.post(f"/v1/batches/{accepted.json()['id']}/cancel")
+    scripted.post(f"/v1/batches/{accepted.json()['id']}/cancel")
 
 
 @pytest.mark.parametrize("path", ["/v1/responses"])
-def test_response_metadata_has_openais_bounds(http: httpx.Client, path: str) -> None:
+def test_response_metadata_has_openais_bounds(scripted: httpx.Client, path: str) -> None:
     body = {"model": "twin", "input": "hi", "max_output_tokens": 2}
-    refused = http.post(path, json={**body, "metadata": {f"k{i}": "v" for i in range(17)}})
+    refused = scripted.post(path, json={**body, "metadata": {f"k{i}": "v" for i in range(17)}})
     assert refused.status_code == 400 and refused.json()["error"]["param"].startswith("metadata"), refused.text
 
 
-def test_ids_and_file_names_are_bounded(http: httpx.Client) -> None:
+def test_ids_and_file_names_are_bounded(scripted: httpx.Client) -> None:
     body = {"input_file_id": "f" * 129, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
-    refused = http.post("/v1/batches", json=body)
+    refused = scripted.post("/v1/batches", json=body)
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "input_file_id", refused.text
-    named = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("n" * 256 + ".jsonl", line("x"))})
+    named = scripted.post("/v1/files", data={"purpose": "batch"}, files={"file": ("n" * 256 + ".jsonl", line("x"))})
     assert named.status_code == 400 and named.json()["error"]["param"] == "file", named.text
-    empty = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("empty.jsonl", b"")})
+    empty = scripted.post("/v1/files", data={"purpose": "batch"}, files={"file": ("empty.jsonl", b"")})
     assert empty.status_code == 400 and empty.json()["error"]["param"] == "file", empty.text
     for blank in (b"\n\n", b" \n\t\n", b"\r\n"):  # no request line: a batch over it would have nothing to run
-        refused = http.post("/v1/files", data={"purpose": "batch"}, files={"file": ("blank.jsonl", blank)})
+        refused = scripted.post("/v1/files", data={"purpose": "batch"}, files={"file": ("blank.jsonl", blank)})
         assert refused.status_code == 400 and refused.json()["error"]["param"] == "file", refused.text
         assert "blank" in refused.json()["error"]["message"]

@@ -105,15 +105,15 @@ def test_a_streamed_rag_chat_carries_its_sources_on_the_first_chunk(http: httpx.
     assert chunk["sources"] and all(s["link"] and s["content"] for s in chunk["sources"])
 
 
-def test_a_rag_chat_must_end_with_the_users_question(http: httpx.Client) -> None:
+def test_a_rag_chat_must_end_with_the_users_question(scripted: httpx.Client) -> None:
     messages = [{"role": "user", "content": "How do I deploy?"}, {"role": "assistant", "content": "Like this."}]
-    response = http.post("/v1/chat/completions", json={"model": "twin-rag", "messages": messages})
+    response = scripted.post("/v1/chat/completions", json={"model": "twin-rag", "messages": messages})
     assert response.status_code == 400 and response.json()["error"]["param"] == "messages"
 
 
-def test_a_streamed_completion_of_several_prompts_is_refused(http: httpx.Client) -> None:
+def test_a_streamed_completion_of_several_prompts_is_refused(scripted: httpx.Client) -> None:
     body = {"model": "twin", "prompt": ["one", "two"], "max_tokens": 2, "stream": True}
-    response = http.post("/v1/completions", json=body)
+    response = scripted.post("/v1/completions", json=body)
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
 
 

@@ -1,4 +1,5 @@
-"""Bad input gets a 4xx with a JSON body naming the field; never a 500."""
+"""Bad input gets a 4xx with a JSON body naming the field; never a 500. On the real app over a scripted engine
+(`scripted`): none of it needs real tokens, and `make test-quick` runs it."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import pytest
         ({"query": "hi", "bogus": 1}, "bogus"),
     ],
 )
-def test_rag_rejects_bad_input_naming_the_field(http: httpx.Client, body: dict, param: str) -> None:
-    response = http.post("/rag", json=body)
+def test_rag_rejects_bad_input_naming_the_field(scripted: httpx.Client, body: dict, param: str) -> None:
+    response = scripted.post("/rag", json=body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param
@@ -41,42 +42,42 @@ def test_rag_rejects_bad_input_naming_the_field(http: httpx.Client, body: dict, 
         ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}, "tools[0].function"),
     ],
 )
-def test_a_nested_missing_or_unknown_field_is_named_by_its_path(http: httpx.Client, body: dict, param: str) -> None:
-    response = http.post("/v1/chat/completions", json={"model": "twin", **body})
+def test_a_nested_missing_or_unknown_field_is_named_by_its_path(scripted: httpx.Client, body: dict, param: str) -> None:
+    response = scripted.post("/v1/chat/completions", json={"model": "twin", **body})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
 
 
-def test_malformed_json_is_a_400(http: httpx.Client) -> None:
-    response = http.post("/rag", content=b'{"query": ', headers={"content-type": "application/json"})
+def test_malformed_json_is_a_400(scripted: httpx.Client) -> None:
+    response = scripted.post("/rag", content=b'{"query": ', headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert "malformed" in response.json()["error"]["message"].lower()
 
 
-def test_prompt_longer_than_the_context_window_is_a_400_naming_the_prompt(http: httpx.Client) -> None:
+def test_prompt_longer_than_the_context_window_is_a_400_naming_the_prompt(scripted: httpx.Client) -> None:
     prompt = "deploy the model " * 1500  # ~4500 tokens, above max_model_len 2048
-    response = http.post("/v1/completions", json={"model": "twin", "prompt": prompt, "max_tokens": 8})
+    response = scripted.post("/v1/completions", json={"model": "twin", "prompt": prompt, "max_tokens": 8})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == "prompt"
     assert "context window" in error["message"]
 
 
-def test_chat_messages_longer_than_the_context_window_is_a_400(http: httpx.Client) -> None:
+def test_chat_messages_longer_than_the_context_window_is_a_400(scripted: httpx.Client) -> None:
     messages = [{"role": "user", "content": "tell me about serving " * 1200}]
-    response = http.post("/v1/chat/completions", json={"model": "twin", "messages": messages})
+    response = scripted.post("/v1/chat/completions", json={"model": "twin", "messages": messages})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "messages"
 
 
-def test_oversized_body_is_a_413(http: httpx.Client) -> None:
-    response = http.post("/rag", json={"query": "x" * 1_100_000})
+def test_oversized_body_is_a_413(scripted: httpx.Client) -> None:
+    response = scripted.post("/rag", json={"query": "x" * 1_100_000})
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "request_too_large"
 
 
-def test_unknown_route_is_a_json_404(http: httpx.Client) -> None:
-    response = http.get("/no/such/route")
+def test_unknown_route_is_a_json_404(scripted: httpx.Client) -> None:
+    response = scripted.get("/no/such/route")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
 
@@ -94,24 +95,24 @@ def test_unknown_route_is_a_json_404(http: httpx.Client) -> None:
         ({"text": "hi"}, "prompt", ""),
     ],
 )
-def test_completions_reject_malformed_prompts(http: httpx.Client, prompt: object, param: str, words: str) -> None:
-    response = http.post("/v1/completions", json={"model": "twin", "prompt": prompt, "max_tokens": 2})
+def test_completions_reject_malformed_prompts(scripted: httpx.Client, prompt: object, param: str, words: str) -> None:
+    response = scripted.post("/v1/completions", json={"model": "twin", "prompt": prompt, "max_tokens": 2})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param
     assert words in error["message"]
 
 
-def test_openai_unknown_model_is_a_404_naming_the_model(http: httpx.Client) -> None:
-    response = http.post(
+def test_openai_unknown_model_is_a_404_naming_the_model(scripted: httpx.Client) -> None:
+    response = scripted.post(
         "/v1/chat/completions", json={"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}
     )
     assert response.status_code == 404
     assert response.json()["error"]["param"] == "model"
 
 
-def test_openai_wrong_role_is_a_400_naming_the_field(http: httpx.Client) -> None:
-    response = http.post(
+def test_openai_wrong_role_is_a_400_naming_the_field(scripted: httpx.Client) -> None:
+    response = scripted.post(
         "/v1/chat/completions", json={"model": "twin", "messages": [{"role": "robot", "content": "x"}]}
     )
     assert response.status_code == 400
