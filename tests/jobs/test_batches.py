@@ -199,6 +199,7 @@ def test_a_small_batch_after_a_big_one_is_not_kept_waiting_for_it(settings: Sett
         assert c.get(f"/v1/batches/{big}").json()["status"] == "in_progress", "the small one ended first"
         assert output_ids(c, small) == ["s0", "s1", "s2", "s3"]
         assert output_ids(c, ended(c, big, 120)) == [f"r{i}" for i in range(400)]
+    assert list((tmp_path / "files" / "parts").iterdir()) == [], "the parts go once the outputs are assembled"
 
 
 def backlog(client: httpx.Client) -> float:

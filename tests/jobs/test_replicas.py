@@ -270,7 +270,7 @@ def test_both_replicas_answer_one_batch_and_a_killed_ones_shards_are_finished_by
     cluster.ensure_up()
     lines = []
     for i in range(200):
-        body = {"model": "twin", "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 6}
+        body = {"model": "twin", "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 3}
         lines.append(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}))
     before = {r.name: batch_lines_answered(r) for r in (cluster.a, cluster.b)}
     with cluster.a.client() as a:

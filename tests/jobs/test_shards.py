@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from monolith.jobs.lines import output_line, read_lines
-from monolith.jobs.shards import assemble, custom_ids, shard_lines, split
+from monolith.jobs.shards import assemble, custom_ids, remove_parts, shard_lines, split
 from monolith.store.batches import ShardPlan
 
 
@@ -69,7 +69,9 @@ def test_the_output_is_assembled_in_input_order_each_custom_id_once(tmp_path: Pa
     assert assemble(source, list(zip(parts, plans, strict=True)), output, errors) == (7, 1)
     assert ids_in(output) == ["r1", "r2", "r3", "r4", "r5", "r6", "r9"]
     assert ids_in(errors) == ["r0"], "OpenAI's error file: the failed lines"
-    assert not any(p.exists() for p in parts), "the parts go once the output is in place"
+    assert all(p.exists() for p in parts), "kept until the ending is recorded"
+    remove_parts(parts)
+    assert not any(p.exists() for p in parts)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no partial output left"
 
 

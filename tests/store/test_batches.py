@@ -69,6 +69,7 @@ async def test_a_batch_is_made_of_shards_each_run_by_one_replica(
     assert await a.finish_shard(mine[a], 2, 0) and await b.finish_shard(mine[b], 1, 1)
     assert await ended_batch(b) == (batch.id, "completed")
     assert await ended_batch(a) is None, "b holds its ending"
+    assert await b.hold_batch(batch.id) and not await a.hold_batch(batch.id)
     assert await b.finish_held(batch.id, "completed", completed=3, failed=1)
     assert (await a.get_batch(batch.id)).completed == 3 and await a.lines_waiting() == 0
 

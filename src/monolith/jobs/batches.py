@@ -15,7 +15,7 @@ from monolith.config import BatchSettings, StoreSettings
 from monolith.errors import STORE_OUTAGES, is_outage
 from monolith.jobs.heartbeat import LeaseKeeper
 from monolith.jobs.lines import written
-from monolith.jobs.shards import assemble, shard_lines, split
+from monolith.jobs.shards import assemble, remove_parts, shard_lines, split
 from monolith.jobs.transform import BatchPacing, run_batch
 from monolith.metrics import BATCH_LINES
 from monolith.scheduling import BackgroundBudget
@@ -215,7 +215,9 @@ class BatchRunner:
             await self.store.let_go(shard.seq)
 
     async def _end(self, batch: BatchRecord, end: str) -> None:
-        """Assembles the output from the parts (the lines answered, in input order) and gives the batch its end."""
+        """Assembles the output from the parts (the lines answered, in input order) and gives the batch its end,
+        holding the batch's lease while it assembles (a 50,000-line batch takes seconds)."""
+        keeper = asyncio.create_task(self._ending_lease(batch.id).run())
         try:
             shards = [(self.store.part_of(batch.id, idx), plan) for idx, plan in await self.store.shards_of(batch.id)]
             source, output = self.store.path_of(batch.input_file_id), self.store.path_of(batch.output_file_id)
@@ -229,10 +231,23 @@ class BatchRunner:
             log.exception("batch %s: its output could not be assembled", batch.id)
             await self.store.finish_held(batch.id, "failed", failed_at=int(time.time()), error=type(exc).__name__)
             return
-        log.info("batch %s %s: %d lines completed, %d failed", batch.id, end, completed, failed)
+        finally:
+            keeper.cancel()
         ended = {END_STAMPS[end]: int(time.time()), "completed": completed, "failed": failed}
-        ended["error_file_id"] = error_file_id
-        await self.store.finish_held(batch.id, end, **ended)
+        if await self.store.finish_held(batch.id, end, error_file_id=error_file_id, **ended):
+            log.info("batch %s %s: %d lines completed, %d failed", batch.id, end, completed, failed)
+            await asyncio.to_thread(remove_parts, [part for part, _ in shards])
+
+    def _ending_lease(self, batch_id: str) -> LeaseKeeper:
+        """Renews the lease on a batch this replica is ending; if it is lost, its ending is not recorded here."""
+
+        async def renew() -> bool:
+            return await self.store.hold_batch(batch_id)
+
+        async def unproven() -> bool:
+            return False
+
+        return LeaseKeeper("batch ending", self.leases.heartbeat_s, self.leases.lease_s, renew, unproven)
 
 
 class LineCounts:

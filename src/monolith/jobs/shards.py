@@ -59,7 +59,8 @@ def custom_ids(path: Path, plan: ShardPlan) -> Iterator[str]:
 def assemble(source: Path, shards: list[tuple[Path, ShardPlan]], output: Path, errors: Path) -> tuple[int, int]:
     """Writes `output` (the lines answered 200) and `errors` (the failed lines, only when there are any) from the
     shards' parts, in input order, each custom_id once (a repeat, in the same shard or another, keeps its first
-    answer); the parts are deleted once both are in place. (completed, failed)."""
+    answer). The parts stay: the replica whose ending is recorded deletes them (`remove_parts`), so that a replica
+    that lost the ending's lease midway cannot take lines from the one that took it over. (completed, failed)."""
     seen: set[str] = set()
     counts = [0, 0]
     with _atomic(output) as good, _atomic(errors) as bad:
@@ -75,9 +76,12 @@ def assemble(source: Path, shards: list[tuple[Path, ShardPlan]], output: Path, e
                 counts[not ok] += 1
     if not counts[1]:
         errors.unlink(missing_ok=True)
-    for part, _ in shards:
-        part.unlink(missing_ok=True)
     return counts[0], counts[1]
+
+
+def remove_parts(parts: list[Path]) -> None:
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

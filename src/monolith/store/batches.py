@@ -325,13 +325,15 @@ class BatchStore:
         return await self._update_shard(seq, **fields)
 
     async def count_lines(self, seq: int, completed: int, failed: int) -> None:
-        """Adds lines answered since the last count to a shard's progress."""
+        """Adds lines answered since the last count to the progress of a shard this replica holds (once taken over,
+        its counts start again from its part: a late write from the runner that lost it would add to them)."""
         values = {
             batch_shards.c.completed: batch_shards.c.completed + completed,
             batch_shards.c.failed: batch_shards.c.failed + failed,
         }
+        mine = and_(batch_shards.c.seq == seq, batch_shards.c.lease_owner == self.replica)
         async with self.db.begin() as conn:
-            await conn.execute(update(batch_shards).where(batch_shards.c.seq == seq).values(values))
+            await conn.execute(update(batch_shards).where(mine).values(values))
 
     async def finish_shard(self, seq: int, completed: int, failed: int) -> bool:
         """Every line of the shard answered; its lease let go."""
@@ -395,6 +397,16 @@ class BatchStore:
         batch = await self.get_batch(row.id)
         assert batch is not None
         return batch, end
+
+    async def hold_batch(self, batch_id: str) -> bool:
+        """Extends this replica's lease on a batch it is ending; False when it no longer holds it."""
+        async with self.db.begin() as conn:
+            held = await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.lease_owner == self.replica)
+                .values(lease_expires_at=epoch_now() + self.lease_s)
+            )
+        return held.rowcount == 1
 
     async def shards_of(self, batch_id: str) -> list[tuple[int, ShardPlan]]:
         """(idx, plan) of each shard of a batch, in input order."""
