@@ -4,16 +4,12 @@ custom_id once."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
-from monolith.jobs.lines import parse_line, written
-from monolith.store.atomic import fsync_dir
+from monolith.jobs.lines import parse_line
+from monolith.store.atomic import atomically
 from monolith.store.batches import ShardPlan
 
 
@@ -63,7 +59,7 @@ def assemble(source: Path, shards: list[tuple[Path, ShardPlan]], output: Path, e
     that lost the ending's lease midway cannot take lines from the one that took it over. (completed, failed)."""
     seen: set[str] = set()
     counts = [0, 0]
-    with _atomic(output) as good, _atomic(errors) as bad:
+    with atomically(output) as good, atomically(errors) as bad:
         for part, plan in shards:
             answers = _answers(part)
             for custom_id in custom_ids(source, plan):
@@ -84,27 +80,15 @@ def remove_parts(parts: list[Path]) -> None:
         part.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[BinaryIO]:
-    """A file readers on any replica see whole or not at all: written under a temporary name, then renamed."""
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with partial.open("wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        partial.rename(path)
-        fsync_dir(path.parent)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def _answers(part: Path) -> dict[str, bytes]:
     """custom_id -> its output line in a part file (the first, should a line have been written twice)."""
-    written(part)  # drops a torn last line (its runner was killed mid-write)
     if not part.exists():
         return {}
     answers: dict[str, bytes] = {}
     for line in part.read_bytes().splitlines(keepends=True):
-        answers.setdefault(json.loads(line)["custom_id"], line)
+        try:
+            custom_id = json.loads(line)["custom_id"]
+        except (ValueError, KeyError, TypeError):  # a torn last line: its runner was killed mid-write
+            continue
+        answers.setdefault(custom_id, line if line.endswith(b"\n") else line + b"\n")
     return answers

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from monolith.errors import BadRequest, StorageFull
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    """Readers on any replica see the whole file or none: a temporary name, fsync, rename, fsync the dir."""
+@contextlib.contextmanager
+def atomically(path: Path) -> Iterator[BinaryIO]:
+    """A file readers on any replica see whole or not at all: written under a temporary name, fsync, rename, fsync
+    the directory; nothing is left behind if the writing fails."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    with partial.open("wb") as out:
+    try:
+        with partial.open("wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        partial.rename(path)
+        _fsync_dir(path.parent)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    with atomically(path) as out:
         out.write(content)
-        out.flush()
-        os.fsync(out.fileno())
-    partial.rename(path)
-    fsync_dir(path.parent)
 
 
 def copy_lines_atomically(
@@ -51,7 +62,7 @@ def copy_lines_atomically(
             out.flush()
             os.fsync(out.fileno())
         partial.rename(path)
-        fsync_dir(path.parent)
+        _fsync_dir(path.parent)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the server's file storage is full; try again later") from None
@@ -61,7 +72,7 @@ def copy_lines_atomically(
     return size, lines
 
 
-def fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: Path) -> None:
     handle = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(handle)

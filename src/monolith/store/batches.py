@@ -163,7 +163,7 @@ class BatchStore:
 
     def part_of(self, batch_id: str, idx: int) -> Path:
         """A shard's answers, appended as its lines finish; the batch's output is assembled from the parts."""
-        return self.files.files_dir / "parts" / f"{batch_id}.{idx:06d}.jsonl"
+        return self.files.parts_dir / f"{batch_id}.{idx:06d}.jsonl"
 
     async def create_batch(
         self,

@@ -51,6 +51,11 @@ class FileStore:
     def path_of(self, file_id: str) -> Path:
         return self.files_dir / f"{file_id}.jsonl"
 
+    @property
+    def parts_dir(self) -> Path:
+        """Where running batches' shards write their answers (store.batches), beside the files."""
+        return self.files_dir / "parts"
+
     async def add_file_from(
         self,
         source: BinaryIO,
@@ -138,7 +143,7 @@ class FileStore:
         for file_id in ids:
             self.path_of(file_id).unlink(missing_ok=True)
         # A batch's shard parts go when its output is assembled; a failed batch's stay until they are this old.
-        for part in (self.files_dir / "parts").glob("*.jsonl"):
+        for part in self.parts_dir.glob("*.jsonl"):
             with contextlib.suppress(FileNotFoundError):
                 if part.stat().st_mtime < older_than:
                     part.unlink()
