@@ -46,10 +46,9 @@ def copy_lines_atomically(
     on each line first and `finish()` after the last; (bytes, lines). A line is read with a bound, so a file with
     no newline costs no more memory than one long line. A full disk raises StorageFull; a failed check, its
     BadRequest; either way nothing is left behind."""
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     size = lines = 0
     try:
-        with partial.open("wb") as out:
+        with atomically(path) as out:
             while line := source.readline(max_line_bytes + 1):
                 lines += 1
                 if lines > max_lines:
@@ -59,16 +58,10 @@ def copy_lines_atomically(
                 size += len(line)
             if finish is not None:
                 finish()
-            out.flush()
-            os.fsync(out.fileno())
-        partial.rename(path)
-        _fsync_dir(path.parent)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the server's file storage is full; try again later") from None
         raise
-    finally:
-        partial.unlink(missing_ok=True)
     return size, lines
 
 
