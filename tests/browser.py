@@ -55,3 +55,8 @@ def chromium() -> Iterator[webdriver.Chrome]:
 def severe_console_errors(driver: webdriver.Chrome) -> list[str]:
     """What the page logged at SEVERE (script errors, refused resources, CSP violations) since the last call."""
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def loaded_resources(driver: webdriver.Chrome) -> list[str]:
+    """Every URL the page loaded (its scripts, styles, images, fonts), as the browser's resource timing says."""
+    return driver.execute_script("return performance.getEntriesByType('resource').map(entry => entry.name)")

@@ -3,7 +3,8 @@ The bottom floor (config, errors, metrics) imports nothing else of the project; 
 on it; admission on them, the background budget (scheduling) on admission, resuming a paused generation and
 the work context (lane, ticket, slot held) on the budget, generation on all of those; serving on generation and
 retrieval; jobs on serving and the store; the runtime on all of those; api/ on the runtime; and only the entry
-points (the benchmark, then the CLI and the scale demo, which start it) may import api/."""
+points (the benchmark, then the CLI and the scale demo, which start it) may import api/; the generated reference
+pages of the documentation read all of them."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ FLOORS: dict[str, int] = {
     "cli": 12,
     "bench": 11,
     "scale": 12,
+    "reference": 13,  # the documentation's generated pages: renders the CLI, the app's schema, the metrics
 }
 # Lazy imports (inside a function) count too: a cycle that only shows at run time is still a cycle.
 

@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     configuration.add_parser(
-        "reference", parents=[config], help="print the configuration reference (docs/configuration.md)"
+        "reference", parents=[config], help="print the configuration reference (docs/reference/configuration.md)"
     ).set_defaults(run=_reference)
 
     twins = commands.add_parser("twins", parents=[config], help="the twins of the config").add_subparsers(

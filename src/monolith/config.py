@@ -128,7 +128,7 @@ class EngineSettings(Section):
         gt=0,
         description="The repetition penalty of an answer constrained to JSON by `response_format` or "
         "`structured_outputs` (json, json_object) when the request sets none; None: 1.0. The embedded default "
-        "otherwise nests objects or loops inside a string until `max_tokens` (README, structured outputs).",
+        "otherwise nests objects or loops inside a string until `max_tokens` (docs/api/openai.md, structured outputs).",
     )
     tool_temperature: float | None = Field(
         0.0,
@@ -137,7 +137,7 @@ class EngineSettings(Section):
         description="The temperature of a chat answer under the tools' grammar (`tool_choice` auto, required or a "
         "function; not a native `auto`, see tool_call_parser) when the request sets none; None: the chat default, "
         "0.7. Measured on the embedded default: "
-        "arguments copied right from the request 25/34 at 0 against 20/34 at 0.7 (README, tool calling).",
+        "arguments copied right from the request 25/34 at 0 against 20/34 at 0.7 (docs/api/openai.md, tool calling).",
     )
     tool_frequency_penalty: float | None = Field(
         0.5,
@@ -148,7 +148,7 @@ class EngineSettings(Section):
         "counts the answer's own tokens only (a repetition penalty counts the prompt's too and stops the model "
         "copying the request's values). Measured on the embedded default at temperature 0: answers looping inside "
         "a string until max_tokens 3/34 -> 0/34, the same arguments right; not under `auto`/`required`, where it "
-        "turns a repeated call (answered once) into an invented second one (README, tool calling).",
+        "turns a repeated call (answered once) into an invented second one (docs/api/openai.md, tool calling).",
     )
     compact_json: bool = Field(
         True,
@@ -730,8 +730,8 @@ def _entry_rows(section: type[Section], prefix: str) -> list[str]:
 
 
 def reference() -> str:
-    """The configuration reference (docs/configuration.md), from the fields themselves: each key, its type, its
-    default and its description. `monolith config-reference` prints it; a test fails when the file is stale."""
+    """The configuration reference (docs/reference/configuration.md), from the fields themselves: each key, its
+    type, its default and its description. `monolith config reference` prints it; a test fails when it is stale."""
     lines = [
         "# Configuration reference",
         "",

@@ -1,4 +1,4 @@
-"""The chat route honours what the README says it takes: stop, seed, top_p, the penalties, content parts and
+"""The chat route honours what docs/api/openai.md says it takes: stop, seed, top_p, the penalties, content parts and
 the developer role; a RAG chat streams its sources first and puts its context ahead of the caller's system
 text; a RAG chat must end with the user's question; a streamed multi-prompt completion is refused."""
 

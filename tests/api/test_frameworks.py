@@ -79,7 +79,7 @@ def test_an_openai_agents_sdk_agent_calls_its_tool_and_finishes(server: ServerPr
             tools=[lookup_weather],
             model=agents.OpenAIChatCompletionsModel(model="twin", openai_client=client),
             model_settings=agents.ModelSettings(tool_choice="required", temperature=0, max_tokens=100),
-            # The 135M model keeps calling under "auto" once it has the result (see the README): the tool's
+            # The 135M model keeps calling under "auto" once it has the result (see docs/api/openai.md): the tool's
             # result is the final output here.
             tool_use_behavior="stop_on_first_tool",
         )

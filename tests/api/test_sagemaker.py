@@ -5,14 +5,10 @@ and not), batch transform's JSON Lines, /execution-parameters; and the system th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
-import re
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import httpx
@@ -38,7 +34,6 @@ TGI_PAYLOAD = {
     },
 }
 JSONLINES = {"content-type": "application/jsonlines"}
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
@@ -77,18 +72,6 @@ def test_boto3_invoke_endpoint_with_tgi_s_payload_reads_generated_text(front: Sa
         CustomAttributes="trace=1",  # SageMaker's header reaches the container and changes nothing
     )
     assert json.loads(again["Body"].read())[0]["generated_text"].startswith(PROMPT)
-
-
-def test_the_readme_s_boto3_snippet_runs_against_the_server(server: ServerProcess) -> None:
-    """SageMaker runtime's own path is served too, so the snippet needs no front end: run as the README has it,
-    with this server's address for `make serve`'s."""
-    snippet = re.search(r"```python\n(# pip install boto3.*?)```", README.read_text(), re.DOTALL)
-    assert snippet, "the README shows boto3 calling the server"
-    code = snippet.group(1).replace("http://127.0.0.1:8000", server.base_url)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        exec(compile(code, "README.md", "exec"), {})
-    assert printed.getvalue().strip()
 
 
 async def test_ping_is_503_while_loading_and_200_with_an_empty_body_after(settings: Settings) -> None:

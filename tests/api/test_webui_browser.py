@@ -165,7 +165,7 @@ def test_use_sources_shows_a_link_per_source(browser: WebDriver, server: ServerP
     open_page(browser, server.base_url)
     page_ready(browser)
     browser.find_element(By.XPATH, "//label[normalize-space()='Use sources']/input").click()
-    set_field(browser, "temperature", "0")  # the README's screenshot stays the same from run to run
+    set_field(browser, "temperature", "0")  # the docs' screenshot stays the same from run to run
     set_field(browser, "max-tokens", "80")
     ask(browser, "How do you deploy an LLM to production?")
     answer = finished_answer(browser)

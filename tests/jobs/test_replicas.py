@@ -235,9 +235,9 @@ def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster
             f"kill -> claimed by the other replica: {min(claimed):.1f}-{max(claimed):.1f} s, completed there: "
             f"{min(takeover):.1f}-{max(takeover):.1f} s (lease {LEASE_S} s)"
         )
-        # The README's figure: the lease, then a claim as soon as B has room. Generous slack: on a loaded 2-core
-        # machine B's own queue and a busy event loop delay the claim; a takeover that needed a restart, or never
-        # came, goes red.
+        # The figure in docs/deploying/replicas.md: the lease, then a claim as soon as B has room. Generous slack: on
+        # a loaded 2-core machine B's own queue and a busy event loop delay the claim; a takeover that needed a
+        # restart, or never came, goes red.
         assert max(claimed) < LEASE_S + 60, claimed
 
         cluster.ensure_up()  # A again, to read every job from both replicas

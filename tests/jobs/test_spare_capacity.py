@@ -1,4 +1,4 @@
-"""Async jobs and HTTP batches run on spare capacity of the real engine, as the README promises: with no
+"""Async jobs and HTTP batches run on spare capacity of the real engine, as docs/api/jobs.md promises: with no
 real-time traffic a backlog fills every engine slot, none starts while a real-time request waits, a real-time
 request's first token barely later than on an idle server (it preempts a background generation); batches side by
 side, cancellable, resumed after the server is killed."""

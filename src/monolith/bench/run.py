@@ -235,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if not parts <= set(PARTS):
         parser.error(f"--parts takes {', '.join(PARTS)}")
     profile = PROFILES[args.profile]
-    # Only a full run of every part writes bench/results itself (the README's table); others go beside it,
-    # e.g. bench/results/quick or bench/results/batch.
+    # Only a full run of every part writes bench/results itself (the docs' Benchmarks pages show those files);
+    # others go beside it, e.g. bench/results/quick or bench/results/batch.
     subset = [p for p in PARTS if p in parts] if parts != set(PARTS) else []
     args.out = args.out or ROOT / "bench" / "results" / "-".join([args.profile] * (args.profile != "full") + subset)
     settings = load_settings(args.config)

@@ -2,7 +2,7 @@
 our own (a function, a question that gives its values), in `required`, `auto` and named mode, with this server's
 instruction against the old one (the tools' JSON schemas after "You have these functions"), greedy, sampled and
 with a frequency penalty. In-process vLLM, the server's own prompt, grammar and answer reading (serving.tools);
-the numbers behind engine.tool_temperature and engine.tool_frequency_penalty (README, tool calling).
+the numbers behind engine.tool_temperature and engine.tool_frequency_penalty (docs/api/openai.md, tool calling).
 
     python -m monolith.bench.tool_args [--model DIR] [--out FILE]
 """

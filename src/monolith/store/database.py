@@ -192,7 +192,7 @@ class Database:
         self.health = StoreHealth(self.describe())
         # SQLite has one writer at a time. Writers of this process queue here rather than in SQLite's busy handler,
         # which sleeps 1 to 100 ms between its tries: 24 async jobs submitted at once took ~0.2 s longer to drain
-        # through it (README, "Mixed load"). Another process on the same file still meets busy_timeout.
+        # through it (docs/benchmarks.md, "Mixed load"). Another process on the same file still meets busy_timeout.
         self._writer = asyncio.Lock() if self.is_sqlite else None
 
     @property

@@ -1,4 +1,4 @@
-// The chat page: a client of the server's public API and nothing else (the calls, in order, are in the README).
+// The chat page: a client of the server's public API and nothing else (the calls, in order, are in docs/chat-page.md).
 // Everything the model or a source writes is put in the DOM as text (textContent), never as markup; the page's
 // Content-Security-Policy allows no inline script besides.
 "use strict";
