@@ -1,5 +1,5 @@
-"""Every field the README lists as refused answers a 400 naming it (`error.param`), on the real server: a field
-the server cannot honour is never silently ignored. The table follows the README's list, route by route."""
+"""Every field docs/api/openai.md lists as refused answers a 400 naming it (`error.param`), on the real server: a field
+the server cannot honour is never silently ignored. The table follows that page's list, route by route."""
 
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def test_use_sources_shows_a_link_per_source(browser: WebDriver, server: ServerP
     links = [item.find_element(By.TAG_NAME, "a").get_attribute("href") for item in items]
     assert items and len(links) == len(items)
     assert set(links) <= {doc["link"] for doc in corpus}
-    browser.find_element(By.CSS_SELECTOR, "#settings summary").click()  # closed again, for the README's picture
+    browser.find_element(By.CSS_SELECTOR, "#settings summary").click()  # closed again, for the docs' picture
     SCREENSHOT.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
     # A snippet opens on demand and shows the source's own text.

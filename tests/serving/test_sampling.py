@@ -72,7 +72,7 @@ NAMED = {"type": "function", "function": {"name": "joke"}}
         ({"tools": [TOOL], "tool_choice": "required", "temperature": 0.9}, 0.9),
         ({"tools": [TOOL], "tool_choice": "required", "temperature": None}, 0.0),
         ({"tools": [TOOL], "tool_choice": "none"}, 0.7),  # no grammar: a plain answer
-        ({"response_format": {"type": "json_object"}}, 0.7),  # measured worse at 0 (README)
+        ({"response_format": {"type": "json_object"}}, 0.7),  # measured worse at 0 (docs/api/openai.md)
         ({}, 0.7),
         ({"temperature": 0.2}, 0.2),
     ],
@@ -89,7 +89,7 @@ def test_a_tool_answer_is_greedy_only_when_the_client_set_no_temperature(
         ({"tools": [TOOL], "tool_choice": NAMED}, 0.5),
         ({"tools": [TOOL], "tool_choice": NAMED, "frequency_penalty": 0.0}, 0.0),
         ({"tools": [TOOL], "tool_choice": NAMED, "frequency_penalty": -1.0}, -1.0),
-        ({"tools": [TOOL], "tool_choice": "required"}, 0.0),  # it would invent a second call (README)
+        ({"tools": [TOOL], "tool_choice": "required"}, 0.0),  # it would invent a second call (docs/api/openai.md)
         ({"tools": [TOOL], "tool_choice": "auto"}, 0.0),
         ({"tools": [TOOL], "tool_choice": "none"}, 0.0),
         ({"response_format": {"type": "json_object"}}, 0.0),
