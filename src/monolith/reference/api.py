@@ -12,6 +12,7 @@ from litestar.testing import TestClient
 
 from monolith.api.app import create_app
 from monolith.config import DEFAULT_CONFIG, load_settings
+from monolith.reference.markdown import cell
 from monolith.runtime import Runtime
 
 
@@ -24,10 +25,6 @@ def served_schema(config: Path = DEFAULT_CONFIG) -> dict[str, Any]:
         response = client.get("/schema/openapi.json")
         response.raise_for_status()
         return response.json()
-
-
-def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -66,7 +63,7 @@ def _content(content: dict[str, Any]) -> str:
 def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     lines = [f"### `{method.upper()} {path}`", ""]
     if operation.get("summary"):
-        lines += [_cell(operation["summary"]), ""]
+        lines += [cell(operation["summary"]), ""]
     if operation.get("description"):
         lines += [operation["description"].strip(), ""]
     parameters = operation.get("parameters", [])
@@ -75,7 +72,7 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
         for parameter in parameters:
             lines.append(
                 f"| `{parameter['name']}` | {parameter['in']} | {parameter.get('required', False)} "
-                f"| {_type(parameter.get('schema', {}))} | {_cell(parameter.get('description', ''))} |"
+                f"| {_type(parameter.get('schema', {}))} | {cell(parameter.get('description', ''))} |"
             )
         lines.append("")
     if "requestBody" in operation:
@@ -83,7 +80,7 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
     lines += ["| status | answer | body |", "| --- | --- | --- |"]
     for status, response in operation.get("responses", {}).items():
         lines.append(
-            f"| {status} | {_cell(response.get('description', ''))} | {_content(response.get('content', {}))} |"
+            f"| {status} | {cell(response.get('description', ''))} | {_content(response.get('content', {}))} |"
         )
     return [*lines, ""]
 
@@ -91,14 +88,14 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> list[str]:
 def _component(name: str, schema: dict[str, Any]) -> list[str]:
     lines = [f"### {name}", ""]
     if schema.get("description"):
-        lines += [_cell(schema["description"]), ""]
+        lines += [cell(schema["description"]), ""]
     properties = schema.get("properties", {})
     if not properties:
         return [*lines, f"Type: {_type(schema)}", ""]
     required = set(schema.get("required", []))
     lines += ["| field | type | required | description |", "| --- | --- | --- | --- |"]
     for field, value in properties.items():
-        lines.append(f"| `{field}` | {_type(value)} | {field in required} | {_cell(value.get('description', ''))} |")
+        lines.append(f"| `{field}` | {_type(value)} | {field in required} | {cell(value.get('description', ''))} |")
     return [*lines, ""]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from monolith.reference.markdown import cell
+
 
 def targets(makefile: str) -> dict[str, str]:
     """Each phony target and its description (the comment lines right above its rule, joined)."""
@@ -23,10 +25,6 @@ def targets(makefile: str) -> dict[str, str]:
             j -= 1
         found[match.group(1)] = " ".join(comment)
     return {name: found.get(name, "") for name in phony}
-
-
-def cell(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 def make_reference(makefile: Path) -> str:

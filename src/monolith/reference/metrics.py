@@ -8,6 +8,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from monolith import metrics
 from monolith.engine import EngineStats
+from monolith.reference.markdown import cell
 
 # How a family is named in the text format: a counter's samples end in `_total` (a histogram's in `_bucket`,
 # `_sum` and `_count`, which PromQL users expect).
@@ -35,7 +36,7 @@ def metrics_reference() -> str:
     for family, labels in sorted(families(), key=lambda pair: pair[0].name):
         exposed = EXPOSED.get(family.type, "{}").format(family.name)
         shown = ", ".join(f"`{label}`" for label in labels)
-        rows.append(f"| `{exposed}` | {family.type} | {shown} | {family.documentation.replace('|', '/')} |")
+        rows.append(f"| `{exposed}` | {family.type} | {shown} | {cell(family.documentation)} |")
     return "\n".join(
         [
             "# Metrics reference",
