@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 from collections.abc import Iterator
 
 from monolith.cli import build_parser
 
-WIDTH = "100"  # argparse wraps to the terminal; a fixed width makes the page the same on every machine
+# argparse wraps to the terminal's width; a fixed one makes the page the same on every machine.
+fixed_width = functools.partial(argparse.HelpFormatter, width=100)
 
 
 def commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -21,18 +22,10 @@ def commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParse
 
 
 def cli_reference() -> str:
-    saved = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = WIDTH
-    try:
-        sections = [
-            f"## `{parser.prog}`\n\n```text\n{parser.format_help().rstrip()}\n```\n"
-            for parser in commands(build_parser())
-        ]
-    finally:
-        if saved is None:
-            del os.environ["COLUMNS"]
-        else:
-            os.environ["COLUMNS"] = saved
+    sections = []
+    for parser in commands(build_parser()):
+        parser.formatter_class = fixed_width
+        sections.append(f"## `{parser.prog}`\n\n```text\n{parser.format_help().rstrip()}\n```\n")
     head = [
         "# CLI reference",
         "",
