@@ -81,13 +81,17 @@ twins: prepare
 ingest: install
 	$(VENV)/bin/monolith --config $(CONFIG) ingest $(FILE)
 
-# Every test, against the real engine, embedder, Qdrant, PostgreSQL, Prometheus and chromium (~40 min on 2 cores).
+# Two xdist workers, each a module (or the modules sharing a session server) at a time, the longest first, their
+# engines on a core each (tests/workers.py): one engine at a time left the second core mostly idle.
+XDIST := -n 2
+
+# Every test, against the real engine, embedder, Qdrant, PostgreSQL, Prometheus and chromium.
 test: install prometheus postgres chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 # Everything that does not need the real engine: seconds, not minutes.
 test-quick: install prometheus postgres chromium
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 # ruff (check and format) and the documentation site's strict build.
 lint: install docs-build

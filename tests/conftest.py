@@ -23,6 +23,7 @@ from monolith.bench.peers import free_port, kill_tree, launch, stop_process
 from monolith.bench.postgres import PostgresServer
 from monolith.config import Settings, load_settings
 from monolith.model_prep import prepare_model
+from tests import workers
 from tests.helpers import SESSION_MARK, become_subreaper, reap
 from tests.twins import make_twins
 
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Inherited by everything the session starts: pytest_sessionfinish kills whatever still carries it.
 os.environ[SESSION_MARK] = uuid.uuid4().hex
 become_subreaper()
+workers.bind_engines_to_this_workers_core()
 CPU_CONFIG = ROOT / "configs" / "cpu.yaml"
 SAMPLE_CORPUS = ROOT / "corpus" / "sample.jsonl"
 READY_TIMEOUT_S = 600
@@ -113,6 +115,9 @@ def start_server(
         "MONOLITH_CALLBACKS__SECRET": CALLBACK_SECRET,
         "MONOLITH_CALLBACKS__ALLOW": '["localhost"]',  # the tests' receivers; no other loopback spelling
         "MONOLITH_FILES__MAX_LINES": "1000",
+        # 1 GB of KV cache (23k tokens: more than any test holds at once) rather than 2: `make test`'s two workers
+        # run up to four real servers at once in 24 GB.
+        "MONOLITH_ENGINE__CPU_KV_CACHE_GB": "1",
         **(env or {}),
     }
     cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(CPU_CONFIG), "--port", str(port)]
@@ -230,14 +235,29 @@ def http(server: ServerProcess) -> Iterator[httpx.Client]:
 _REAL_ENGINE_FIXTURES = {"server", "http", "openai_client", "small_server"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller of `make test`'s workers, or a run without them
+        workers.name_units_file()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> workers.UnitScheduling:
+    return workers.UnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if _REAL_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    if hasattr(config, "workerinput"):  # an xdist worker (`make test`): its units, the longest first
+        items[:] = workers.ordered(items)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """However the tests ended, no server, engine core, Prometheus or PostgreSQL outlives the session."""
+    """However the tests ended, no server, engine core, Prometheus or PostgreSQL outlives the session. Under
+    xdist each worker reaps what it started; the controller started nothing (its children are the workers)."""
+    if session.config.pluginmanager.has_plugin("dsession"):
+        return
     leftovers = reap(os.environ[SESSION_MARK])
     if leftovers:
         listed = "\n".join(f"  {pid} {command[:120]}" for pid, command in leftovers)

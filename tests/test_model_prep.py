@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import threading
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from monolith.config import ConfigError, GgufSource, Settings
 from monolith.model_prep import checkpoint_ready, prepare_model
@@ -40,3 +43,24 @@ def test_no_checkpoint_and_no_source_is_a_config_error(settings: Settings) -> No
     engine = settings.engine.model_copy(update={"prepare_from": None, "model": "models/absent"})
     with pytest.raises(ConfigError, match="not a checkpoint"):
         prepare_model(settings.model_copy(update={"engine": engine}))
+
+
+def test_a_process_that_finds_the_conversion_under_way_waits_and_then_converts_nothing(
+    model_dir: Path, settings: Settings
+) -> None:
+    """Replicas or test workers sharing a data dir: one converts, the others wait on its lock and then take the
+    checkpoint it made (two conversions at once wrote into the same .partial folder)."""
+    target = settings.in_data_dir(settings.engine.model)
+    target.parent.mkdir(parents=True)
+    lock = FileLock(target.with_name(target.name + ".lock"))
+    result: list[Path] = []
+    with lock:  # the converting process
+        waiting = threading.Thread(target=lambda: result.append(prepare_model(settings)))
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and not target.exists(), "it must wait for the conversion under way"
+        shutil.copytree(model_dir, target)  # what the converting process leaves behind
+        made = {f.name: f.stat().st_mtime_ns for f in target.iterdir()}
+    waiting.join(timeout=30)
+    assert result == [target]
+    assert {f.name: f.stat().st_mtime_ns for f in target.iterdir()} == made, "nothing converted again"

@@ -6,6 +6,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from filelock import FileLock
+
 from monolith.config import ConfigError, Settings
 from monolith.packaged import package_dir
 
@@ -27,14 +29,23 @@ def gguf_path(package: str, filename: str) -> Path:
 
 
 def prepare_model(settings: Settings) -> Path:
-    """Idempotent: returns the checkpoint directory, converting the packaged GGUF only when missing."""
+    """Idempotent: returns the checkpoint directory, converting the packaged GGUF only when missing. Processes
+    that share a data dir (replicas on one volume, test workers) convert it once: the others wait on a lock."""
     target = settings.in_data_dir(settings.engine.model)
     source = settings.engine.prepare_from
     if checkpoint_ready(target):
         return target
     if source is None:
         raise ConfigError(f"engine.model: {target} is not a checkpoint and engine.prepare_from is not set")
-    gguf = gguf_path(source.package, source.file)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.with_name(target.name + ".lock")):
+        if not checkpoint_ready(target):  # another process may have converted it while this one waited
+            _convert(source.package, source.file, target)
+    return target
+
+
+def _convert(package: str, filename: str, target: Path) -> None:
+    gguf = gguf_path(package, filename)
     log.info("converting %s to a safetensors checkpoint in %s", gguf.name, target)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -53,4 +64,3 @@ def prepare_model(settings: Settings) -> Path:
     tokenizer.save_pretrained(partial)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
-    return target
