@@ -8,10 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from monolith.config import ConfigError, GgufSource, Settings
-from monolith.model_prep import checkpoint_ready, prepare_model
+from monolith.model_prep import checkpoint_ready, conversion_lock, prepare_model
 
 
 def test_checkpoint_is_plain_bf16_safetensors_with_a_chat_template(model_dir: Path) -> None:
@@ -52,9 +51,8 @@ def test_a_process_that_finds_the_conversion_under_way_waits_and_then_converts_n
     checkpoint it made (two conversions at once wrote into the same .partial folder)."""
     target = settings.in_data_dir(settings.engine.model)
     target.parent.mkdir(parents=True)
-    lock = FileLock(target.with_name(target.name + ".lock"))
     result: list[Path] = []
-    with lock:  # the converting process
+    with conversion_lock(target):  # the converting process
         waiting = threading.Thread(target=lambda: result.append(prepare_model(settings)))
         waiting.start()
         waiting.join(timeout=1.0)

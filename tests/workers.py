@@ -29,8 +29,8 @@ UNITS_FILE = "MONOLITH_TEST_UNITS_FILE"  # the environment variable that names i
 # The session fixtures worth one start per session: every module that uses one joins its unit.
 SHARED = ("server", "small_server")
 
-# Seconds per module on the 2-core CI machine, one worker (the junit XML of `make test`), for the order only;
-# the ones past 20 s.
+# Seconds per module on this 2-core machine in one process (a whole-suite run, 2249 s), for the order only; the
+# ones past 20 s.
 SECONDS = {
     "tests/api/test_fuzz.py": 204,
     "tests/jobs/test_replicas.py": 165,
@@ -59,8 +59,8 @@ SECONDS = {
 }
 
 
-def module_of(item: pytest.Item) -> str:
-    return item.nodeid.split("::", 1)[0]
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 def units(items: list[pytest.Item]) -> dict[str, str]:
@@ -74,11 +74,11 @@ def units(items: list[pytest.Item]) -> dict[str, str]:
         return name
 
     for item in items:
-        module = root(module_of(item))
+        module = root(module_of(item.nodeid))
         for shared in SHARED:
             if shared in getattr(item, "fixturenames", ()):
                 parent[module] = module = root(f"shared:{shared}")
-    return {module_of(item): root(module_of(item)) for item in items}
+    return {module_of(item.nodeid): root(module_of(item.nodeid)) for item in items}
 
 
 def ordered(items: list[pytest.Item]) -> list[pytest.Item]:
@@ -93,7 +93,7 @@ def ordered(items: list[pytest.Item]) -> list[pytest.Item]:
     partial = path.with_name(f"{path.name}.{os.getpid()}")  # both workers write the same; neither sees half
     partial.write_text(json.dumps(unit_of))
     partial.replace(path)
-    return sorted(items, key=lambda item: rank[unit_of[module_of(item)]])
+    return sorted(items, key=lambda item: rank[unit_of[module_of(item.nodeid)]])
 
 
 def bind_engines_to_this_workers_core() -> None:
@@ -129,5 +129,5 @@ class UnitScheduling(LoadScopeScheduling):
         if self._unit_of is None:  # read when scheduling starts: every worker has collected by then
             text = Path(os.environ[UNITS_FILE]).read_text()
             self._unit_of = json.loads(text) if text else {}
-        module = nodeid.split("::", 1)[0]
+        module = module_of(nodeid)
         return self._unit_of.get(module, module)

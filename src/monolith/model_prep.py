@@ -28,6 +28,11 @@ def gguf_path(package: str, filename: str) -> Path:
     return path
 
 
+def conversion_lock(target: Path) -> FileLock:
+    """Held by the one process converting into `target`, beside it in the data dir."""
+    return FileLock(target.with_name(target.name + ".lock"))
+
+
 def prepare_model(settings: Settings) -> Path:
     """Idempotent: returns the checkpoint directory, converting the packaged GGUF only when missing. Processes
     that share a data dir (replicas on one volume, test workers) convert it once: the others wait on a lock."""
@@ -38,7 +43,7 @@ def prepare_model(settings: Settings) -> Path:
     if source is None:
         raise ConfigError(f"engine.model: {target} is not a checkpoint and engine.prepare_from is not set")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(target.with_name(target.name + ".lock")):
+    with conversion_lock(target):
         if not checkpoint_ready(target):  # another process may have converted it while this one waited
             _convert(source.package, source.file, target)
     return target
