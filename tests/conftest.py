@@ -100,10 +100,12 @@ def seed_store(data_dir: Path, env: dict[str, str]) -> None:
 
 
 def start_server(
-    data_dir: Path, model_dir: Path, env: dict[str, str] | None = None, *, seeded: bool = True
+    data_dir: Path, model_dir: Path, env: dict[str, str] | None = None, *, seeded: bool = True, scripted: bool = False
 ) -> ServerProcess:
     """A real `monolith serve` on a free loopback port. `seeded`: its store starts with the sample corpus (the
-    session's copy); False: it starts empty and ingests the corpus itself, as a first start does."""
+    session's copy); False: it starts empty and ingests the corpus itself, as a first start does. `scripted`: the
+    same server process and retrieval over the scripted engine (tests/scripted_server.py), for the tests that need
+    a process but no real tokens."""
     if seeded:
         seed_store(data_dir, env or {})
     port = free_port()
@@ -120,7 +122,8 @@ def start_server(
         "MONOLITH_ENGINE__CPU_KV_CACHE_GB": "1",
         **(env or {}),
     }
-    cmd = [sys.executable, "-m", "monolith.cli", "serve", "--config", str(CPU_CONFIG), "--port", str(port)]
+    entry = ["tests.scripted_server", "--retrieval"] if scripted else ["monolith.cli", "serve"]
+    cmd = [sys.executable, "-m", *entry, "--config", str(CPU_CONFIG), "--port", str(port)]
     server = launch("server", cmd, environment, data_dir, port)  # its own process group, for kill_tree
     return ServerProcess(server.proc, server.base_url, server.log)
 
@@ -154,17 +157,19 @@ def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S, seen: 
 
 
 class ManagedServer:
-    """A dedicated real server for one test module. A test that stops it (SIGTERM, SIGKILL) leaves it for the
-    next test to start again, so the module's tests pass in any order."""
+    """A dedicated server process for one test module (real, or over the scripted engine). A test that stops it
+    (SIGTERM, SIGKILL) leaves it for the next test to start again, so the module's tests pass in any order."""
 
-    def __init__(self, data_dir: Path, model_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.data_dir, self.model_dir, self.env = data_dir, model_dir, env
+    def __init__(
+        self, data_dir: Path, model_dir: Path, env: dict[str, str] | None = None, scripted: bool = False
+    ) -> None:
+        self.data_dir, self.model_dir, self.env, self.scripted = data_dir, model_dir, env, scripted
         self.server: ServerProcess | None = None
         self.probes: list[Probe] = []  # what the latest start looked like while it loaded
 
     def up(self) -> ServerProcess:
         if self.server is None or self.server.proc.poll() is not None:
-            self.server = start_server(self.data_dir, self.model_dir, self.env)
+            self.server = start_server(self.data_dir, self.model_dir, self.env, scripted=self.scripted)
             self.probes = []
             wait_ready(self.server, seen=self.probes)
         return self.server
@@ -186,10 +191,12 @@ def discard_server(server: ServerProcess) -> None:
 
 
 @contextmanager
-def managed_server(data_dir: Path, model_dir: Path, env: dict[str, str] | None = None) -> Iterator[ManagedServer]:
+def managed_server(
+    data_dir: Path, model_dir: Path, env: dict[str, str] | None = None, scripted: bool = False
+) -> Iterator[ManagedServer]:
     """The one way a test module gets a dedicated real server: `env` over the tests' defaults, started by the
-    first test that calls `up()`, stopped however the module's tests end."""
-    managed = ManagedServer(data_dir, model_dir, env)
+    first test that calls `up()`, stopped however the module's tests end. `scripted`: over the scripted engine."""
+    managed = ManagedServer(data_dir, model_dir, env, scripted)
     try:
         yield managed
     finally:

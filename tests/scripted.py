@@ -93,11 +93,16 @@ class ScriptedEngine:
         pass
 
 
-def scripted_loader(engine: ScriptedEngine, jobs: bool = False):
-    """No retrieval; with `jobs`, the job store in data_dir and the async job and batch runners, as in a server."""
+def scripted_loader(engine: ScriptedEngine, jobs: bool = False, retrieval: bool = False):
+    """With `jobs`, the job store in data_dir and the async job and batch runners, as in a server; with
+    `retrieval`, the real embedder, vector store and RAG pipeline, as in a server (else none)."""
 
     async def load(state: Runtime) -> None:
-        services = Services(Generator(engine, state.settings, state.admission), rag=None)  # type: ignore[arg-type]
+        generator = Generator(engine, state.settings, state.admission)
+        if retrieval:
+            services = await state.build_services(generator, await state.load_retrieval())
+        else:
+            services = Services(generator, rag=None)  # type: ignore[arg-type]
         if jobs:
             state.database = await open_database(state.settings.store.database, state.settings.data_dir)
             state.budget = BackgroundBudget(state.settings, state.admission)

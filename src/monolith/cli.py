@@ -10,20 +10,29 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monolith import logs
 from monolith.config import DEFAULT_CONFIG, ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from monolith.runtime import Loader
+
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
-    from monolith.api.app import create_app
+    run_server(settings, args.host or settings.server.host, args.port or settings.server.port)
+
+
+def run_server(settings: Settings, host: str, port: int, loader: Loader | None = None) -> None:
+    """What `monolith serve` runs once its settings are read; `loader` brings the runtime up (the tests' scripted
+    engine passes its own: tests/scripted_server.py)."""
+    from monolith.api.app import create_app, load_all
     from monolith.api.server import serve
     from monolith.tracing import start_tracing
 
     provider = start_tracing(settings.server.log_format)  # before the app: its middleware and generator look for it
     try:
-        serve(create_app(settings), args.host or settings.server.host, args.port or settings.server.port)
+        serve(create_app(settings, loader or load_all), host, port)
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
@@ -381,14 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def start_logging(settings: Settings) -> None:
+    """The log format and level the settings name, on top of main's basicConfig (which logs a bad config)."""
+    logs.configure(settings.server.log_format)
+    logging.getLogger("monolith").setLevel(settings.server.log_level.upper())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     try:
         args.config_path = getattr(args, "config", DEFAULT_CONFIG)
         settings = load_settings(args.config_path)
-        logs.configure(settings.server.log_format)
-        logging.getLogger("monolith").setLevel(settings.server.log_level.upper())
+        start_logging(settings)
         args.run(settings, args)
     except ConfigError as exc:
         print(f"monolith: {exc}", file=sys.stderr)

@@ -129,18 +129,12 @@ class Runtime:
             if with_jobs:
                 opening = open_database(settings.store.database, settings.data_dir, settings.store.timeout_s)
                 self.database = await self._step("job_store", "opening the job store", opening)
-            loaded = await self._load_retrieval() if retrieval else None
+            loaded = await self.load_retrieval() if retrieval else None
             engine = await engine_task
             ENGINE_STATS.stats = engine.stats
             generator = Generator(engine, settings, self.admission)
             await self._step("warmup", "running the warm-up generation", warm_up(generator, settings))
-            if loaded is None:
-                services = Services(generator, RetrievalOff())
-            else:
-                embedder, store, reranker = loaded
-                await asyncio.to_thread(store.check)
-                rag = RagPipeline(generator, embedder, store, settings, reranker)
-                services = Services(generator, rag, store, embedder, reranker)
+            services = await self.build_services(generator, loaded)
             if self.database is not None:
                 self.budget = BackgroundBudget(settings, self.admission)
                 self.jobs, self.batches = start_work(services, self.database, self.budget)
@@ -205,7 +199,19 @@ class Runtime:
         log.info("%s done in %.1f s", name, self.timings_s[name])
         return result
 
-    async def _load_retrieval(self) -> tuple[Embedder, VectorStore, Reranker | None]:
+    async def build_services(
+        self, generator: Generator, loaded: tuple[Embedder, VectorStore, Reranker | None] | None
+    ) -> Services:
+        """What the routes serve with: the generator, and RAG over what load_retrieval loaded (None: off)."""
+        if loaded is None:
+            return Services(generator, RetrievalOff())
+        embedder, store, reranker = loaded
+        await asyncio.to_thread(store.check)
+        rag = RagPipeline(generator, embedder, store, self.settings, reranker)
+        return Services(generator, rag, store, embedder, reranker)
+
+    async def load_retrieval(self) -> tuple[Embedder, VectorStore, Reranker | None]:
+        """The embedder, the vector store (the sample corpus ingested into an empty one) and the reranker."""
         settings = self.settings
         embedder = await asyncio.to_thread(Embedder, settings.embedder)
         store = await asyncio.to_thread(open_store, settings)

@@ -20,8 +20,10 @@ from tests.helpers import save_tiny_cross_encoder
 from tests.scripted import ScriptedEngine, ThreadedServer
 
 RERANK_MODEL = "tiny-reranker"
-# Whether each test of LangChain's standard suite passed (tests/api/test_langchain_standard.py counts them).
+# Whether each test of LangChain's standard suite passed (tests/api/test_langchain_standard.py counts them), and
+# how each failed one failed (the end of its error, which names what the model wrote).
 STANDARD_SUITE = pytest.StashKey[dict[str, bool]]()
+STANDARD_SUITE_ERRORS = pytest.StashKey[dict[str, str]]()
 
 
 class Person(BaseModel):
@@ -92,4 +94,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     own_skip = report.skipped and not hasattr(report, "wasxfail")  # PDF, audio, images: the suite's own skips
     if report.when == "call" and "test_langchain_standard" in item.nodeid and not own_skip:
         item.config.stash.setdefault(STANDARD_SUITE, {})[item.nodeid] = report.passed
+        if not report.passed:
+            item.config.stash.setdefault(STANDARD_SUITE_ERRORS, {})[item.nodeid] = str(report.longrepr)[-1500:]
     return report

@@ -86,7 +86,7 @@ def test_an_open_server_on_a_public_address_says_so_once(caplog: pytest.LogCaptu
     assert len(caplog.records) == 1 and "no API keys" in caplog.records[0].getMessage()
 
 
-# --- a real server with keys --------------------------------------------------------------------------
+# --- a server process with keys -----------------------------------------------------------------------
 
 KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
 
@@ -102,7 +102,8 @@ def keyed(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator
         "MONOLITH_JOBS__MAX_UNFINISHED_PER_OWNER": "3",
         "MONOLITH_FILES__MAX_PER_OWNER": "3",
     }
-    with managed_server(tmp_path_factory.mktemp("keyed"), model_dir, env) as managed:
+    # Keys, owners and quotas need a server process (SIGHUP, its log), not real tokens: the scripted engine's.
+    with managed_server(tmp_path_factory.mktemp("keyed"), model_dir, env, scripted=True) as managed:
         managed.secret = secret  # type: ignore[attr-defined]
         yield managed
 
@@ -116,7 +117,6 @@ def openai_client(managed: ManagedServer, key: str) -> OpenAI:
     return OpenAI(base_url=f"{managed.up().base_url}/v1", api_key=key, max_retries=0, timeout=120)
 
 
-@pytest.mark.slow
 def test_the_openai_client_works_with_a_right_key_and_fails_with_a_wrong_one(keyed: ManagedServer) -> None:
     client = openai_client(keyed, KEY_A)
     reply = client.chat.completions.create(model="twin", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
@@ -149,7 +149,6 @@ def test_the_openai_client_works_with_a_right_key_and_fails_with_a_wrong_one(key
     assert wrong.value.status_code == 401 and wrong.value.body["code"] == "invalid_api_key"
 
 
-@pytest.mark.slow
 def test_only_probes_and_the_scrape_answer_without_a_key(keyed: ManagedServer) -> None:
     with as_key(keyed, None) as anonymous:
         assert anonymous.get("/health/live").status_code == 200
@@ -168,7 +167,6 @@ def test_only_probes_and_the_scrape_answer_without_a_key(keyed: ManagedServer) -
             assert response.headers["www-authenticate"] == "Bearer"
 
 
-@pytest.mark.slow
 def test_one_key_cannot_see_list_or_cancel_what_another_made(keyed: ManagedServer) -> None:
     with as_key(keyed, KEY_A) as a, as_key(keyed, KEY_B) as b:
         body = {
@@ -211,7 +209,6 @@ def test_one_key_cannot_see_list_or_cancel_what_another_made(keyed: ManagedServe
         b.delete(f"/v1/jobs/{twin}")
 
 
-@pytest.mark.slow
 def test_keys_rotate_through_the_secret_file_without_a_restart(keyed: ManagedServer) -> None:
     server = keyed.up()
     secret: Path = keyed.secret  # type: ignore[attr-defined]
@@ -232,7 +229,6 @@ def test_keys_rotate_through_the_secret_file_without_a_restart(keyed: ManagedSer
     assert server.proc.poll() is None, "SIGHUP reloads, it does not stop the server"
 
 
-@pytest.mark.slow
 def test_a_key_past_its_quota_gets_a_429_and_another_key_does_not(keyed: ManagedServer) -> None:
     body = {"model": "twin", "messages": [{"role": "user", "content": "Tell a story"}], "max_tokens": 300}
     with as_key(keyed, KEY_A) as a, as_key(keyed, KEY_B) as b:
@@ -267,7 +263,6 @@ def test_a_key_past_its_quota_gets_a_429_and_another_key_does_not(keyed: Managed
                 a.delete(f"/v1/files/{file_id}")
 
 
-@pytest.mark.slow
 def test_a_key_never_appears_in_logs_errors_or_what_the_server_stores(keyed: ManagedServer) -> None:
     """Every place the key a caller authenticates with could leak to: the server's log, an error body (a wrong key,
     a bad request, a field that carries the key, a 404), a job's body and the job list, the job store's files."""

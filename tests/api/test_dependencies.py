@@ -16,8 +16,6 @@ import pytest
 
 from tests.conftest import ManagedServer, managed_server
 
-pytestmark = pytest.mark.slow
-
 
 class QdrantStandIn:
     """Answers `GET /collections/{name}/exists` as Qdrant's REST API does; `missing` names absent ones."""
@@ -72,7 +70,8 @@ def qdrant() -> Iterator[QdrantStandIn]:
 @pytest.fixture(scope="module")
 def by_url(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, qdrant: QdrantStandIn) -> Iterator[ManagedServer]:
     env = {"MONOLITH_QDRANT__URL": qdrant.url, "MONOLITH_QDRANT__TIMEOUT_S": "2", "MONOLITH_RAG__EXPAND": "false"}
-    with managed_server(tmp_path_factory.mktemp("by-url"), model_dir, env) as managed:
+    # Retrieval is what is tested, not the tokens: the scripted engine's server process, with the real RAG.
+    with managed_server(tmp_path_factory.mktemp("by-url"), model_dir, env, scripted=True) as managed:
         yield managed
 
 

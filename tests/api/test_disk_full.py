@@ -1,6 +1,7 @@
-"""A full disk through HTTP on a real server: the files volume (an upload) and the job store's (a submit) each on a
-small tmpfs, filled by the test. Each answers 507 and keeps nothing half-written; the server goes on, and once
-there is room again the same requests succeed and the job runs."""
+"""A full disk through HTTP on a server process (over the scripted engine: the disk is what is tested, not the
+tokens): the files volume (an upload) and the job store's (a submit) each on a small tmpfs, filled by the test.
+Each answers 507 and keeps nothing half-written; the server goes on, and once there is room again the same
+requests succeed and the job runs."""
 
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ import httpx
 import pytest
 
 from tests.conftest import discard_server, start_server, wait_ready
-
-pytestmark = pytest.mark.slow
 
 
 @contextlib.contextmanager
@@ -65,7 +64,7 @@ def submit(base_url: str) -> httpx.Response:
 def test_a_full_disk_is_a_507_that_keeps_nothing_and_the_server_goes_on(tmp_path: Path, model_dir: Path) -> None:
     with tmpfs(tmp_path / "files", "2m") as files_dir, tmpfs(tmp_path / "db", "2m") as db_dir:
         env = {"MONOLITH_FILES__DIR": str(files_dir), "MONOLITH_STORE__DATABASE": str(db_dir / "jobs.sqlite3")}
-        server = start_server(tmp_path / "replica", model_dir, env)
+        server = start_server(tmp_path / "replica", model_dir, env, scripted=True)
         try:
             wait_ready(server)
             content = batch_file(800)  # ~380 kB

@@ -50,6 +50,14 @@ async def test_every_file_the_page_names_is_served(settings: Settings) -> None:
     assert traversal.status_code == 404
 
 
+async def test_the_default_icon_address_answers_with_the_pages_icon_without_a_key(settings: Settings) -> None:
+    """Browsers ask for /favicon.ico for any document without an icon of its own (an asset opened by itself)."""
+    async with AsyncTestClient(app=create_app(keyed(settings), loader=ready_with(None))) as client:
+        favicon = await client.get("/favicon.ico", headers={"Accept-Encoding": "identity"})
+    assert favicon.status_code == 200 and favicon.headers["content-type"].startswith("image/svg+xml")
+    assert favicon.content == (STATIC / "icon.svg").read_bytes()
+
+
 async def test_the_page_forbids_inline_script_and_framing(settings: Settings) -> None:
     async with AsyncTestClient(app=create_app(settings, loader=ready_with(None))) as client:
         page = await client.get("/")

@@ -22,6 +22,7 @@ from monolith.config import Settings
 
 STATIC = Path(__file__).with_name("static")
 INDEX = "index.html"
+ICON = "icon.svg"  # index.html links it; /favicon.ico answers with it too
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -114,6 +115,13 @@ async def asset(request: Request, name: str) -> Response[bytes]:
     return serve(found, request)
 
 
+@get("/favicon.ico", opt=PUBLIC, include_in_schema=False)
+async def favicon(request: Request) -> Response[bytes]:
+    """The page's icon where browsers look for one by default (any document of this origin without an icon of its
+    own: an asset opened by itself, an error page), instead of a 404 in the console and the access log."""
+    return serve(request.app.state.web_assets[ICON], request)
+
+
 @get("/", opt=PUBLIC, include_in_schema=False)
 async def page_off() -> None:
     raise NotFoundException("the chat page is turned off (server.web_ui: false)")
@@ -123,4 +131,4 @@ def web_ui_handlers(settings: Settings) -> list[HTTPRouteHandler]:
     """The page, or (server.web_ui: false) a 404 that says why, where GET / would otherwise be a 405 beside TGI's
     POST /. Plain handlers, registered after the controllers: Litestar 2.25 refuses a second controller on a path
     a controller already has (both bring an OPTIONS handler), but merges a plain handler into it."""
-    return [page, asset] if settings.server.web_ui else [page_off]
+    return [page, asset, favicon] if settings.server.web_ui else [page_off]

@@ -291,7 +291,7 @@
     }
     state.ready = true;
     setSending(false);
-    setStatus("Ready");
+    setStatus("Reading the models…", true); // "Ready" once the model to talk to is known (loadModel)
   }
 
   async function loadModel() {
