@@ -172,8 +172,8 @@ def submit_alternately(cluster: Cluster, receiver: Receiver, count: int, short: 
     ids: list[str] = []
     for i in range(count):
         replica = (cluster.a, cluster.b)[i % 2]
-        content = [{"role": "user", "content": f"Count to {i}"}]
-        body = {"model": "twin", "messages": content, "max_tokens": 4 if i < short else 48, "ignore_eos": True}
+        messages = [{"role": "user", "content": f"Count to {i}"}]
+        body = {"model": "twin", "messages": messages, "max_tokens": 4 if i < short else 48, "ignore_eos": True}
         response = httpx.post(
             f"{replica.url}/v1/async/chat/completions", params={"callback_url": receiver.url}, json=body
         )
