@@ -94,6 +94,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     own_skip = report.skipped and not hasattr(report, "wasxfail")  # PDF, audio, images: the suite's own skips
     if report.when == "call" and "test_langchain_standard" in item.nodeid and not own_skip:
         item.config.stash.setdefault(STANDARD_SUITE, {})[item.nodeid] = report.passed
-        if not report.passed:
-            item.config.stash.setdefault(STANDARD_SUITE_ERRORS, {})[item.nodeid] = str(report.longrepr)[-1500:]
+        if not report.passed:  # the exception's own message (a parser's names the completion), else the traceback
+            crash = getattr(report.longrepr, "reprcrash", None)
+            error = crash.message if crash is not None else str(report.longrepr)
+            item.config.stash.setdefault(STANDARD_SUITE_ERRORS, {})[item.nodeid] = error[:1500]
     return report
