@@ -122,7 +122,7 @@ def start_server(
         "MONOLITH_ENGINE__CPU_KV_CACHE_GB": "1",
         **(env or {}),
     }
-    entry = ["tests.scripted_server", "--retrieval"] if scripted else ["monolith.cli", "serve"]
+    entry = ["tests.scripted_server"] if scripted else ["monolith.cli", "serve"]
     cmd = [sys.executable, "-m", *entry, "--config", str(CPU_CONFIG), "--port", str(port)]
     server = launch("server", cmd, environment, data_dir, port)  # its own process group, for kill_tree
     return ServerProcess(server.proc, server.base_url, server.log)
@@ -194,7 +194,7 @@ def discard_server(server: ServerProcess) -> None:
 def managed_server(
     data_dir: Path, model_dir: Path, env: dict[str, str] | None = None, scripted: bool = False
 ) -> Iterator[ManagedServer]:
-    """The one way a test module gets a dedicated real server: `env` over the tests' defaults, started by the
+    """The one way a test module gets a dedicated server process: `env` over the tests' defaults, started by the
     first test that calls `up()`, stopped however the module's tests end. `scripted`: over the scripted engine."""
     managed = ManagedServer(data_dir, model_dir, env, scripted)
     try:

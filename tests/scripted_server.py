@@ -1,6 +1,6 @@
 """`monolith serve` over the scripted engine (tests/scripted.py), as a process of its own: the real app, uvicorn,
-signal handlers (SIGTERM's drain, SIGHUP's key reload), log, job store and runners (and with --retrieval the real
-embedder, vector store and RAG pipeline), with no vLLM to load.
+signal handlers (SIGTERM's drain, SIGHUP's key reload), log, job store, runners and the real embedder, vector store
+and RAG pipeline, with no vLLM to load.
 For the tests that need a server process but no real tokens (API keys and ownership, a full disk, a vector store
 that fails): it is ready in a few seconds where a real one takes ~20 (two imports of vLLM, one in the engine core's
 process). Started by tests.conftest.start_server(scripted=True).
@@ -23,14 +23,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--gap-s", type=float, default=0.05, help="between two tokens of a generation")
-    parser.add_argument("--retrieval", action="store_true", help="the real embedder, vector store and RAG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     settings = load_settings(args.config)  # and the MONOLITH_* environment, as `monolith serve` reads them
     start_logging(settings)
-    engine = ScriptedEngine(capacity=settings.engine.max_num_seqs, gap_s=args.gap_s)
-    loader = scripted_loader(engine, jobs=True, retrieval=args.retrieval)
+    engine = ScriptedEngine(capacity=settings.engine.max_num_seqs)  # a token every 50 ms
+    loader = scripted_loader(engine, jobs=True, retrieval=True)
     run_server(settings, "127.0.0.1", args.port, loader)  # and exits the process
 
 

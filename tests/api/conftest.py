@@ -21,7 +21,7 @@ from tests.scripted import ScriptedEngine, ThreadedServer
 
 RERANK_MODEL = "tiny-reranker"
 # Whether each test of LangChain's standard suite passed (tests/api/test_langchain_standard.py counts them), and
-# how each failed one failed (the end of its error, which names what the model wrote).
+# how each failed one failed (its exception's message, which names what the model wrote).
 STANDARD_SUITE = pytest.StashKey[dict[str, bool]]()
 STANDARD_SUITE_ERRORS = pytest.StashKey[dict[str, str]]()
 

@@ -203,9 +203,9 @@ def test_forty_jobs_survive_a_replica_killed_while_running_them(cluster: Cluster
             return {j["id"]: j["status"] for j in data if j["id"] in ids}
 
         def a_holds_running_jobs() -> list[str]:
-            owners = cluster.lease_owners()
-            running = [i for i, s in statuses().items() if s == "running"]
-            done = list(statuses().values()).count("succeeded")
+            owners, now = cluster.lease_owners(), statuses()
+            running = [i for i, s in now.items() if s == "running"]
+            done = list(now.values()).count("succeeded")
             assert done < len(ids), "every job ended before replica A was seen running one"  # not a 300 s wait
             mine = [i for i in running if cluster.holder(owners.get(i)) is cluster.a]
             return mine if done >= 3 else []
